@@ -1,0 +1,43 @@
+# musicrecall: `make run` builds the whole workbook, `make test` checks it. Both set themselves up.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PROFILE ?= small
+NB ?=
+ARGS ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: run test nb lab clean lint bench install
+
+# (Re)install when pyproject.toml changes; the stamp records that the venv matches it.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	MPLBACKEND=Agg $(PY) -m musicrecall.report run --profile $(PROFILE)
+
+# One notebook with other parameters, e.g.  make nb NB=01 ARGS="-p seed 7"
+nb: $(STAMP)
+	@test -n "$(NB)" || (echo 'usage: make nb NB=01 ARGS="-p seed 7"'; exit 2)
+	MPLBACKEND=Agg $(PY) -m musicrecall.report run --profile $(PROFILE) --only $(NB) $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check lib tests bench
+
+bench: $(STAMP)
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+clean:
+	find reports -mindepth 1 ! -name README.md -delete
+	find data -mindepth 2 ! -name README.md -delete

@@ -1,0 +1,258 @@
+"""Log cleaning in polars: validity rules, noise filters, sessionisation and labels.
+
+The talk's first problem is that "high noise in listening behaviour makes raw samples inaccurate".
+:func:`clean_log` turns a raw event log (canonical :data:`musicrecall.schema.EVENTS_SCHEMA`) into
+training-ready plays, and accounts for every row: ``rows in = rows kept + rows removed``, each removed
+row carrying the first rule that caught it. Rules run in this order:
+
+Invalid rows (``stage="invalid"``, quarantined):
+  ``missing_user``        user_id is null.
+  ``unparseable_ts``      ts is null (the importer could not parse it).
+  ``future_ts``           ts later than the export time ``now`` plus ``future_tolerance_s`` (clock skew).
+  ``negative_play_ms``    play_ms < 0.
+  ``play_beyond_length``  play_ms > ``beyond_length_factor`` × song length + ``beyond_length_slack_ms``.
+  ``unknown_song``        song_id null or absent from the items table.
+Noise (``stage="noise"``, removed from training but kept in the quarantine file):
+  ``duplicate``           an exact copy (all content columns) of an earlier row in source order.
+  ``bot``                 the user's plays per active day exceed ``bot_max_plays_per_day``, or the user has
+                          at least ``bot_min_plays`` plays whose inter-play gaps have a coefficient of
+                          variation below ``bot_max_gap_cv`` (machines play at a fixed cadence).
+  ``accidental``          play_ms < ``accidental_ms`` (a tap, not a listen).
+  ``autoplay``            a trailing run of at least ``autoplay_min_run`` plays in a session that all
+                          started with ``reason_start == "autoplay"``: passive listening the user never
+                          chose (needs a source that logs reason_start; otherwise the rule is inert).
+
+Sessions: a new session starts when the gap between the end of one play (ts + play_ms) and the start of
+the next exceeds ``session_gap_min`` minutes.
+
+Labels on kept rows:
+  ``full_play``  play_ms ≥ ``full_play_share`` × song length, or the play ended with ``trackdone``.
+                 Without a song length: ``trackdone`` if reason_end is logged, else not ``skipped`` and
+                 play_ms ≥ ``full_play_fallback_ms`` if skipped is logged, else play_ms ≥ fallback; a
+                 scrobble with no play_ms at all (Last.fm) counts as a full play by Last.fm's own rule.
+  ``skip``       not full_play.
+  ``strong_pos`` action in collect / playlist_add / follow_artist;  ``strong_neg``: action == block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+
+from musicrecall.schema import EVENTS_SCHEMA
+
+INVALID_REASONS = ("missing_user", "unparseable_ts", "future_ts", "negative_play_ms", "play_beyond_length",
+                   "unknown_song")
+NOISE_REASONS = ("duplicate", "bot", "accidental", "autoplay")
+REASONS = INVALID_REASONS + NOISE_REASONS
+# Content columns that define an exact duplicate (the source position is not content).
+_CONTENT = [c for c in EVENTS_SCHEMA if c not in ("source_file", "source_row")]
+
+
+@dataclass(frozen=True)
+class CleaningConfig:
+    """Thresholds of every rule; see the module docstring for what each one does."""
+
+    future_tolerance_s: int = 3600
+    beyond_length_factor: float = 1.5
+    beyond_length_slack_ms: int = 10_000
+    accidental_ms: int = 5_000
+    bot_max_plays_per_day: float = 400.0
+    bot_min_plays: int = 200
+    bot_max_gap_cv: float = 0.15
+    session_gap_min: float = 30.0
+    autoplay_min_run: int = 3
+    full_play_share: float = 0.8
+    full_play_fallback_ms: int = 30_000
+
+
+@dataclass
+class CleanResult:
+    """Kept plays with labels, every removed row with its reason, and the accounting table."""
+
+    events: pl.DataFrame
+    removed: pl.DataFrame
+    accounting: pl.DataFrame
+    config: CleaningConfig
+    rows_in: int
+
+    def check_balance(self) -> None:
+        """Raise if any row went missing: rows in must equal rows kept plus rows removed."""
+        kept, removed = self.events.height, self.removed.height
+        if kept + removed != self.rows_in:
+            raise AssertionError(f"cleaning lost rows: {self.rows_in} in, {kept} kept + {removed} removed")
+
+    def write(self, folder: Path) -> dict[str, Path]:
+        """Write kept events to ``folder/clean_events.parquet`` and removed rows to
+        ``folder/quarantine.parquet`` (atomically: a temporary file, then a rename)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        for name, frame in (("clean_events", self.events), ("quarantine", self.removed),
+                            ("accounting", self.accounting)):
+            path = folder / f"{name}.parquet"
+            tmp = folder / f".{name}.parquet.tmp"
+            frame.write_parquet(tmp)
+            tmp.replace(path)
+            paths[name] = path
+        return paths
+
+
+def _invalid_reason(now: datetime, cfg: CleaningConfig) -> pl.Expr:
+    limit = pl.lit(now).dt.cast_time_unit("ms").dt.replace_time_zone("UTC") + pl.duration(seconds=cfg.future_tolerance_s)
+    too_long = pl.col("song_ms").is_not_null() & (
+        pl.col("play_ms") > pl.col("song_ms") * cfg.beyond_length_factor + cfg.beyond_length_slack_ms)
+    return (
+        pl.when(pl.col("user_id").is_null()).then(pl.lit("missing_user"))
+        .when(pl.col("ts").is_null()).then(pl.lit("unparseable_ts"))
+        .when(pl.col("ts") > limit).then(pl.lit("future_ts"))
+        .when(pl.col("play_ms") < 0).then(pl.lit("negative_play_ms"))
+        .when(too_long).then(pl.lit("play_beyond_length"))
+        .when(~pl.col("_known_song")).then(pl.lit("unknown_song"))
+        .otherwise(pl.lit(None, dtype=pl.String))
+    )
+
+
+def _bot_users(valid: pl.DataFrame, cfg: CleaningConfig) -> pl.DataFrame:
+    gaps = valid.sort("user_id", "ts").with_columns(
+        gap=pl.col("ts").diff().over("user_id").dt.total_milliseconds().cast(pl.Float64))
+    stats = gaps.group_by("user_id").agg(
+        n=pl.len(),
+        days=pl.col("ts").dt.date().n_unique(),
+        gap_cv=pl.col("gap").std() / pl.col("gap").mean(),
+    )
+    is_bot = (pl.col("n") / pl.col("days") > cfg.bot_max_plays_per_day) | (
+        (pl.col("n") >= cfg.bot_min_plays) & (pl.col("gap_cv") < cfg.bot_max_gap_cv))
+    return stats.filter(is_bot).select("user_id")
+
+
+def sessionise(events: pl.DataFrame, gap_min: float) -> pl.DataFrame:
+    """Sort by user and time; add ``session_id`` (global, 0-based) and ``pos_in_session``."""
+    ends = pl.col("ts") + pl.duration(milliseconds=pl.col("play_ms").fill_null(0).clip(0))
+    out = events.sort("user_id", "ts", "source_file", "source_row").with_columns(
+        _prev_end=ends.shift(1).over("user_id"))
+    new = pl.col("_prev_end").is_null() | (
+        (pl.col("ts") - pl.col("_prev_end")).dt.total_milliseconds() > int(gap_min * 60_000))
+    out = out.with_columns(session_id=new.cum_sum().cast(pl.Int64) - 1).drop("_prev_end")
+    return out.with_columns(pos_in_session=pl.int_range(pl.len()).over("session_id").cast(pl.Int32))
+
+
+def _trailing_autoplay(sessions: pl.DataFrame, min_run: int) -> pl.Expr:
+    auto = (pl.col("reason_start") == "autoplay").fill_null(False)
+    # Count non-autoplay rows from here to the session's end: zero means "in the trailing autoplay run".
+    non_auto_after = (~auto).cast(pl.Int32).reverse().cum_sum().reverse().over("session_id")
+    in_tail = auto & (non_auto_after == 0)
+    tail_len = in_tail.cast(pl.Int32).sum().over("session_id")
+    return in_tail & (tail_len >= min_run)
+
+
+def add_labels(events: pl.DataFrame, cfg: CleaningConfig) -> pl.DataFrame:
+    """Add full_play / skip / strong_pos / strong_neg (see the module docstring for the rules)."""
+    trackdone = pl.col("reason_end") == "trackdone"
+    by_length = (pl.col("play_ms") >= cfg.full_play_share * pl.col("song_ms")) | trackdone.fill_null(False)
+    by_skip_flag = ~pl.col("skipped") & (pl.col("play_ms") >= cfg.full_play_fallback_ms)
+    full = (
+        pl.when(pl.col("song_ms").is_not_null()).then(by_length)
+        .when(pl.col("reason_end").is_not_null()).then(trackdone)
+        .when(pl.col("skipped").is_not_null()).then(by_skip_flag)
+        .when(pl.col("play_ms").is_null()).then(pl.lit(True))
+        .otherwise(pl.col("play_ms") >= cfg.full_play_fallback_ms)
+    )
+    return events.with_columns(full_play=full.fill_null(False)).with_columns(
+        skip=~pl.col("full_play"),
+        strong_pos=pl.col("action").is_in(["collect", "playlist_add", "follow_artist"]).fill_null(False),
+        strong_neg=(pl.col("action") == "block").fill_null(False),
+    )
+
+
+def clean_log(events: pl.DataFrame, items: pl.DataFrame, now: datetime,
+              config: CleaningConfig | None = None) -> CleanResult:
+    """Clean a raw log. ``now`` is the export time (later timestamps are clock skew)."""
+    cfg = config or CleaningConfig()
+    rows_in = events.height
+    known = items.select("song_id", pl.col("duration_ms").alias("_duration"), pl.lit(True).alias("_known_song"))
+    df = (
+        events.with_row_index("_row")
+        .join(known, on="song_id", how="left", maintain_order="left")
+        .with_columns(song_ms=pl.coalesce("song_ms", "_duration"), _known_song=pl.col("_known_song").fill_null(False))
+        .drop("_duration")
+        .with_columns(reason=_invalid_reason(now, cfg))
+    )
+    # Duplicates: the first occurrence in source order stays.
+    df = df.sort("_row").with_columns(
+        reason=pl.coalesce("reason", pl.when(~pl.struct(_CONTENT).is_first_distinct()).then(pl.lit("duplicate"))))
+    bots = _bot_users(df.filter(pl.col("reason").is_null()), cfg)
+    df = df.with_columns(reason=pl.coalesce(
+        "reason",
+        pl.when(pl.col("user_id").is_in(bots["user_id"].implode())).then(pl.lit("bot")),
+        pl.when(pl.col("play_ms") < cfg.accidental_ms).then(pl.lit("accidental")),
+    ))
+    kept = sessionise(df.filter(pl.col("reason").is_null()), cfg.session_gap_min)
+    kept = kept.with_columns(reason=pl.when(_trailing_autoplay(kept, cfg.autoplay_min_run)).then(pl.lit("autoplay")))
+    removed = pl.concat([df.filter(pl.col("reason").is_not_null()),
+                         kept.filter(pl.col("reason").is_not_null()).drop("session_id", "pos_in_session")])
+    removed = (removed.with_columns(stage=pl.when(pl.col("reason").is_in(INVALID_REASONS))
+                                    .then(pl.lit("invalid")).otherwise(pl.lit("noise")))
+               .sort("_row").drop("_row", "_known_song"))
+    kept = kept.filter(pl.col("reason").is_null()).drop("reason", "_known_song", "_row")
+    kept = add_labels(sessionise(kept, cfg.session_gap_min), cfg)
+    result = CleanResult(kept, removed, accounting_table(rows_in, kept.height, removed), cfg, rows_in)
+    result.check_balance()
+    return result
+
+
+def accounting_table(rows_in: int, rows_kept: int, removed: pl.DataFrame) -> pl.DataFrame:
+    """One row per reason (in rule order, zeros included) plus ``kept`` and ``rows_in``."""
+    counts = dict(removed.group_by("reason").len().iter_rows())
+    rows = [("rows_in", "", rows_in), ("kept", "", rows_kept)]
+    rows += [(r, "invalid" if r in INVALID_REASONS else "noise", counts.get(r, 0)) for r in REASONS]
+    table = pl.DataFrame(rows, schema={"reason": pl.String, "stage": pl.String, "rows": pl.Int64}, orient="row")
+    return table.with_columns(share=pl.col("rows") / max(rows_in, 1))
+
+
+def noise_detection_report(removed: pl.DataFrame, kept: pl.DataFrame, truth_noise: pl.DataFrame) -> pl.DataFrame:
+    """Precision and recall of each rule against the simulator's ground-truth noise flags.
+
+    ``truth_noise`` has ``source_row`` and ``noise`` (null for a genuine play); rows are matched on
+    ``source_row``. Truth kind ``clock_skew`` is what rule ``future_ts`` should catch. The ``all`` row
+    scores removal of any noise, whatever the rule.
+    """
+    alias = {"clock_skew": "future_ts"}
+    truth = truth_noise.select("source_row", pl.col("noise").replace(alias).alias("truth"))
+    decided = pl.concat([removed.select("source_row", "reason"),
+                         kept.select("source_row", pl.lit(None, dtype=pl.String).alias("reason"))])
+    joined = decided.join(truth, on="source_row", how="left")
+    rows = []
+    for rule in [*REASONS, "all"]:
+        if rule == "all":
+            pred, true = pl.col("reason").is_not_null(), pl.col("truth").is_not_null()
+        else:
+            pred, true = pl.col("reason") == rule, pl.col("truth") == rule
+        s = joined.select(tp=(pred & true).fill_null(False).sum(), p=pred.fill_null(False).sum(),
+                          t=true.fill_null(False).sum()).row(0, named=True)
+        rows.append({"rule": rule, "removed": s["p"], "truth": s["t"], "correct": s["tp"],
+                     "precision": s["tp"] / s["p"] if s["p"] else None,
+                     "recall": s["tp"] / s["t"] if s["t"] else None})
+    return pl.DataFrame(rows)
+
+
+def entry_summary(events: pl.DataFrame) -> pl.DataFrame:
+    """Per entry point: plays, users, full-play, skip and collect rates (the point-wise ranking samples)."""
+    return (events.group_by(pl.col("entry").fill_null("unknown"))
+            .agg(plays=pl.len(), users=pl.col("user_id").n_unique(), full_play_rate=pl.col("full_play").mean(),
+                 skip_rate=pl.col("skip").mean(), collect_rate=(pl.col("action") == "collect").fill_null(False).mean())
+            .sort("plays", descending=True))
+
+
+def entry_samples(events: pl.DataFrame, entry: str) -> pl.DataFrame:
+    """Point-wise samples of one entry point: each exposure is a row with its labels (talk, Q&A)."""
+    cols = ["user_id", "song_id", "ts", "entry", "session_id", "pos_in_session", "play_ms", "song_ms",
+            "full_play", "skip", "strong_pos", "strong_neg", "action"]
+    return events.filter(pl.col("entry") == entry).select(cols)
+
+
+def config_dict(cfg: CleaningConfig) -> dict:
+    """The thresholds as a plain dict (for cache keys and reports)."""
+    return asdict(cfg)

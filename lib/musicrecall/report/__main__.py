@@ -1,0 +1,35 @@
+"""Command line: ``python -m musicrecall.report run [--profile P] [--only NN ...] [-p name value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+
+from musicrecall.report.index import build_index
+from musicrecall.report.runner import REPORTS_DIR, load_metrics, run_all
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m musicrecall.report")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="execute notebooks with papermill and export reports")
+    run.add_argument("--profile", default="small", choices=["tiny", "small", "medium"])
+    run.add_argument("--only", nargs="*", help="notebook number prefixes, e.g. 01 03")
+    # papermill-style parameters; values are parsed as YAML (7 -> int, 0.5 -> float, a/b -> str)
+    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    sub.add_parser("index", help="rebuild reports/index.html from reports/metrics.json")
+    args = parser.parse_args(argv)
+    if args.command == "index":
+        build_index(load_metrics(), REPORTS_DIR / "index.html")
+        return 0
+    extra = {name: yaml.safe_load(value) for name, value in args.parameter}
+    runs = run_all(args.profile, only=args.only or None, extra=extra)
+    failed = [r.name for r in runs if r.status != "ok"]
+    print(f"[musicrecall] {len(runs) - len(failed)} ok, {len(failed)} failed; open {REPORTS_DIR / 'index.html'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

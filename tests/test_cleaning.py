@@ -1,0 +1,126 @@
+"""Each cleaning rule on hand-built rows, and the accounting identity."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import pytest
+
+from musicrecall.cleaning import CleaningConfig, clean_log, noise_detection_report, sessionise
+from musicrecall.schema import conform
+
+T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+ITEMS = conform(pl.DataFrame({"song_id": [0, 1, 2, 3], "duration_ms": [200_000] * 4}), "items")
+
+
+def make_events(rows: list[dict]) -> pl.DataFrame:
+    base = {"user_id": 1, "song_id": 0, "play_ms": 200_000, "reason_start": "clickrow", "reason_end": "trackdone"}
+    full = [{**base, **r, "source_file": "t.json", "source_row": i} for i, r in enumerate(rows)]
+    return conform(pl.DataFrame(full), "events")
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def reasons(result) -> dict[int, str]:
+    return dict(result.removed.select("source_row", "reason").iter_rows())
+
+
+def test_each_invalid_rule_names_its_reason_and_row():
+    ev = make_events([
+        {"ts": at(0)},                                   # 0 kept
+        {"ts": at(4), "user_id": None},                  # 1 missing_user
+        {"ts": None},                                    # 2 unparseable_ts
+        {"ts": NOW + timedelta(days=400)},               # 3 future_ts
+        {"ts": at(8), "play_ms": -5},                    # 4 negative_play_ms
+        {"ts": at(12), "play_ms": 900_000},              # 5 play_beyond_length
+        {"ts": at(16), "song_id": 99},                   # 6 unknown_song
+        {"ts": at(20), "song_id": None},                 # 7 unknown_song
+    ])
+    res = clean_log(ev, ITEMS, NOW)
+    assert reasons(res) == {1: "missing_user", 2: "unparseable_ts", 3: "future_ts", 4: "negative_play_ms",
+                            5: "play_beyond_length", 6: "unknown_song", 7: "unknown_song"}
+    assert res.events["source_row"].to_list() == [0]
+    assert set(res.removed["stage"]) == {"invalid"}
+    acc = dict(res.accounting.select("reason", "rows").iter_rows())
+    assert acc["rows_in"] == 8 and acc["kept"] == 1 and acc["unknown_song"] == 2
+    assert acc["kept"] + sum(v for k, v in acc.items() if k not in ("rows_in", "kept")) == acc["rows_in"]
+
+
+def test_duplicate_keeps_first_in_source_order_and_accidental_is_removed():
+    ev = make_events([{"ts": at(0)}, {"ts": at(0)}, {"ts": at(5), "play_ms": 1_200}, {"ts": at(10), "song_id": 2}])
+    res = clean_log(ev, ITEMS, NOW)
+    assert reasons(res) == {1: "duplicate", 2: "accidental"}
+    assert res.events["source_row"].to_list() == [0, 3]
+
+
+def test_bot_is_caught_by_cadence_and_normal_user_is_not():
+    bot = [{"user_id": 7, "ts": at(i * 0.55), "play_ms": 30_500, "song_id": i % 4} for i in range(250)]
+    human = [{"user_id": 8, "ts": at(i * 3.5 + (i % 5) * 7 + (i // 20) * 600), "song_id": i % 4} for i in range(250)]
+    res = clean_log(make_events(bot + human), ITEMS, NOW)
+    removed = res.removed
+    assert removed.filter(pl.col("reason") == "bot")["user_id"].unique().to_list() == [7]
+    assert res.events["user_id"].unique().to_list() == [8]
+
+
+def test_trailing_autoplay_run_is_removed_but_isolated_autoplay_is_kept():
+    rows = [{"ts": at(0)}, {"ts": at(4), "reason_start": "autoplay"}, {"ts": at(8)}]
+    rows += [{"ts": at(12 + 4 * i), "reason_start": "autoplay", "song_id": 3} for i in range(4)]
+    rows += [{"ts": at(600), "reason_start": "autoplay"}, {"ts": at(604), "reason_start": "autoplay"}]  # run of 2
+    res = clean_log(make_events(rows), ITEMS, NOW, CleaningConfig(autoplay_min_run=3))
+    assert sorted(k for k, v in reasons(res).items() if v == "autoplay") == [3, 4, 5, 6]
+    assert res.events["source_row"].to_list() == [0, 1, 2, 7, 8]
+    assert res.events["session_id"].n_unique() == 2
+
+
+def test_sessions_split_on_gap_after_play_end():
+    ev = make_events([{"ts": at(0)}, {"ts": at(3.5)}, {"ts": at(3.5 + 3.4 + 29)}, {"ts": at(200)}])
+    s = sessionise(ev, 30)
+    assert s["session_id"].to_list() == [0, 0, 0, 1]
+    assert s["pos_in_session"].to_list() == [0, 1, 2, 0]
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        ({"play_ms": 170_000, "reason_end": "endplay"}, True),   # 85% of the song
+        ({"play_ms": 60_000, "reason_end": "fwdbtn"}, False),
+        ({"play_ms": 60_000, "reason_end": "trackdone"}, True),  # reached the end
+    ],
+)
+def test_full_play_label(row, expected):
+    res = clean_log(make_events([{"ts": at(0), **row}]), ITEMS, NOW)
+    assert res.events["full_play"].to_list() == [expected]
+    assert res.events["skip"].to_list() == [not expected]
+
+
+def test_full_play_without_song_length_uses_skip_flag_then_fallback():
+    items = conform(pl.DataFrame({"song_id": [0]}), "items")  # no durations known
+    ev = make_events([
+        {"ts": at(0), "reason_end": None, "skipped": True, "play_ms": 100_000},
+        {"ts": at(10), "reason_end": None, "skipped": False, "play_ms": 100_000},
+        {"ts": at(20), "reason_end": None, "play_ms": 10_000},
+        {"ts": at(30), "reason_end": None, "play_ms": None},
+    ])
+    res = clean_log(ev, items, NOW)
+    assert res.events.sort("source_row")["full_play"].to_list() == [False, True, False, True]
+
+
+def test_strong_labels_from_actions():
+    ev = make_events([{"ts": at(0), "action": "collect"}, {"ts": at(5), "action": "block", "play_ms": 20_000}])
+    out = clean_log(ev, ITEMS, NOW).events.sort("source_row")
+    assert out["strong_pos"].to_list() == [True, False]
+    assert out["strong_neg"].to_list() == [False, True]
+
+
+def test_noise_report_scores_rules_against_truth():
+    ev = make_events([{"ts": at(0)}, {"ts": at(0)}, {"ts": at(5), "play_ms": 1_000}, {"ts": at(9)}])
+    res = clean_log(ev, ITEMS, NOW)
+    truth = pl.DataFrame({"source_row": [0, 1, 2, 3], "noise": [None, "duplicate", None, "accidental"]})
+    rep = {r["rule"]: r for r in noise_detection_report(res.removed, res.events, truth).iter_rows(named=True)}
+    assert rep["duplicate"]["precision"] == 1.0 and rep["duplicate"]["recall"] == 1.0
+    assert rep["accidental"]["precision"] == 0.0 and rep["accidental"]["recall"] == 0.0
+    assert rep["all"]["removed"] == 2 and rep["all"]["correct"] == 1

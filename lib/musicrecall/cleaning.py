@@ -85,13 +85,14 @@ class CleanResult:
         if kept + removed != self.rows_in:
             raise AssertionError(f"cleaning lost rows: {self.rows_in} in, {kept} kept + {removed} removed")
 
-    def write(self, folder: Path) -> dict[str, Path]:
-        """Write kept events to ``folder/clean_events.parquet`` and removed rows to
-        ``folder/quarantine.parquet`` (atomically: a temporary file, then a rename)."""
-        folder.mkdir(parents=True, exist_ok=True)
+    def write(self, clean_dir: Path, quarantine_dir: Path) -> dict[str, Path]:
+        """Write kept events to ``clean_dir/clean_events.parquet``, removed rows with their reasons to
+        ``quarantine_dir/quarantine.parquet`` (atomically: a temporary file, then a rename)."""
         paths = {}
-        for name, frame in (("clean_events", self.events), ("quarantine", self.removed),
-                            ("accounting", self.accounting)):
+        for folder, name, frame in ((quarantine_dir, "quarantine", self.removed),
+                                    (quarantine_dir, "accounting", self.accounting),
+                                    (clean_dir, "clean_events", self.events)):
+            folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"{name}.parquet"
             tmp = folder / f".{name}.parquet.tmp"
             frame.write_parquet(tmp)

@@ -58,3 +58,13 @@ def data_path(*parts: str) -> Path:
     path = DATA_DIR.joinpath(*parts)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def notebook_setup(n: int | None = None, table_rows: int = 40) -> int:
+    """Everything a notebook's first code cell needs: thread counts, and polars tables shown whole."""
+    import polars as pl
+
+    pl.Config.set_tbl_rows(table_rows)
+    pl.Config.set_tbl_cols(16)
+    pl.Config.set_fmt_str_lengths(60)
+    return set_threads(n)

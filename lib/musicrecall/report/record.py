@@ -47,12 +47,19 @@ def format_ci(m: dict[str, Any]) -> str:
     return "" if m.get("ci_lo") is None else f"[{_fmt(m['ci_lo'])}, {_fmt(m['ci_hi'])}]"
 
 
-def record_metrics(notebook: str, metrics: list[dict[str, Any]], *, profile: str, dataset: str = "world",
-                   seed: int = 0, claims: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    """Display and return the notebook's headline metrics (and claims-ledger rows, if any)."""
-    payload = {"notebook": notebook, "profile": profile, "dataset": dataset, "seed": seed,
+def build_record(notebook: str, metrics: list[dict[str, Any]], *, profile: str, dataset: str = "world",
+                 seed: int = 0, claims: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """The JSON payload of one notebook's headline metrics (and claims-ledger rows, if any)."""
+    payload = {"notebook": notebook, "profile": profile, "dataset": str(dataset), "seed": seed,
                "metrics": metrics, "claims": claims or []}
     json.dumps(payload)  # fail here, in the notebook, if something is not serialisable
+    return payload
+
+
+def record_metrics(notebook: str, metrics: list[dict[str, Any]], *, profile: str, dataset: str = "world",
+                   seed: int = 0, claims: list[dict[str, str]] | None = None) -> None:
+    """Display the notebook's headline metrics as a table, with the payload the runner collects."""
+    payload = build_record(notebook, metrics, profile=profile, dataset=dataset, seed=seed, claims=claims)
     rows = "".join(
         f"<tr><td>{html.escape(m['name'])}</td><td>{_fmt(m['value'])}</td><td>{format_ci(m)}</td>"
         f"<td>{html.escape(m['world'])}</td><td>{html.escape(m['note'])}</td></tr>"
@@ -64,7 +71,7 @@ def record_metrics(notebook: str, metrics: list[dict[str, Any]], *, profile: str
     try:
         from IPython.display import display
 
-        display({"text/html": table, METRICS_MIME: payload}, raw=True)
-    except ImportError:  # outside IPython: the return value is the record
-        pass
-    return payload
+        display({"text/html": table, "text/plain": f"{len(metrics)} metrics of {notebook}", METRICS_MIME: payload},
+                raw=True)
+    except ImportError as err:  # pragma: no cover - IPython is a dependency
+        raise RuntimeError("record_metrics needs IPython; use build_record outside notebooks") from err

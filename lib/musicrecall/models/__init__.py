@@ -1,0 +1,1 @@
+"""Recall models, one per file."""

@@ -1,0 +1,49 @@
+"""Every notebook runs end to end at profile ``tiny`` under papermill, and records sane metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+
+from musicrecall.report.runner import list_notebooks, run_all
+
+BOUNDED = re.compile(r"(hr@|recall|ndcg|precision|coverage|share|rate|ratio)")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    reports = tmp_path_factory.mktemp("reports")
+    runs = run_all("tiny", reports_dir=reports)
+    return reports, runs
+
+
+def test_every_notebook_runs_at_tiny(tiny_run):
+    reports, runs = tiny_run
+    assert [r.name for r in runs] == [p.stem for p in list_notebooks()]
+    failed = {r.name: r.error for r in runs if r.status != "ok"}
+    assert not failed, failed
+    for run in runs:
+        assert (reports / f"{run.name}.html").stat().st_size > 10_000
+        assert (reports / f"{run.name}.ipynb").exists()
+
+
+def test_recorded_metrics_are_sane(tiny_run):
+    reports, _ = tiny_run
+    metrics = json.loads((reports / "metrics.json").read_text())
+    for name, run in metrics["notebooks"].items():
+        values = {m["name"]: m for rec in run["records"] for m in rec["metrics"]}
+        assert values, f"{name} recorded no metrics"
+        for key, m in values.items():
+            assert math.isfinite(m["value"]), (name, key)
+            if BOUNDED.search(key):
+                assert 0.0 <= m["value"] <= 1.0, (name, key, m["value"])
+            if m["ci_lo"] is not None:
+                assert m["ci_lo"] <= m["value"] + 1e-9 and m["value"] <= m["ci_hi"] + 1e-9, (name, key)
+        assert all(rec["profile"] == "tiny" for rec in run["records"])
+    cleaning = {m["name"]: m["value"] for rec in metrics["notebooks"]["01_log_cleaning"]["records"] for m in rec["metrics"]}
+    assert cleaning["rows_in"] == cleaning["rows_kept"] + cleaning["rows_removed"]
+    index = (reports / "index.html").read_text()
+    assert "Claims ledger" in index and "01_log_cleaning.html" in index

@@ -31,7 +31,7 @@ class PureSVD:
         k = min(self.factors, min(self.matrix.shape) - 1)
         v0 = np.random.default_rng(self.seed).standard_normal(min(self.matrix.shape)).astype(np.float32)
         _, _, vt = svds(self.matrix, k=k, v0=v0)  # v0 fixes ARPACK's start vector: reproducible
-        self.item_vecs = np.ascontiguousarray(vt.T, dtype=np.float32)
+        self.item_vecs = np.array(vt.T, dtype=np.float32, order="C", copy=True)  # svds may return negative strides
         return self
 
     def user_vecs(self, users: np.ndarray) -> np.ndarray:

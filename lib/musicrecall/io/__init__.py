@@ -1,0 +1,48 @@
+"""Importers for real listening logs, producing the canonical tables of :mod:`musicrecall.schema`.
+
+Every importer returns (or reads into) canonical frames and accounts for every input row:
+
+* :func:`import_spotify_extended` -- Spotify "Extended streaming history" (``Streaming_History_Audio_*.json``)
+* :func:`import_spotify_basic` -- Spotify account data (``StreamingHistory*.json``)
+* :func:`import_lastfm_1k` -- the Last.fm-1K TSV
+* :func:`import_events`, :func:`import_items`, :func:`import_triples`, :func:`import_users` -- CSV /
+  Parquet files already in canonical column names
+* :func:`save_dataset` / :func:`load_dataset_dir` -- a folder of parquet tables (import once, then pass
+  the folder as the notebooks' ``dataset`` parameter)
+
+Typical use::
+
+    from musicrecall.io import import_spotify_extended, save_dataset
+    res = import_spotify_extended("~/Downloads/my_spotify_data/Spotify Extended Streaming History")
+    print(res.accounting())           # rows_read == events + rejected, per file
+    save_dataset(res, "data/processed/my_spotify")
+
+File-level problems raise :class:`InputError` (a ``ValueError``) naming the file and record / row.
+"""
+
+from musicrecall.io.errors import InputError
+from musicrecall.io.generic import (
+    ImportResult,
+    import_events,
+    import_items,
+    import_triples,
+    import_users,
+    load_dataset_dir,
+    save_dataset,
+)
+from musicrecall.io.lastfm import import_lastfm_1k
+from musicrecall.io.spotify import import_spotify_basic, import_spotify_extended
+
+__all__ = [
+    "ImportResult",
+    "InputError",
+    "import_events",
+    "import_items",
+    "import_lastfm_1k",
+    "import_spotify_basic",
+    "import_spotify_extended",
+    "import_triples",
+    "import_users",
+    "load_dataset_dir",
+    "save_dataset",
+]

@@ -1,0 +1,463 @@
+"""Shared importer machinery, the generic CSV/Parquet importers and the dataset folder format.
+
+* :class:`ImportResult` is what every log importer returns: canonical ``events`` / ``items`` /
+  ``users`` / ``triples`` (see :mod:`musicrecall.schema`) plus the ``rejected`` rows and a per-file
+  :meth:`ImportResult.accounting` in which ``rows_read == events + rejected`` always holds.
+* :func:`import_events`, :func:`import_items`, :func:`import_triples` read a CSV or Parquet file that
+  already uses the canonical column names (extra columns are ignored). A missing required column or a
+  value that cannot be converted raises :class:`~musicrecall.io.errors.InputError` naming the file,
+  the column and the first bad row: nothing is silently turned into null.
+* :func:`save_dataset` / :func:`load_dataset_dir` write and read a folder of parquet files
+  (``events.parquet``, ``items.parquet``, ``users.parquet``, ``triples.parquet`` and, for an import,
+  ``rejected.parquet``), so an export is imported once and the folder is passed to the notebooks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from musicrecall.io.errors import InputError
+from musicrecall.schema import SCHEMAS, conform, empty
+
+PathLike = str | os.PathLike[str]
+OnError = Literal["raise", "quarantine"]
+
+REJECTED_SCHEMA: dict[str, pl.DataType] = {
+    "source_file": pl.String(),
+    "source_row": pl.Int64(),
+    "reason": pl.String(),
+    "raw": pl.String(),  # the source record as JSON text (or the raw line for TSV sources)
+}
+FILES_SCHEMA: dict[str, pl.DataType] = {
+    "source_file": pl.String(),
+    "user_key": pl.String(),
+    "rows_read": pl.Int64(),
+    "note": pl.String(),
+}
+TABLES: tuple[str, ...] = ("events", "items", "users", "triples")
+RAW_MAX_CHARS = 10_000  # the raw text of a truncated tail is cut to this length
+
+# Timestamp formats accepted for string timestamps, tried in order. Formats without an offset are
+# read as UTC. ``%.f`` also matches "no fractional part".
+TS_FORMATS: tuple[str, ...] = (
+    "%Y-%m-%dT%H:%M:%S%.fZ",
+    "%Y-%m-%dT%H:%M:%S%.f%z",
+    "%Y-%m-%d %H:%M:%S%.f%z",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d",
+)
+_TS_DTYPE = pl.Datetime("ms", "UTC")
+
+
+def parse_ts(expr: pl.Expr) -> pl.Expr:
+    """Parse an ISO-8601-like string expression to ``Datetime("ms", "UTC")``; unparseable -> null.
+
+    Strings with a ``Z`` or a numeric offset are converted to UTC; strings without one are taken as
+    UTC. Callers must turn the resulting nulls into rejections (or errors), never keep them silently.
+    """
+    s = expr.str.strip_chars()
+    return pl.coalesce(
+        [s.str.to_datetime(fmt, time_unit="ms", time_zone="UTC", strict=False) for fmt in TS_FORMATS]
+    )
+
+
+@dataclass
+class ImportResult:
+    """Canonical tables produced by one import, plus everything needed to account for every row.
+
+    Attributes:
+        events: :data:`~musicrecall.schema.EVENTS_SCHEMA`; ``source_file`` is the file name relative
+            to the import root and ``source_row`` the 0-based record index inside it.
+        items: :data:`~musicrecall.schema.ITEMS_SCHEMA`, built from what the export knows.
+        users: :data:`~musicrecall.schema.USERS_SCHEMA`, one row per export folder / source user id.
+        triples: :data:`~musicrecall.schema.TRIPLES_SCHEMA` (``song_artist`` and ``song_album``).
+        rejected: rows that did not become events: ``source_file, source_row, reason, raw``.
+        files: one row per file read: ``source_file, user_key, rows_read, note``.
+    """
+
+    events: pl.DataFrame
+    items: pl.DataFrame
+    users: pl.DataFrame
+    triples: pl.DataFrame
+    rejected: pl.DataFrame
+    files: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=FILES_SCHEMA))
+
+    def accounting(self) -> pl.DataFrame:
+        """Per ``source_file``: ``rows_read``, ``events``, ``rejected`` and ``rejected_<reason>`` columns.
+
+        ``rows_read == events + rejected`` for every file (checked when the result is assembled). A
+        file holding an empty array shows ``rows_read == 0`` and ``note == "empty array: no records"``.
+        """
+        reasons = sorted(self.rejected.get_column("reason").unique().drop_nulls().to_list())
+        ev = self.events.group_by("source_file").agg(pl.len().cast(pl.Int64).alias("events"))
+        rj = self.rejected.group_by("source_file").agg(
+            pl.len().cast(pl.Int64).alias("rejected"),
+            *[(pl.col("reason") == r).sum().cast(pl.Int64).alias(f"rejected_{r}") for r in reasons],
+        )
+        files = self.files.select("source_file", "user_key", "rows_read", "note")
+        known = pl.concat([files.select("source_file"), ev.select("source_file"), rj.select("source_file")])
+        base = known.unique(maintain_order=True).join(files, on="source_file", how="left")
+        out = base.join(ev, on="source_file", how="left").join(rj, on="source_file", how="left")
+        counts = ["events", "rejected", *[f"rejected_{r}" for r in reasons]]
+        return out.with_columns(pl.col(counts).fill_null(0)).select(
+            "source_file", "user_key", "rows_read", *counts, "note"
+        )
+
+    def tables(self) -> dict[str, pl.DataFrame]:
+        """The four canonical tables plus ``rejected``, by name (the layout :func:`save_dataset` writes)."""
+        return {"events": self.events, "items": self.items, "users": self.users, "triples": self.triples,
+                "rejected": self.rejected}
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers shared by the log importers
+# --------------------------------------------------------------------------------------------------
+
+
+def natural_key(path: Path) -> list[object]:
+    """Sort key that orders ``StreamingHistory2.json`` before ``StreamingHistory10.json``."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.as_posix())]
+
+
+def resolve_inputs(
+    paths_or_dir: PathLike | Sequence[PathLike], patterns: Sequence[str], user_key: str | None
+) -> tuple[Path, list[tuple[str, list[Path]]]]:
+    """Resolve importer input to ``(root, [(user_key, files), ...])``.
+
+    * a file: one user (``user_key`` or the parent folder's name), root = its folder;
+    * a folder holding files matching ``patterns``: one user (``user_key`` or the folder's name);
+    * a folder of user folders: one user per sub-folder that holds matching files (searched
+      recursively, so an unzipped export folder works); ``user_key`` must then be ``None``;
+    * a list of files: grouped by parent folder name unless ``user_key`` is given; root = the
+      deepest common folder.
+
+    ``source_file`` values are the file paths relative to ``root``.
+    """
+
+    def matches(p: Path) -> bool:
+        return p.is_file() and any(p.match(pat) for pat in patterns)
+
+    if isinstance(paths_or_dir, (str, os.PathLike)):
+        p = Path(paths_or_dir)
+        if not p.exists():
+            raise InputError(p, None, "does not exist")
+        if p.is_file():
+            return p.parent, [(user_key or p.parent.name, [p])]
+        direct = sorted((f for f in p.iterdir() if matches(f)), key=natural_key)
+        if direct:
+            return p, [(user_key or p.name, direct)]
+        groups = []
+        for sub in sorted((d for d in p.iterdir() if d.is_dir()), key=natural_key):
+            files = sorted((f for f in sub.rglob("*") if matches(f)), key=natural_key)
+            if files:
+                groups.append((sub.name, files))
+        if not groups:
+            raise InputError(p, None, f"no files matching {' or '.join(patterns)} in this folder or its sub-folders")
+        if user_key is not None:
+            if len(groups) > 1:
+                raise ValueError(f"{p}: holds {len(groups)} user folders; user_key must be None")
+            groups = [(user_key, groups[0][1])]
+        return p, groups
+    files = []
+    for item in paths_or_dir:
+        f = Path(item)
+        if not f.is_file():
+            raise InputError(f, None, "does not exist or is not a file")
+        if f not in files:
+            files.append(f)
+    if not files:
+        raise ValueError("no input files given")
+    root = Path(os.path.commonpath([f.resolve().parent for f in files]))
+    files = [f.resolve() for f in files]
+    if user_key is not None:
+        return root, [(user_key, sorted(files, key=natural_key))]
+    by_user: dict[str, list[Path]] = {}
+    for f in sorted(files, key=natural_key):
+        by_user.setdefault(f.parent.name, []).append(f)
+    return root, sorted(by_user.items())
+
+
+def assemble_result(
+    parsed: pl.DataFrame, rejected: pl.DataFrame, files: pl.DataFrame, user_keys: Iterable[str]
+) -> ImportResult:
+    """Assign contiguous ids and build the canonical tables from normalised rows.
+
+    Args:
+        parsed: accepted rows with ``user_key``, ``song_key``, ``title``, ``artist``, ``album`` and any
+            canonical event columns (``ts``, ``play_ms``, ..., ``source_file``, ``source_row``).
+        rejected: :data:`REJECTED_SCHEMA` rows.
+        files: :data:`FILES_SCHEMA` rows, in reading order (defines the event order).
+        user_keys: every user imported, including users whose files held no valid rows.
+
+    Song ids are ``0..n-1`` in ``song_key`` order; user ids ``0..m-1`` in ``user_key`` order. An item's
+    title / artist / album are the first non-null values in reading order.
+    """
+    users = (
+        pl.DataFrame({"user_key": sorted(set(user_keys))}, schema={"user_key": pl.String()})
+        .with_row_index("user_id")
+        .with_columns(pl.col("user_id").cast(pl.Int64))
+    )
+    order = files.select("source_file").with_row_index("_file_ord")
+    parsed = parsed.join(order, on="source_file", how="left").sort("_file_ord", "source_row").drop("_file_ord")
+    items = (
+        parsed.group_by("song_key", maintain_order=True)
+        .agg(pl.col(c).drop_nulls().first() for c in ("title", "artist", "album"))
+        .sort("song_key")
+        .with_row_index("song_id")
+        .with_columns(pl.col("song_id").cast(pl.Int64))
+    )
+    events = parsed.join(users, on="user_key", how="left").join(
+        items.select("song_key", "song_id"), on="song_key", how="left", maintain_order="left"
+    )
+    head = pl.lit("song:") + pl.col("song_id").cast(pl.String)
+    triples = pl.concat(
+        [
+            items.filter(pl.col(col).is_not_null()).select(
+                head.alias("head"), pl.lit(rel).alias("relation"), (pl.lit(pre) + pl.col(col)).alias("tail")
+            )
+            for rel, pre, col in (("song_artist", "artist:", "artist"), ("song_album", "album:", "album"))
+        ]
+    )
+    result = ImportResult(
+        events=conform(events, "events"),
+        items=conform(items, "items"),
+        users=conform(users, "users"),
+        triples=conform(triples, "triples"),
+        rejected=rejected.select(pl.col(c).cast(t) for c, t in REJECTED_SCHEMA.items()),
+        files=files.select(pl.col(c).cast(t) for c, t in FILES_SCHEMA.items()),
+    )
+    acc = result.accounting()
+    bad = acc.filter(pl.col("rows_read") != pl.col("events") + pl.col("rejected"))
+    if bad.height:  # an importer bug, never a data problem
+        raise RuntimeError(f"import accounting does not balance:\n{bad}")
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# generic CSV / Parquet tables
+# --------------------------------------------------------------------------------------------------
+
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "events": ("user_id", "song_id", "ts", "play_ms"),
+    "items": ("song_id",),
+    "users": ("user_id",),
+    "triples": ("head", "relation", "tail"),
+}
+_TRUE = ("true", "t", "1", "yes", "y")
+_FALSE = ("false", "f", "0", "no", "n")
+
+
+def _read_table(path: Path) -> tuple[pl.DataFrame, int]:
+    """Read CSV (all columns as strings) or Parquet; return the frame and the header line count."""
+    if not path.is_file():
+        raise InputError(path, None, "does not exist or is not a file")
+    if path.stat().st_size == 0:
+        raise InputError(path, None, "empty file (0 bytes)")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pl.read_parquet(path), 0
+        if suffix in (".csv", ".tsv", ".txt"):
+            sep = "\t" if suffix == ".tsv" else ","
+            return pl.read_csv(path, separator=sep, infer_schema=False, encoding="utf8"), 1
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise InputError(path, None, f"cannot be read: {err}") from err
+    raise InputError(path, None, f"unknown table format {suffix!r} (expected .csv, .tsv or .parquet)")
+
+
+def _to_ts(s: pl.Series) -> pl.Series:
+    """Convert a timestamp column of any sensible dtype to ``Datetime("ms", "UTC")`` (bad -> null)."""
+    dt = s.dtype
+    if isinstance(dt, pl.Datetime):
+        s = s.dt.replace_time_zone("UTC") if dt.time_zone is None else s.dt.convert_time_zone("UTC")
+        return s.cast(_TS_DTYPE)
+    if dt == pl.Date:
+        return s.cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
+    if dt.is_integer():
+        return pl.from_epoch(s.cast(pl.Int64), time_unit="ms").dt.replace_time_zone("UTC")
+    if dt.is_float():
+        ok = s.is_not_null() & (s == s.round(0))
+        ms = pl.Series(s.name, s.cast(pl.Int64, strict=False)).set(~ok, None)
+        return pl.from_epoch(ms, time_unit="ms").dt.replace_time_zone("UTC")
+    if dt == pl.String:
+        frame = s.to_frame("v").select(
+            pl.when(pl.col("v").str.contains(r"^\s*-?\d+\s*$"))
+            .then(
+                pl.from_epoch(pl.col("v").str.strip_chars().cast(pl.Int64, strict=False), time_unit="ms")
+                .dt.replace_time_zone("UTC")
+            )
+            .otherwise(parse_ts(pl.col("v")))
+            .alias(s.name)
+        )
+        return frame.to_series()
+    return pl.Series(s.name, [None] * len(s), dtype=_TS_DTYPE)
+
+
+def _to_dtype(s: pl.Series, dtype: pl.DataType) -> pl.Series:
+    """Cast ``s`` to ``dtype`` leniently (bad -> null); the caller detects new nulls."""
+    if isinstance(dtype, pl.Datetime):
+        return _to_ts(s)
+    if dtype == pl.Boolean and s.dtype == pl.String:
+        low = s.str.strip_chars().str.to_lowercase()
+        return (
+            low.to_frame("v")
+            .select(
+                pl.when(pl.col("v").is_in(_TRUE)).then(True).when(pl.col("v").is_in(_FALSE)).then(False)
+                .otherwise(None).alias(s.name)
+            )
+            .to_series()
+        )
+    if dtype.is_integer() and s.dtype == pl.String:
+        stripped = s.str.strip_chars()
+        as_int = stripped.cast(pl.Int64, strict=False)
+        as_float = stripped.cast(pl.Float64, strict=False)  # "12.0" is a fine integer
+        integral = as_float.is_not_null() & (as_float == as_float.round(0))
+        fallback = pl.Series(s.name, as_float.cast(pl.Int64, strict=False)).set(~integral, None)
+        return as_int.fill_null(fallback).cast(dtype, strict=False)
+    return s.cast(dtype, strict=False)
+
+
+def coerce_table(df: pl.DataFrame, table: str, path: Path, header_lines: int = 0) -> pl.DataFrame:
+    """Check required columns and convert ``df`` to the canonical schema of ``table``, loudly.
+
+    Raises :class:`InputError` naming ``path`` and the column when a required column is missing, or
+    the column, first bad data row (0-based) and bad-value count when a value cannot be converted.
+    """
+    missing = [c for c in REQUIRED[table] if c not in df.columns]
+    if missing:
+        raise InputError(
+            path, None, f"missing required {table} column(s) {', '.join(map(repr, missing))} "
+            f"(found: {', '.join(df.columns) or 'none'})"
+        )
+    if table == "events":
+        if "source_file" not in df.columns:
+            df = df.with_columns(pl.lit(path.name).alias("source_file"))
+        if "source_row" not in df.columns:
+            df = df.with_row_index("source_row").with_columns(pl.col("source_row").cast(pl.Int64))
+    cols = {}
+    for name, dtype in SCHEMAS[table].items():
+        if name not in df.columns:
+            continue
+        src = df.get_column(name)
+        if src.dtype == pl.String and dtype != pl.String:
+            src = src.str.strip_chars().replace("", None)  # a blank cell is a missing value, not a bad one
+        out = _to_dtype(src, dtype)
+        bad = src.is_not_null() & out.is_null()
+        if bad.any():
+            row = int(bad.arg_max() or 0)
+            line = f", file line {row + 1 + header_lines}" if header_lines else ""
+            raise InputError(
+                path, row, f"column {name!r}: value {src[row]!r} is not a valid {dtype}{line} "
+                f"({int(bad.sum())} bad value(s) in this column)"
+            )
+        cols[name] = out
+    return conform(pl.DataFrame(cols) if cols else df.head(0), table)
+
+
+def _import_table(path: PathLike, table: str) -> pl.DataFrame:
+    p = Path(path)
+    df, header = _read_table(p)
+    return coerce_table(df, table, p, header)
+
+
+def import_events(path: PathLike) -> pl.DataFrame:
+    """Read canonical events from CSV / TSV / Parquet; ``user_id, song_id, ts, play_ms`` are required.
+
+    ``ts`` may be ISO-8601 strings (with ``Z`` / offset, or naive = UTC) or integer epoch
+    milliseconds. Missing ``source_file`` / ``source_row`` are filled with the file name and the
+    0-based data row. Extra columns are ignored. Any unconvertible value raises :class:`InputError`.
+    """
+    return _import_table(path, "events")
+
+
+def import_items(path: PathLike) -> pl.DataFrame:
+    """Read canonical items from CSV / TSV / Parquet; ``song_id`` is required (see :func:`import_events`)."""
+    return _import_table(path, "items")
+
+
+def import_triples(path: PathLike) -> pl.DataFrame:
+    """Read KG triples from CSV / TSV / Parquet; ``head, relation, tail`` are required."""
+    return _import_table(path, "triples")
+
+
+def import_users(path: PathLike) -> pl.DataFrame:
+    """Read canonical users from CSV / TSV / Parquet; ``user_id`` is required."""
+    return _import_table(path, "users")
+
+
+# --------------------------------------------------------------------------------------------------
+# dataset folders
+# --------------------------------------------------------------------------------------------------
+
+
+def _atomic_write_parquet(df: pl.DataFrame, target: Path) -> None:
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        df.write_parquet(tmp)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_dataset(result_or_tables: ImportResult | Mapping[str, pl.DataFrame], directory: PathLike) -> Path:
+    """Write ``events/items/users/triples.parquet`` (and ``rejected.parquet`` if given) to ``directory``.
+
+    Each table is conformed to its canonical schema and written to a temporary file that is then
+    moved into place with :func:`os.replace`, so a reader never sees a half-written file. Returns the
+    folder, which :func:`load_dataset_dir` (and the notebooks' ``dataset`` parameter) accept.
+    """
+    tables = result_or_tables.tables() if isinstance(result_or_tables, ImportResult) else dict(result_or_tables)
+    missing = [t for t in TABLES if t not in tables]
+    if missing:
+        raise ValueError(f"save_dataset: missing table(s) {missing}")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in TABLES:
+        _atomic_write_parquet(conform(tables[name], name), out / f"{name}.parquet")
+    if tables.get("rejected") is not None:
+        rej = tables["rejected"].select(pl.col(c).cast(t) for c, t in REJECTED_SCHEMA.items())
+        _atomic_write_parquet(rej, out / "rejected.parquet")
+    return out
+
+
+def load_dataset_dir(directory: PathLike) -> dict[str, pl.DataFrame]:
+    """Read a folder written by :func:`save_dataset`: ``{"events", "items", "users", "triples"}`` frames.
+
+    ``rejected`` is included when ``rejected.parquet`` exists. Raises :class:`InputError` naming the
+    file when a table is missing or does not fit the canonical schema.
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        raise InputError(d, None, "is not a dataset folder")
+    out: dict[str, pl.DataFrame] = {}
+    for name in TABLES:
+        p = d / f"{name}.parquet"
+        if not p.is_file():
+            raise InputError(p, None, f"missing: a dataset folder needs {', '.join(t + '.parquet' for t in TABLES)}")
+        try:
+            out[name] = conform(pl.read_parquet(p), name)
+        except (ValueError, pl.exceptions.PolarsError, OSError) as err:
+            raise InputError(p, None, f"does not fit the {name} schema: {err}") from err
+    rej = d / "rejected.parquet"
+    if rej.is_file():
+        out["rejected"] = pl.read_parquet(rej)
+    return out
+
+
+def empty_result() -> ImportResult:
+    """An :class:`ImportResult` with no rows."""
+    return ImportResult(
+        events=empty("events"), items=empty("items"), users=empty("users"), triples=empty("triples"),
+        rejected=pl.DataFrame(schema=REJECTED_SCHEMA),
+    )

@@ -117,8 +117,12 @@ def _invalid_reason(now: datetime, cfg: CleaningConfig) -> pl.Expr:
 
 
 def _bot_users(valid: pl.DataFrame, cfg: CleaningConfig) -> pl.DataFrame:
-    gaps = valid.sort("user_id", "ts").with_columns(
-        gap=pl.col("ts").diff().over("user_id").dt.total_milliseconds().cast(pl.Float64))
+    """Users whose volume or cadence is not human (``valid`` must be sorted by user, then time)."""
+    same_user = pl.col("user_id") == pl.col("user_id").shift(1)
+    # diff() on the sorted frame, masked at user boundaries: avoids a per-user window (.over), which
+    # costs a group-by on every call.
+    gaps = valid.select("user_id", "ts", gap=pl.when(same_user).then(
+        pl.col("ts").diff().dt.total_milliseconds().cast(pl.Float64)))
     stats = gaps.group_by("user_id").agg(
         n=pl.len(),
         days=pl.col("ts").dt.date().n_unique(),
@@ -129,24 +133,42 @@ def _bot_users(valid: pl.DataFrame, cfg: CleaningConfig) -> pl.DataFrame:
     return stats.filter(is_bot).select("user_id")
 
 
+def _session_starts(gap_min: float) -> pl.Expr:
+    """True where a row starts a session (frame sorted by user, then time)."""
+    prev_end = (pl.col("ts") + pl.duration(milliseconds=pl.col("play_ms").fill_null(0).clip(0))).shift(1)
+    gap_ms = (pl.col("ts") - prev_end).dt.total_milliseconds()
+    return (pl.col("user_id") != pl.col("user_id").shift(1)).fill_null(True) | (gap_ms > int(gap_min * 60_000))
+
+
+def _number_sessions(new: pl.Expr) -> list[pl.Expr]:
+    """``session_id`` (0-based, global) and ``pos_in_session`` from a session-start flag."""
+    idx = pl.int_range(pl.len(), dtype=pl.Int64)
+    return [(new.cum_sum().cast(pl.Int64) - 1).alias("session_id"),
+            (idx - pl.when(new).then(idx).forward_fill()).cast(pl.Int32).alias("pos_in_session")]
+
+
 def sessionise(events: pl.DataFrame, gap_min: float) -> pl.DataFrame:
     """Sort by user and time; add ``session_id`` (global, 0-based) and ``pos_in_session``."""
-    ends = pl.col("ts") + pl.duration(milliseconds=pl.col("play_ms").fill_null(0).clip(0))
-    out = events.sort("user_id", "ts", "source_file", "source_row").with_columns(
-        _prev_end=ends.shift(1).over("user_id"))
-    new = pl.col("_prev_end").is_null() | (
-        (pl.col("ts") - pl.col("_prev_end")).dt.total_milliseconds() > int(gap_min * 60_000))
-    out = out.with_columns(session_id=new.cum_sum().cast(pl.Int64) - 1).drop("_prev_end")
-    return out.with_columns(pos_in_session=pl.int_range(pl.len()).over("session_id").cast(pl.Int32))
+    out = events.sort("user_id", "ts", "source_file", "source_row")
+    return out.with_columns(_new=_session_starts(gap_min)).with_columns(_number_sessions(pl.col("_new"))).drop("_new")
 
 
-def _trailing_autoplay(sessions: pl.DataFrame, min_run: int) -> pl.Expr:
+def _trailing_autoplay(min_run: int) -> pl.Expr:
+    """Rows in a run of >= ``min_run`` autoplay starts that lasts to the end of the session.
+
+    Works on a frame sorted by session (no window functions): a row is in the session's autoplay
+    tail when no non-autoplay row follows it in the session, i.e. the running count of non-autoplay
+    rows is the same here as at the session's last row.
+    """
     auto = (pl.col("reason_start") == "autoplay").fill_null(False)
-    # Count non-autoplay rows from here to the session's end: zero means "in the trailing autoplay run".
-    non_auto_after = (~auto).cast(pl.Int32).reverse().cum_sum().reverse().over("session_id")
-    in_tail = auto & (non_auto_after == 0)
-    tail_len = in_tail.cast(pl.Int32).sum().over("session_id")
-    return in_tail & (tail_len >= min_run)
+    non_auto = (~auto).cum_sum()
+    last_of_session = (pl.col("session_id") != pl.col("session_id").shift(-1)).fill_null(True)
+    at_end = pl.when(last_of_session).then(non_auto).backward_fill()
+    in_tail = auto & (non_auto == at_end)
+    idx = pl.int_range(pl.len(), dtype=pl.Int64)
+    tail_start = pl.when(in_tail & ~in_tail.shift(1).fill_null(False) | (pl.col("pos_in_session") == 0)).then(idx)
+    end_idx = pl.when(last_of_session).then(idx).backward_fill()
+    return in_tail & (end_idx - tail_start.forward_fill() + 1 >= min_run)
 
 
 def add_labels(events: pl.DataFrame, cfg: CleaningConfig) -> pl.DataFrame:
@@ -174,32 +196,43 @@ def clean_log(events: pl.DataFrame, items: pl.DataFrame, now: datetime,
     cfg = config or CleaningConfig()
     rows_in = events.height
     known = items.select("song_id", pl.col("duration_ms").alias("_duration"), pl.lit(True).alias("_known_song"))
-    df = (
-        events.with_row_index("_row")
+    # The rules run on a slim copy (no string payload), so sorting and filtering move few bytes; the
+    # full rows are gathered once at the end.
+    slim = (
+        events.select("user_id", "song_id", "ts", "play_ms", "song_ms", "reason_start")
+        .with_row_index("_row")
         .join(known, on="song_id", how="left", maintain_order="left")
         .with_columns(song_ms=pl.coalesce("song_ms", "_duration"), _known_song=pl.col("_known_song").fill_null(False))
-        .drop("_duration")
         .with_columns(reason=_invalid_reason(now, cfg))
+        # Duplicates: the first occurrence in source order stays (the join kept source order).
+        .with_columns(reason=pl.coalesce("reason", pl.when(~pl.struct(events.select(_CONTENT).to_struct())
+                                                          .is_first_distinct()).then(pl.lit("duplicate"))))
     )
-    # Duplicates: the first occurrence in source order stays.
-    df = df.sort("_row").with_columns(
-        reason=pl.coalesce("reason", pl.when(~pl.struct(_CONTENT).is_first_distinct()).then(pl.lit("duplicate"))))
-    bots = _bot_users(df.filter(pl.col("reason").is_null()), cfg)
-    df = df.with_columns(reason=pl.coalesce(
+    # One sort by user and time (source order breaks ties); every later rule is a linear scan over it.
+    slim = slim.sort("user_id", "ts", "_row", nulls_last=True)
+    bots = _bot_users(slim.filter(pl.col("reason").is_null()), cfg)
+    slim = slim.with_columns(reason=pl.coalesce(
         "reason",
         pl.when(pl.col("user_id").is_in(bots["user_id"].implode())).then(pl.lit("bot")),
         pl.when(pl.col("play_ms") < cfg.accidental_ms).then(pl.lit("accidental")),
     ))
-    kept = sessionise(df.filter(pl.col("reason").is_null()), cfg.session_gap_min)
-    kept = kept.with_columns(reason=pl.when(_trailing_autoplay(kept, cfg.autoplay_min_run)).then(pl.lit("autoplay")))
-    removed = pl.concat([df.filter(pl.col("reason").is_not_null()),
-                         kept.filter(pl.col("reason").is_not_null()).drop("session_id", "pos_in_session")])
-    removed = (removed.with_columns(stage=pl.when(pl.col("reason").is_in(INVALID_REASONS))
-                                    .then(pl.lit("invalid")).otherwise(pl.lit("noise")))
-               .sort("_row").drop("_row", "_known_song"))
-    kept = kept.filter(pl.col("reason").is_null()).drop("reason", "_known_song", "_row")
-    kept = add_labels(sessionise(kept, cfg.session_gap_min), cfg)
-    result = CleanResult(kept, removed, accounting_table(rows_in, kept.height, removed), cfg, rows_in)
+    kept = slim.filter(pl.col("reason").is_null())
+    kept = kept.with_columns(_number_sessions(_session_starts(cfg.session_gap_min)))
+    kept = kept.with_columns(reason=pl.when(_trailing_autoplay(cfg.autoplay_min_run)).then(pl.lit("autoplay")))
+    # Autoplay tails end their sessions, so removing them leaves session boundaries and positions as
+    # they were; only ids of sessions that were all autoplay disappear, so renumber densely.
+    kept_rows = kept.filter(pl.col("reason").is_null()).select(
+        "_row", "song_ms", "pos_in_session",
+        session_id=(pl.col("session_id") != pl.col("session_id").shift(1)).fill_null(True).cum_sum().cast(pl.Int64) - 1)
+    reasons = pl.concat([slim.filter(pl.col("reason").is_not_null()).select("_row", "song_ms", "reason"),
+                         kept.filter(pl.col("reason").is_not_null()).select("_row", "song_ms", "reason")]).sort("_row")
+    removed = (events.drop("song_ms")[reasons["_row"]].with_columns(reasons.select("song_ms", "reason"))
+               .with_columns(stage=pl.when(pl.col("reason").is_in(INVALID_REASONS))
+                             .then(pl.lit("invalid")).otherwise(pl.lit("noise"))))
+    kept_events = events.drop("song_ms")[kept_rows["_row"]].with_columns(kept_rows.drop("_row"))
+    kept_events = add_labels(kept_events.select(*EVENTS_SCHEMA, "session_id", "pos_in_session"), cfg)
+    result = CleanResult(kept_events, removed.select(*EVENTS_SCHEMA, "reason", "stage"),
+                         accounting_table(rows_in, kept_events.height, removed), cfg, rows_in)
     result.check_balance()
     return result
 

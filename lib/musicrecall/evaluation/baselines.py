@@ -1,0 +1,321 @@
+"""Non-learned recall baselines every model must beat: popularity and item-based CF.
+
+* :class:`PopularityRecall` — most full-played songs in the fit window, optionally with an
+  exponential recency decay (half-life in days).
+* :class:`ItemCFRecall` — item-to-item collaborative filtering (Sarwar, Karypis, Konstan & Riedl,
+  *Item-based collaborative filtering recommendation algorithms*, WWW 2001; Linden, Smith & York,
+  *Amazon.com recommendations: item-to-item collaborative filtering*, IEEE Internet Computing 2003).
+  Co-occurrence is counted within *units* — listening sessions when ``session_id`` exists, else
+  users' recent histories — with each unit down-weighted by ``1/log2(1 + |unit|)`` (the "IUF"
+  correction of Breese, Heckerman & Kadie, UAI 1998), and normalised by the asymmetric cosine
+  ``C_ij / (d_i^alpha * d_j^(1-alpha))`` (Aiolli, *Efficient top-N recommendation for very large
+  scale binary rated datasets*, RecSys 2013); ``alpha=0.5`` is the plain cosine and larger
+  ``alpha`` damps popular neighbours less (so ``alpha<0.5`` favours niche neighbours). Only the
+  top-``n_neighbors`` neighbours per song are kept (sparse). A user's score for song ``j`` is
+  ``sum_h w_h * S[h, j]`` over their ``max_history`` most recent distinct full plays ``h`` with
+  recency weights ``w_h = 0.5^(rank_h / recency_half_life)``.
+
+Both rank the entire catalogue (masking ``exclude``); ties and users without signal fall back to
+popularity order, so every list is full and deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+import torch
+
+from .metrics import ExcludeLike, UserItemCSR, _compact_rows, _exclude_arrays, _hit_matrix
+
+__all__ = ["ItemCFRecall", "PopularityRecall"]
+
+
+def _positives(events: pl.DataFrame, label: str | None) -> pl.DataFrame:
+    if label is None or label not in events.columns:
+        if label is not None:
+            raise KeyError(f"events has no label column {label!r}")
+        return events
+    return events.filter(pl.col(label).fill_null(False))
+
+
+def _n_items(events: pl.DataFrame, n_items: int | None, item_col: str) -> int:
+    if n_items is not None:
+        return int(n_items)
+    m = events[item_col].max()
+    return int(m) + 1 if m is not None else 0  # type: ignore[arg-type]
+
+
+def _rank_scores(scores: np.ndarray) -> np.ndarray:
+    """Strictly decreasing float64 tie-break scores in ``[0, 1]``: higher score first, then lower id."""
+    order = np.lexsort((np.arange(scores.shape[0]), -scores))
+    rank = np.empty(scores.shape[0], dtype=np.float64)
+    rank[order] = np.arange(scores.shape[0], dtype=np.float64)
+    return 1.0 - rank / max(scores.shape[0], 1)
+
+
+def _topk_dense_rows(
+    batch_scores: torch.Tensor, k: int, exclude: tuple[np.ndarray, np.ndarray] | None, b0: int, b1: int
+) -> np.ndarray:
+    """Mask ``exclude`` rows ``b0:b1`` in a dense score block and take the top ``k`` (-1 = no item left)."""
+    if exclude is not None:
+        indptr, indices = exclude
+        lo, hi = indptr[b0], indptr[b1]
+        if hi > lo:
+            rows = np.repeat(np.arange(b1 - b0, dtype=np.int64), np.diff(indptr[b0 : b1 + 1]))
+            batch_scores[torch.from_numpy(rows), torch.from_numpy(indices[lo:hi])] = float("-inf")
+    val, idx = torch.topk(batch_scores, k, dim=1)
+    out = idx.numpy().astype(np.int64)
+    out[np.isneginf(val.numpy())] = -1
+    return out
+
+
+class PopularityRecall:
+    """Most full-played songs in the fit window (optionally recency-decayed); same list for everyone."""
+
+    def __init__(self, half_life_days: float | None = None, label: str | None = "full_play"):
+        self.half_life_days = half_life_days
+        self.label = label
+        self.scores: np.ndarray | None = None
+
+    def fit(
+        self,
+        train_events: pl.DataFrame,
+        n_items: int | None = None,
+        *,
+        item_col: str = "song_id",
+        ts_col: str = "ts",
+        t_ref: datetime | None = None,
+    ) -> PopularityRecall:
+        """Count full plays per song; with ``half_life_days`` each play weighs ``0.5^(age/half_life)``.
+
+        ``age`` is measured from ``t_ref`` (default: the last timestamp in ``train_events``).
+        """
+        ev = _positives(train_events, self.label)
+        n = _n_items(train_events, n_items, item_col)
+        items = ev[item_col].to_numpy().astype(np.int64)
+        if self.half_life_days is None:
+            w = None
+        else:
+            ts = ev[ts_col].dt.epoch("ms").to_numpy().astype(np.float64)
+            ref = ts.max(initial=0.0) if t_ref is None else t_ref.timestamp() * 1000.0
+            w = 0.5 ** ((ref - ts) / (self.half_life_days * 86_400_000.0))
+        self.scores = np.bincount(items, weights=w, minlength=n).astype(np.float64)
+        self._rank = _rank_scores(self.scores)
+        self._order = np.argsort(-self._rank, kind="stable")
+        return self
+
+    def recommend(
+        self, users: np.ndarray | Sequence[int], k: int, exclude: ExcludeLike = None, batch: int = 2048
+    ) -> np.ndarray:
+        """``[len(users), k]`` song ids, most popular first, skipping each user's ``exclude`` row."""
+        if self.scores is None:
+            raise RuntimeError("call fit() first")
+        n_users = len(users)
+        ex = _exclude_arrays(exclude, n_users)
+        if ex is None:
+            return np.broadcast_to(self._order[:k], (n_users, k)).copy()
+        # Only the first k + (largest exclusion row in the batch) songs of the global order can be
+        # chosen: take them, drop the excluded ones (order kept), keep the first k.
+        indptr, indices = ex
+        n = self._order.shape[0]
+        out = np.empty((n_users, k), dtype=np.int64)
+        for b0 in range(0, n_users, batch):
+            b1 = min(b0 + batch, n_users)
+            ptr = indptr[b0 : b1 + 1] - indptr[b0]
+            c = min(n, k + int(np.diff(ptr).max(initial=0)))
+            cand = np.broadcast_to(self._order[:c], (b1 - b0, c))
+            rows = UserItemCSR(users=np.arange(b1 - b0), indptr=ptr, indices=indices[indptr[b0] : indptr[b1]])
+            res = _compact_rows(cand, _hit_matrix(cand, rows))
+            if res.shape[1] < k:
+                res = np.hstack([res, np.full((b1 - b0, k - res.shape[1]), -1, dtype=np.int64)])
+            out[b0:b1] = res[:, :k]
+        return out
+
+
+class ItemCFRecall:
+    """Item-to-item CF recall with sparse top-N neighbour lists (see the module docstring)."""
+
+    def __init__(
+        self,
+        n_neighbors: int = 200,
+        alpha: float = 0.5,
+        max_history: int = 50,
+        recency_half_life: float | None = 10.0,
+        max_unit_items: int = 200,
+        unit: str = "auto",
+        iuf: bool = True,
+        label: str | None = "full_play",
+        block: int = 512,
+    ):
+        if unit not in ("auto", "session", "user"):
+            raise ValueError("unit must be 'auto', 'session' or 'user'")
+        self.n_neighbors = n_neighbors
+        self.alpha = alpha
+        self.max_history = max_history
+        self.recency_half_life = recency_half_life
+        self.max_unit_items = max_unit_items
+        self.unit = unit
+        self.iuf = iuf
+        self.label = label
+        self.block = block
+        self.sim: sp.csr_matrix | None = None
+
+    # ---------------------------------------------------------------------------------- fitting
+    def fit(
+        self,
+        train_events: pl.DataFrame,
+        n_items: int | None = None,
+        *,
+        user_col: str = "user_id",
+        item_col: str = "song_id",
+        ts_col: str = "ts",
+    ) -> ItemCFRecall:
+        """Build the neighbour matrix from full plays and keep each user's recent full-play history."""
+        ev = _positives(train_events, self.label).select(
+            [c for c in (user_col, item_col, ts_col, "session_id") if c in train_events.columns]
+        )
+        n = _n_items(train_events, n_items, item_col)
+        self.n_items = n
+        self._user_col, self._item_col = user_col, item_col
+        pop = np.bincount(ev[item_col].to_numpy().astype(np.int64), minlength=n).astype(np.float64)
+        self._pop_rank = _rank_scores(pop)
+
+        use_sessions = self.unit == "session" or (self.unit == "auto" and "session_id" in ev.columns)
+        if use_sessions and "session_id" not in ev.columns:
+            raise KeyError("unit='session' needs a session_id column")
+        unit_cols = [user_col, "session_id"] if use_sessions else [user_col]
+        self.unit_used = "session" if use_sessions else "user"
+
+        # Units: distinct songs per unit, the max_unit_items most recent (bounds the co-occurrence cost).
+        units = (
+            ev.group_by([*unit_cols, item_col])
+            .agg(pl.col(ts_col).max())
+            .sort([*unit_cols, ts_col], descending=[False] * len(unit_cols) + [True])
+            .with_columns(pl.int_range(pl.len()).over(unit_cols).alias("__r"))
+            .filter(pl.col("__r") < self.max_unit_items)
+            .with_columns((pl.struct(unit_cols).rank("dense").cast(pl.Int64) - 1).alias("__u"))
+        )
+        u = units["__u"].to_numpy()
+        it = units[item_col].to_numpy().astype(np.int64)
+        n_units = int(u.max()) + 1 if u.shape[0] else 0
+        size = np.bincount(u, minlength=n_units).astype(np.float64)
+        w_unit = 1.0 / np.log2(1.0 + size) if self.iuf else np.ones(n_units)
+        x = sp.csr_matrix((np.ones(u.shape[0], dtype=np.float32), (u, it)), shape=(n_units, n))
+        xw = sp.csr_matrix(sp.diags(w_unit.astype(np.float32)) @ x)
+        self.sim = self._neighbours(x, xw, n)
+
+        # User histories: most recent distinct full plays with recency weights.
+        hist = (
+            ev.group_by([user_col, item_col])
+            .agg(pl.col(ts_col).max())
+            .sort([user_col, ts_col], descending=[False, True])
+            .with_columns(pl.int_range(pl.len()).over(user_col).alias("__r"))
+            .filter(pl.col("__r") < self.max_history)
+        )
+        hu = hist[user_col].to_numpy().astype(np.int64)
+        hr = hist["__r"].to_numpy().astype(np.float64)
+        hw = np.ones_like(hr) if self.recency_half_life is None else 0.5 ** (hr / self.recency_half_life)
+        self._hist_users = np.unique(hu)
+        rows = np.searchsorted(self._hist_users, hu)
+        self._hist = sp.csr_matrix(
+            (hw.astype(np.float32), (rows, hist[item_col].to_numpy().astype(np.int64))),
+            shape=(self._hist_users.shape[0], n),
+        )
+        return self
+
+    def _neighbours(self, x: sp.csr_matrix, xw: sp.csr_matrix, n: int) -> sp.csr_matrix:
+        """Top-``n_neighbors`` asymmetric-cosine neighbours per song, computed in item blocks."""
+        xt = sp.csr_matrix(x.T)  # items x units
+        deg = np.asarray(xw.sum(axis=0)).ravel().astype(np.float64)  # d_i = sum of unit weights
+        with np.errstate(divide="ignore"):
+            left = np.where(deg > 0, deg ** (-self.alpha), 0.0).astype(np.float32)
+            right = np.where(deg > 0, deg ** (self.alpha - 1.0), 0.0).astype(np.float32)
+        right_t = torch.from_numpy(right)
+        kn = min(self.n_neighbors, max(n - 1, 1))
+        rows_l, cols_l, vals_l = [], [], []
+        for b0 in range(0, n, self.block):
+            b1 = min(b0 + self.block, n)
+            c = torch.from_numpy((xt[b0:b1] @ xw).toarray().astype(np.float32, copy=False))
+            c *= torch.from_numpy(left[b0:b1])[:, None]
+            c *= right_t[None, :]
+            c[torch.arange(b1 - b0), torch.arange(b0, b1)] = 0.0  # no self-similarity
+            val, idx = torch.topk(c, kn, dim=1)
+            keep = (val > 0).numpy()
+            r = np.broadcast_to(np.arange(b0, b1)[:, None], keep.shape)
+            rows_l.append(r[keep])
+            cols_l.append(idx.numpy()[keep])
+            vals_l.append(val.numpy()[keep])
+        rows = np.concatenate(rows_l) if rows_l else np.zeros(0, np.int64)
+        cols = np.concatenate(cols_l) if cols_l else np.zeros(0, np.int64)
+        vals = np.concatenate(vals_l) if vals_l else np.zeros(0, np.float32)
+        return sp.csr_matrix((vals, (rows, cols)), shape=(n, n))
+
+    # ---------------------------------------------------------------------------------- serving
+    def user_history(self, users: np.ndarray | Sequence[int]) -> sp.csr_matrix:
+        """Recency-weighted history rows (``[len(users), n_items]``; empty for unseen users)."""
+        if self.sim is None:
+            raise RuntimeError("call fit() first")
+        users = np.asarray(users, dtype=np.int64)
+        pos = np.searchsorted(self._hist_users, users)
+        pos_c = np.minimum(pos, max(self._hist_users.shape[0] - 1, 0))
+        known = (
+            (self._hist_users[pos_c] == users) if self._hist_users.shape[0] else np.zeros(len(users), bool)
+        )
+        sel = sp.csr_matrix(
+            (np.ones(int(known.sum()), np.float32), (np.flatnonzero(known), pos_c[known])),
+            shape=(users.shape[0], self._hist_users.shape[0]),
+        )
+        return sp.csr_matrix(sel @ self._hist)
+
+    def recommend(
+        self, users: np.ndarray | Sequence[int], k: int, exclude: ExcludeLike = None, batch: int = 512
+    ) -> np.ndarray:
+        """``[len(users), k]`` song ids ranked by ``history @ S`` over the full catalogue.
+
+        Songs with no CF score (and users with no history) follow in popularity order; ``exclude``
+        rows (aligned with ``users``) are masked.
+        """
+        if self.sim is None:
+            raise RuntimeError("call fit() first")
+        users = np.asarray(users, dtype=np.int64)
+        n_users = users.shape[0]
+        ex = _exclude_arrays(exclude, n_users)
+        sim_t = self.sim.astype(np.float32)
+        # Popularity tie-break strictly below the smallest possible positive CF score.
+        min_sim = float(self.sim.data.min()) if self.sim.nnz else 1.0
+        min_w = (
+            1.0
+            if self.recency_half_life is None
+            else 0.5 ** ((self.max_history - 1) / self.recency_half_life)
+        )
+        eps = 1e-3 * min_sim * min_w
+        pop_t = torch.from_numpy((self._pop_rank * eps).astype(np.float32))
+        out = np.empty((n_users, k), dtype=np.int64)
+        for b0 in range(0, n_users, batch):
+            b1 = min(b0 + batch, n_users)
+            h = self.user_history(users[b0:b1])
+            s = torch.from_numpy((h @ sim_t).toarray()) + pop_t[None, :]
+            out[b0:b1] = _topk_dense_rows(s, k, ex, b0, b1)
+        return out
+
+    def similar_items(self, item_ids: np.ndarray | Sequence[int], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(idx int64 [n, k], sims float32 [n, k])`` nearest stored neighbours, ``-1``/0 padded."""
+        if self.sim is None:
+            raise RuntimeError("call fit() first")
+        ids = np.asarray(item_ids, dtype=np.int64)
+        sub = sp.csr_matrix(self.sim[ids])
+        lens = np.diff(sub.indptr)
+        rows = np.repeat(np.arange(ids.shape[0]), lens)
+        order = np.lexsort((sub.indices, -sub.data, rows))  # by row, then sim desc, then id
+        r, c, v = rows[order], sub.indices[order].astype(np.int64), sub.data[order]
+        rank = np.arange(r.shape[0]) - np.repeat(sub.indptr[:-1], lens)
+        keep = rank < k
+        idx = np.full((ids.shape[0], k), -1, dtype=np.int64)
+        sims = np.zeros((ids.shape[0], k), dtype=np.float32)
+        idx[r[keep], rank[keep]] = c[keep]
+        sims[r[keep], rank[keep]] = v[keep]
+        return idx, sims

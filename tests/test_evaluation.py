@@ -422,3 +422,14 @@ def test_itemcf_similarity_hand_computed():
     h = rec.user_history([3]).toarray()[0]
     np.testing.assert_allclose(h[[2, 0]], [1.0, 0.5])  # song 2 is the most recent full play
     assert rec.recommend([3], 1, exclude=_csr([[0, 2]])).tolist() == [[1]]
+
+
+def test_tie_aware_ann_recall_accepts_equal_scores_but_not_worse_ones():
+    from musicrecall.evaluation import ann_recall, ann_recall_by_score
+
+    exact_idx, exact_scores = np.array([[0, 1, 2]]), np.array([[3.0, 2.0, 1.0]])
+    # The index returned item 5 instead of 2; item 5 ties with the exact 3rd score.
+    assert ann_recall(np.array([[0, 1, 5]]), exact_idx) == pytest.approx(2 / 3)
+    assert ann_recall_by_score(np.array([[3.0, 2.0, 1.0]]), exact_scores) == 1.0
+    assert ann_recall_by_score(np.array([[3.0, 2.0, 0.5]]), exact_scores) == pytest.approx(2 / 3)
+    assert ann_recall_by_score(np.array([[3.0, -np.inf, 1.0]]), exact_scores) == pytest.approx(2 / 3)

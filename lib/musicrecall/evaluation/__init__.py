@@ -27,7 +27,7 @@ from .metrics import (
     summarize,
     topk_scores,
 )
-from .search import ExactIndex, FaissIndex, ann_recall
+from .search import ExactIndex, FaissIndex, ann_recall, ann_recall_by_score, ann_report
 from .split import LeakageError, Split, Stage, check_no_leakage, temporal_split
 
 __all__ = [
@@ -41,6 +41,8 @@ __all__ = [
     "Targets",
     "UserItemCSR",
     "ann_recall",
+    "ann_recall_by_score",
+    "ann_report",
     "bootstrap_ci",
     "build_targets",
     "check_no_leakage",

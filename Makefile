@@ -19,12 +19,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	MPLBACKEND=Agg $(PY) -m musicrecall.report run --profile $(PROFILE)
+	$(PY) -m musicrecall.report run --profile $(PROFILE)
 
 # One notebook with other parameters, e.g.  make nb NB=01 ARGS="-p seed 7"
 nb: $(STAMP)
 	@test -n "$(NB)" || (echo 'usage: make nb NB=01 ARGS="-p seed 7"'; exit 2)
-	MPLBACKEND=Agg $(PY) -m musicrecall.report run --profile $(PROFILE) --only $(NB) $(ARGS)
+	$(PY) -m musicrecall.report run --profile $(PROFILE) --only $(NB) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -100,7 +100,8 @@ def run_all(profile: str, only: list[str] | None = None, extra: dict[str, Any] |
     """Run notebooks in order; merge results into ``metrics.json`` and rebuild ``index.html``."""
     from musicrecall.report.index import build_index
 
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    # Kernels inherit the environment: a user's MPLBACKEND=Agg would silently drop every figure.
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     runs = []
     for path in list_notebooks(notebooks_dir, only):
         params = {"profile": profile, **(extra or {})}

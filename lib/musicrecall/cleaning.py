@@ -101,6 +101,22 @@ class CleanResult:
         return paths
 
 
+def _duplicate_mask(events: pl.DataFrame) -> pl.Series:
+    """True for rows whose content equals an earlier row's (source order).
+
+    Row hashes find the candidates cheaply; the exact comparison then runs only on rows that share a
+    hash with another row, so a hash collision can never remove a genuine play.
+    """
+    content = events.select(_CONTENT)
+    shared_hash = content.hash_rows(seed=0).is_duplicated()
+    mask = pl.Series("duplicate", [False] * 0, dtype=pl.Boolean).extend_constant(False, events.height)
+    candidates = shared_hash.arg_true()
+    if candidates.len():
+        later_copy = ~content[candidates].select(pl.struct(pl.all()).is_first_distinct()).to_series()
+        mask = mask.scatter(candidates, later_copy)
+    return mask
+
+
 def _invalid_reason(now: datetime, cfg: CleaningConfig) -> pl.Expr:
     limit = pl.lit(now).dt.cast_time_unit("ms").dt.replace_time_zone("UTC") + pl.duration(seconds=cfg.future_tolerance_s)
     too_long = pl.col("song_ms").is_not_null() & (
@@ -214,8 +230,7 @@ def clean_log(events: pl.DataFrame, items: pl.DataFrame, now: datetime,
         .with_columns(song_ms=pl.coalesce("song_ms", "_duration"), _known_song=pl.col("_known_song").fill_null(False))
         .with_columns(reason=_invalid_reason(now, cfg))
         # Duplicates: the first occurrence in source order stays (the join kept source order).
-        .with_columns(reason=pl.coalesce("reason", pl.when(~pl.struct(events.select(_CONTENT).to_struct())
-                                                          .is_first_distinct()).then(pl.lit("duplicate"))))
+        .with_columns(reason=pl.coalesce("reason", pl.when(_duplicate_mask(events)).then(pl.lit("duplicate"))))
     )
     # One sort of the valid rows by user and time, every later rule is a linear scan over it.
     valid = _sort_user_time(slim.filter(pl.col("reason").is_null()))

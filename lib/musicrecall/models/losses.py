@@ -1,0 +1,50 @@
+"""Losses shared by the retrieval models.
+
+:func:`sampled_softmax_loss` is the sampled softmax of YouTube-DNN (Covington et al., RecSys 2016)
+with the logQ correction of Yi et al. (RecSys 2019): negatives are drawn from a proposal ``q``
+(e.g. popularity^0.75) and each logit is corrected by ``-log q`` so the estimate stays unbiased for
+the full softmax. In-batch negatives (the other positives of the batch) are added, also corrected.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class NegativeSampler:
+    """Draw negative song ids from ``counts ** power`` (power 0 = uniform), reproducibly."""
+
+    def __init__(self, counts: np.ndarray, power: float = 0.75, seed: int = 0):
+        weights = np.maximum(np.asarray(counts, dtype=np.float64), 0.0) ** power
+        weights = np.where(weights > 0, weights, weights[weights > 0].min() if (weights > 0).any() else 1.0)
+        self.probs = torch.as_tensor(weights / weights.sum(), dtype=torch.float32)
+        self.log_q = torch.log(self.probs)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def sample(self, n: int) -> torch.Tensor:
+        return torch.multinomial(self.probs, n, replacement=True, generator=self.generator)
+
+
+def sampled_softmax_loss(user_vecs: torch.Tensor, pos_items: torch.Tensor, item_table: torch.Tensor,
+                         sampler: NegativeSampler, n_neg: int = 256, in_batch: bool = True,
+                         temperature: float = 1.0) -> torch.Tensor:
+    """Cross-entropy of each user's positive song against shared sampled (and in-batch) negatives.
+
+    ``user_vecs`` [B, d]; ``pos_items`` [B] song ids; ``item_table`` [n_items, d] (the output
+    embeddings, which may be the input table itself: shared embeddings).
+    """
+    neg = sampler.sample(n_neg)
+    pos_vecs = item_table[pos_items]
+    pos_logit = (user_vecs * pos_vecs).sum(-1, keepdim=True) - sampler.log_q[pos_items].unsqueeze(1)
+    neg_logit = user_vecs @ item_table[neg].T - sampler.log_q[neg].unsqueeze(0)
+    # A sampled negative that is the row's own positive is not a negative.
+    neg_logit = neg_logit.masked_fill(neg.unsqueeze(0) == pos_items.unsqueeze(1), float("-inf"))
+    logits = [pos_logit, neg_logit]
+    if in_batch and user_vecs.shape[0] > 1:
+        batch_logit = user_vecs @ pos_vecs.T - sampler.log_q[pos_items].unsqueeze(0)
+        same = pos_items.unsqueeze(0) == pos_items.unsqueeze(1)  # the diagonal and repeated songs
+        logits.append(batch_logit.masked_fill(same, float("-inf")))
+    logits = torch.cat(logits, dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(user_vecs.shape[0], dtype=torch.long))

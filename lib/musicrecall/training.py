@@ -1,0 +1,137 @@
+"""The one training loop every neural model shares (SASRec, YouTube-DNN, MIND, DSSM, MMoE ...).
+
+``train`` gives every model the same behaviour:
+
+* **seeding** (:func:`seed_everything`): the same seed and data give the same weights;
+* **progress**: a tqdm bar per epoch (``TrainConfig.progress``);
+* **early stopping** on a validation score (higher is better), restoring the best epoch's weights;
+* **checkpoints** under ``data/checkpoints/``, written atomically; with a ``cache_key`` (a content hash
+  of the data and hyper-parameters) a finished run is loaded instead of retrained;
+* **threads** from :mod:`musicrecall.config`, never set here.
+
+The model-specific parts are two callables: ``batches(epoch)`` yields batches (shuffle them with
+:func:`minibatches`, which is seeded by epoch) and ``loss_fn(model, batch)`` returns a scalar loss.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from musicrecall.config import DATA_DIR, n_threads
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and stopping settings shared by all models."""
+
+    epochs: int = 20
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 3  # epochs without a validation gain before stopping
+    min_delta: float = 1e-4
+    grad_clip: float | None = 5.0
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class History:
+    """Per-epoch record of one training run."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_score: float = float("-inf")
+    stopped_early: bool = False
+    from_cache: bool = False
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return float(np.median([e["seconds"] for e in self.epochs])) if self.epochs else float("nan")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def minibatches(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True) -> Iterator[np.ndarray]:
+    """Index arrays covering ``range(n)``, shuffled reproducibly per (seed, epoch)."""
+    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start:start + batch_size]
+
+
+def checkpoint_path(name: str, cache_key: str) -> Path:
+    """Where a model's finished checkpoint lives."""
+    return DATA_DIR / "checkpoints" / f"{name}-{cache_key}.pt"
+
+
+def _save(path: Path, model: torch.nn.Module, history: History, extra: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save({"model": model.state_dict(), "history": asdict(history), "extra": extra}, tmp)
+    tmp.replace(path)
+
+
+def train(model: torch.nn.Module, batches: Callable[[int], Iterable[Any]],
+          loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor], cfg: TrainConfig,
+          validate: Callable[[torch.nn.Module], float] | None = None, *, name: str = "model",
+          cache_key: str | None = None, n_batches: int | None = None) -> History:
+    """Train ``model`` in place and return its history (best weights restored when validating)."""
+    n_threads()  # the thread count is the central one (set by config.set_threads)
+    path = checkpoint_path(name, cache_key) if cache_key else None
+    if path is not None and path.exists():
+        state = torch.load(path, weights_only=False)
+        model.load_state_dict(state["model"])
+        history = History(**state["history"])
+        history.from_cache = True
+        return history
+    seed_everything(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    history, best_state, stale = History(), None, 0
+    for epoch in range(cfg.epochs):
+        model.train()
+        start, total, count = time.perf_counter(), 0.0, 0
+        bar = tqdm(batches(epoch), total=n_batches, desc=f"{name} epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not cfg.progress, leave=False, mininterval=2.0)
+        for batch in bar:
+            loss = loss_fn(model, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            total, count = total + float(loss.detach()), count + 1
+        record = {"epoch": epoch + 1, "train_loss": total / max(count, 1), "seconds": time.perf_counter() - start}
+        if validate is not None:
+            model.eval()
+            with torch.no_grad():
+                record["valid_score"] = float(validate(model))
+            if record["valid_score"] > history.best_score + cfg.min_delta:
+                history.best_score, history.best_epoch, stale = record["valid_score"], epoch + 1, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+        history.epochs.append(record)
+        if validate is not None and stale >= cfg.patience:
+            history.stopped_early = True
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    if path is not None:
+        _save(path, model, history, {"config": json.loads(json.dumps(asdict(cfg)))})
+    return history

@@ -16,7 +16,7 @@ import polars as pl
 from musicrecall import cleaning as cleaning_module
 from musicrecall.cache import content_key, file_fingerprint, source_fingerprint
 from musicrecall.cleaning import CleaningConfig, CleanResult, accounting_table, clean_log
-from musicrecall.config import DATA_DIR
+from musicrecall.config import DATA_DIR, REPO_ROOT
 
 
 @dataclass
@@ -61,7 +61,12 @@ def load_dataset(dataset: str = "world", profile: str = "small", seed: int = 0, 
         return _world(profile, seed, effects)
     from musicrecall.io import load_dataset_dir
 
-    folder = Path(dataset)
+    folder = Path(dataset).expanduser()
+    if not folder.is_absolute() and not folder.exists():  # relative to the repository, e.g. data/raw/me
+        folder = REPO_ROOT / folder
+    if not folder.is_dir():
+        raise FileNotFoundError(f"dataset {dataset!r}: no such folder (expected 'world' or a folder written by "
+                                "musicrecall.io.save_dataset)")
     tables = load_dataset_dir(folder)
     return Dataset(folder.name, tables["events"], tables["items"], tables["users"], tables["triples"],
                    now=datetime.now(UTC), key=file_fingerprint(list(folder.glob("*.parquet"))))

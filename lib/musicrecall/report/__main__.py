@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -25,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
         build_index(load_metrics(), REPORTS_DIR / "index.html")
         return 0
     extra = {name: yaml.safe_load(value) for name, value in args.parameter}
+    # Notebooks run with notebooks/ as their working directory: make a dataset path absolute from here.
+    if isinstance(extra.get("dataset"), str) and extra["dataset"] != "world":
+        extra["dataset"] = str(Path(extra["dataset"]).expanduser().resolve())
     runs = run_all(args.profile, only=args.only or None, extra=extra)
     failed = [r.name for r in runs if r.status != "ok"]
     print(f"[musicrecall] {len(runs) - len(failed)} ok, {len(failed)} failed; open {REPORTS_DIR / 'index.html'}")

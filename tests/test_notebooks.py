@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 
 import pytest
 
+from musicrecall.report.browser import check_pages, find_chromium
 from musicrecall.report.runner import list_notebooks, run_all
 
 BOUNDED = re.compile(r"(hr@|recall|ndcg|precision|coverage|share|rate|ratio)")
@@ -48,3 +50,22 @@ def test_recorded_metrics_are_sane(tiny_run):
     assert cleaning["rows_in"] == cleaning["rows_kept"] + cleaning["rows_removed"]
     index = (reports / "index.html").read_text()
     assert "Claims ledger" in index and "01_log_cleaning.html" in index
+
+
+def test_reports_render_offline_in_a_browser(tiny_run):
+    """The stakeholder pages open in headless Chromium: they render, every local link and image resolves,
+    and no request leaves the machine."""
+    if find_chromium() is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing in CI: .ci/run installs the Debian package 'chromium'")
+        pytest.skip("chromium not installed (outside CI); apt-get install chromium")
+    reports, runs = tiny_run
+    pages = [reports / "index.html", *[reports / f"{r.name}.html" for r in runs]]
+    checks = check_pages(pages)
+    for check in checks:
+        assert check.text_chars > 500 and check.tables >= 1, check.url
+        assert not check.outside_requests, (check.url, check.outside_requests)
+        assert not check.broken_links(), (check.url, check.broken_links())
+        assert check.broken_images == 0, check.url
+    index_links = {link.rsplit("/", 1)[-1] for link in checks[0].links}
+    assert {f"{r.name}.html" for r in runs} <= index_links

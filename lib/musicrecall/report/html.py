@@ -33,9 +33,10 @@ def markdown_math_to_mathml(text: str) -> str:
     return _INLINE.sub(lambda m: repl(m, "inline"), text)
 
 
-def export_html(nb: nbformat.NotebookNode, out_path: Path) -> Path:
+def export_html(nb: nbformat.NotebookNode, out_path: Path, title: str | None = None) -> Path:
     """Write ``nb`` as offline HTML to ``out_path`` (atomically) and return the path."""
     nb = nbformat.from_dict(nb)  # a copy: the caller's notebook keeps its TeX
+    nb.metadata["title"] = title or out_path.stem
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = markdown_math_to_mathml(cell.source)

@@ -1,0 +1,141 @@
+"""Open a report in headless Chromium and check it as a reader would: it renders, every local link
+resolves, and the page makes no request that leaves the machine (no CDN script, font or image).
+
+Chromium is driven through the DevTools protocol (``--remote-debugging-port``) with ``websocket-client``;
+network requests are the page's own ``Network.requestWillBeSent`` events, so the browser's background
+traffic (update checks) is not mistaken for the report's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--remote-debugging-port=0"]
+LOCAL_SCHEMES = ("file", "data", "about", "blob")
+
+
+@dataclass
+class PageCheck:
+    """What one page did in the browser."""
+
+    url: str
+    title: str = ""
+    text_chars: int = 0
+    tables: int = 0
+    images: int = 0
+    broken_images: int = 0
+    requests: list[str] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)
+
+    @property
+    def outside_requests(self) -> list[str]:
+        return [u for u in self.requests if urlparse(u).scheme not in LOCAL_SCHEMES]
+
+    def broken_links(self) -> list[str]:
+        """Local links whose target file does not exist (anchors within a page count as resolving)."""
+        broken = []
+        for link in self.links:
+            parsed = urlparse(link)
+            if parsed.scheme == "file" and not Path(unquote(parsed.path)).exists():
+                broken.append(link)
+        return broken
+
+    @property
+    def external_links(self) -> list[str]:
+        return [u for u in self.links if urlparse(u).scheme in ("http", "https")]
+
+
+def find_chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+class _Browser:
+    def __init__(self, binary: str):
+        import websocket  # websocket-client
+
+        self._profile = tempfile.TemporaryDirectory(prefix="musicrecall-chromium-")
+        self.proc = subprocess.Popen([binary, *CHROMIUM_FLAGS, f"--user-data-dir={self._profile.name}", "about:blank"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        port = None
+        deadline = time.time() + 30
+        while port is None and time.time() < deadline:
+            line = self.proc.stderr.readline()
+            match = re.search(r"DevTools listening on ws://127\.0\.0\.1:(\d+)/", line)
+            port = int(match.group(1)) if match else None
+            if not line and self.proc.poll() is not None:
+                raise RuntimeError("chromium exited before opening its DevTools port")
+        if port is None:
+            raise RuntimeError("chromium did not open its DevTools port within 30 s")
+        pages = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
+        page = next(p for p in pages if p.get("type") == "page")
+        self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=30)
+        self._id = 0
+
+    def send(self, method: str, **params) -> int:
+        self._id += 1
+        self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
+        return self._id
+
+    def call(self, method: str, **params) -> dict:
+        wanted = self.send(method, **params)
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == wanted:
+                return msg.get("result", {})
+
+    def close(self) -> None:
+        try:
+            self.ws.close()
+        finally:
+            self.proc.kill()
+            self.proc.wait()
+            self._profile.cleanup()
+
+
+_PAGE_FACTS = """JSON.stringify({title: document.title, text: document.body ? document.body.innerText.length : 0,
+  tables: document.querySelectorAll('table').length, images: document.images.length,
+  broken: [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).length,
+  links: [...document.querySelectorAll('a[href]')].map(a => a.href)})"""
+
+
+def check_pages(paths: list[Path], binary: str | None = None, timeout_s: float = 60.0) -> list[PageCheck]:
+    """Load each HTML file in one headless browser and report what it rendered and requested."""
+    binary = binary or find_chromium()
+    if binary is None:
+        raise FileNotFoundError("no chromium binary found (Debian package: chromium)")
+    browser = _Browser(binary)
+    try:
+        browser.call("Network.enable")
+        browser.call("Page.enable")
+        checks = []
+        for path in paths:
+            check = PageCheck(path.resolve().as_uri())
+            browser.send("Page.navigate", url=check.url)
+            deadline = time.time() + timeout_s
+            while time.time() < deadline:
+                msg = json.loads(browser.ws.recv())
+                if msg.get("method") == "Network.requestWillBeSent":
+                    check.requests.append(msg["params"]["request"]["url"])
+                elif msg.get("method") == "Page.loadEventFired":
+                    break
+            else:
+                raise TimeoutError(f"{path} did not finish loading in {timeout_s} s")
+            time.sleep(0.3)  # let late requests (fonts, lazy images) show up
+            facts = json.loads(browser.call("Runtime.evaluate", expression=_PAGE_FACTS)["result"]["value"])
+            check.title, check.text_chars, check.tables = facts["title"], facts["text"], facts["tables"]
+            check.images, check.broken_images, check.links = facts["images"], facts["broken"], facts["links"]
+            checks.append(check)
+        return checks
+    finally:
+        browser.close()

@@ -13,7 +13,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,spark]"
+	# musicnn ships the pretrained tagger weights; --no-deps because its TensorFlow pin is never imported.
+	$(PY) -m pip install --quiet --no-deps musicnn==0.1.0
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -10,7 +10,7 @@ from musicrecall.config import REPO_ROOT
 
 def _pins_pyproject() -> dict[str, str]:
     meta = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    reqs = meta["dependencies"] + meta["optional-dependencies"]["dev"]
+    reqs = meta["dependencies"] + [r for extra in meta["optional-dependencies"].values() for r in extra]
     pins = {}
     for req in reqs:
         name, sep, version = req.partition("==")

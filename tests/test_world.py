@@ -244,3 +244,33 @@ def test_save_load_roundtrip(world: World, tmp_path) -> None:
     for name, df in _all_frames(world).items():
         assert df.equals(_all_frames(back)[name]), name
     assert not list(tmp_path.glob(".w*"))  # no leftovers
+
+
+def test_segment_sampler_matches_weights() -> None:
+    from musicrecall.world.catalog import SegmentSampler
+
+    w = np.random.default_rng(0).lognormal(0.0, 2.0, 50)  # skewed, like song popularity
+    bounds = [(0, 10), (10, 30), (30, 50)]
+    sampler = SegmentSampler.build(
+        np.concatenate([[0.0], np.cumsum(w)]),
+        np.array([b[0] for b in bounds]),
+        np.array([b[1] for b in bounds]),
+    )
+    seg = np.repeat(np.arange(len(bounds)), 200_000)
+    got = sampler.draw(np.random.default_rng(1), seg)
+    for s, (a, b) in enumerate(bounds):
+        x = got[seg == s]
+        assert x.min() >= a and x.max() < b
+        freq = np.bincount(x - a, minlength=b - a) / len(x)
+        assert np.abs(freq - w[a:b] / w[a:b].sum()).max() < 0.005
+
+
+def test_several_user_chunks_deterministic() -> None:
+    from musicrecall.world.sessions import CHUNK_USERS
+
+    kw = {"n_users": 2 * CHUNK_USERS + 100, "n_songs": 3000, "sessions_per_user": 1.5, "n_days": 20}
+    a, b = generate_world("tiny", seed=5, **kw), generate_world("tiny", seed=5, **kw)
+    assert a.events.equals(b.events) and a.truth["event_noise"].equals(b.truth["event_noise"])
+    users = a.events["user_id"].drop_nulls()
+    assert users.min() < CHUNK_USERS and users.max() >= 2 * CHUNK_USERS  # every chunk produced events
+    assert a.events["ts"].drop_nulls().is_sorted()

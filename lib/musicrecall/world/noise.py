@@ -11,41 +11,36 @@ from .profiles import DAY_MS, WorldConfig
 from .sessions import CLOCK_SKEW, DUPLICATE, NOISE_KINDS, REASONS
 
 NEG_PLAY, BEYOND, UNKNOWN_SONG, MISSING_USER, NULL_TS = 6, 7, 8, 9, 10
-_NULL = np.iinfo(np.int64).max
+_NULL = np.iinfo(np.int64).max  # null timestamp: sorts last
+# One output row before the time sort (ts travels separately as the sort key).
+_REC = np.dtype(
+    [("user", np.int32), ("song", np.int32), ("play_ms", np.int32), ("song_ms", np.int32), ("entry", np.int8),
+     ("action", np.int8), ("rs", np.int8), ("re", np.int8), ("skipped", np.bool_), ("noise", np.int8)]
+)  # fmt: skip
 
 
-def _gather(cats: tuple[str, ...], codes: np.ndarray, name: str) -> pl.Series:
-    """String column from small integer codes; negative codes become null."""
-    idx = pl.Series(name, codes.astype(np.int32))
-    out = pl.Series(name, cats, dtype=pl.String).gather(idx.clip(0, None))
-    if (codes < 0).any():
-        out = pl.select(pl.when(pl.lit(idx) >= 0).then(pl.lit(out))).to_series().alias(name)
-    return out
+def _strings(cats: tuple[str, ...], codes: np.ndarray, name: str) -> pl.Series:
+    """String column from small integer codes; code -1 becomes null.
 
-
-def _nullable(name: str, values: np.ndarray, dtype: pl.DataType) -> pl.Series:
-    """Int64 values where ``_NULL`` marks null, cast to ``dtype``."""
-    s = pl.Series(name, values, dtype=pl.Int64)
-    if (values == _NULL).any():
-        s = pl.select(pl.when(pl.lit(s) != _NULL).then(pl.lit(s))).to_series().alias(name)
-    return s.cast(dtype)
-
-
-def corrupt_and_assemble(
-    cfg: WorldConfig, cat: Catalog, rows: dict[str, np.ndarray]
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Apply row corruption and duplicates, order by ts (nulls last) and build the events frame.
-
-    Returns ``(events, event_noise)``.
+    Why: one gather from a tiny lookup series shares the category strings instead of building
+    millions of Python strings; the trailing ``None`` is what index -1 (polars counts from the end) hits.
     """
-    rng = np.random.default_rng([cfg.seed, 20])
-    noise = rows["noise"].copy()
-    user = rows["user"].astype(np.int64)
-    song = cat.song_id[rows["li"]]
-    ts = rows["ts"].astype(np.int64)
-    play_ms = rows["play_ms"].astype(np.int64).copy()
+    return pl.Series(name, [*cats, None], dtype=pl.String).gather(codes)
+
+
+def _null_at(s: pl.Series, positions: np.ndarray) -> pl.Series:
+    """``s`` with nulls at ``positions`` (few rows: an in-place scatter, not a full when/then pass)."""
+    return s.scatter(positions, None) if len(positions) else s
+
+
+def _corrupt(cfg: WorldConfig, cat: Catalog, rows: dict[str, np.ndarray], rng: np.random.Generator) -> None:
+    """In place: corrupt distinct genuine rows, one noise kind per row; adds ``rows["song"]`` (public id).
+
+    Null markers: user -1, ts ``_NULL``.
+    """
+    noise, ts, play_ms = rows["noise"], rows["ts"], rows["play_ms"]
     n = len(noise)
-    # corrupt distinct genuine rows in place, one noise kind per row
+    rows["song"] = song = cat.song_id[rows.pop("li")]
     genuine = np.flatnonzero(noise == 0)
     counts = [round(cfg.clock_skew_rate * n)] + [round(cfg.invalid_rate * n)] * 5
     picked = rng.choice(genuine, size=min(sum(counts), len(genuine)), replace=False)
@@ -62,43 +57,131 @@ def corrupt_and_assemble(
     play_ms[r] = (1.5 * rows["song_ms"][r] + 10_000).astype(np.int64) + rng.integers(1_000, 600_000, len(r))
     r = sel[UNKNOWN_SONG]
     song[r] = cat.n + rng.integers(0, cat.n, len(r))
-    user[sel[MISSING_USER]] = _NULL
+    rows["user"][sel[MISSING_USER]] = -1
     ts[sel[NULL_TS]] = _NULL
-    # duplicates: exact copies of clean genuine rows, appended so a stable sort keeps them after the original
+
+
+def _stable_argsort(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, key[order])`` of a stable sort of int64 ``key`` (overwritten: it becomes ``key[order]``).
+
+    Why: numpy's SIMD sort of plain uint64 is ~5x faster than any arg sort (numpy's or polars').
+    Packing ``(key - min, index)`` into one uint64 makes that plain sort stable (ties break by
+    index) and the permutation comes back from the low bits; falls back to polars' stable arg sort
+    when the packed key would not fit in 64 bits.
+    """
+    n = len(key)
+    lo = int(key.min()) if n else 0
+    idx_bits = max(1, (n - 1).bit_length())
+    if n and (int(key.max()) - lo).bit_length() + idx_bits > 64:  # pragma: no cover - huge worlds only
+        order = pl.DataFrame({"k": key}).select(pl.arg_sort_by("k", maintain_order=True)).to_series()
+        order = order.to_numpy().astype(np.int64)
+        return order, key[order]
+    key -= lo  # in place (the caller's scratch array): every extra 8-byte pass over 22M rows counts
+    packed = key.view(np.uint64)
+    packed <<= np.uint64(idx_bits)
+    for i in range(0, n, 1 << 22):  # blockwise, so the index ramp needs no full-size temporary
+        packed[i : i + (1 << 22)] |= np.arange(i, min(n, i + (1 << 22)), dtype=np.uint64)
+    packed.sort()
+    order = (packed & np.uint64((1 << idx_bits) - 1)).view(np.int64)
+    packed >>= np.uint64(idx_bits)
+    key += lo
+    return order, key
+
+
+def _sorted_order(
+    cfg: WorldConfig, rows: dict[str, np.ndarray], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Output rows in time order (nulls last): the original rows plus appended duplicates.
+
+    Duplicates are exact copies of clean genuine rows, appended so that the stable sort keeps each
+    copy after its original. Returns ``(take, is_copy, ts)``: the source row of every output row,
+    whether it is a duplicate copy, and its ``ts`` (``_NULL`` for nulls).
+    """
+    noise, ts = rows["noise"], rows.pop("ts")
+    n = len(noise)
     clean = np.flatnonzero(noise == 0)
     dup = np.sort(rng.choice(clean, size=min(round(cfg.duplicate_rate * n), len(clean)), replace=False))
-    src = np.concatenate([np.arange(n), dup])
-    noise = np.concatenate([noise, np.full(len(dup), DUPLICATE, np.int8)])
-    start_ms = int(cfg.start.timestamp() * 1000)
-    ts_abs = np.where(ts == _NULL, _NULL, ts + start_ms)[src]
-    # stable sort, nulls (int64 max) last; polars' single-threaded sort is ~3x numpy's stable argsort
-    key = pl.DataFrame({"k": ts_abs})
-    order = key.select(pl.arg_sort_by("k", maintain_order=True)).to_series().to_numpy()
-    take = src[order]
-    noise = noise[order]
-    m = len(take)
-    events = pl.DataFrame(
-        [
-            _nullable("user_id", user[take], pl.Int64()),
-            pl.Series("song_id", song[take], dtype=pl.Int64),
-            _nullable("ts", ts_abs[order], pl.Datetime("ms", "UTC")),
-            pl.Series("play_ms", play_ms[take], dtype=pl.Int64),
-            pl.Series("song_ms", rows["song_ms"][take], dtype=pl.Int64),
-            _gather(ENTRIES, rows["entry"][take], "entry"),
-            _gather(ACTIONS, rows["action"][take], "action"),
-            _gather(REASONS, rows["rs"][take], "reason_start"),
-            _gather(REASONS, rows["re"][take], "reason_end"),
-            pl.Series("skipped", rows["skipped"][take], dtype=pl.Boolean),
-        ]
-    ).with_columns(
+    key = np.concatenate([ts, ts[dup]])
+    del ts
+    null = key == _NULL
+    key[null] = key.max(initial=0, where=~null) + 1  # sorts after every real time, fits the packing
+    take, ts_sorted = _stable_argsort(key)
+    is_copy = take >= n
+    take[is_copy] = dup[take[is_copy] - n]
+    ts_sorted[len(ts_sorted) - int(null.sum()) :] = _NULL
+    return take, is_copy, ts_sorted
+
+
+def _records(rows: dict[str, np.ndarray]) -> np.ndarray:
+    """Pack the row columns into one record array (consuming ``rows``).
+
+    Why: the time sort gathers rows in random order; one gather of 22-byte records costs about as
+    much as one gather of a single column, so this is ~8x cheaper than gathering column by column.
+    """
+    n = len(rows["noise"])
+    rec = np.empty(n, dtype=_REC)
+    for name in _REC.names:
+        rec[name] = rows.pop(name)
+    return rec
+
+
+def corrupt_and_assemble(
+    cfg: WorldConfig, cat: Catalog, rows: dict[str, np.ndarray]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Apply row corruption and duplicates, order by ts (nulls last) and build the events frame.
+
+    ``rows`` (from :func:`simulate_sessions`) is consumed: columns are modified and dropped as the
+    output is built, which keeps peak memory near the size of the output. Returns ``(events, event_noise)``.
+    """
+    rng = np.random.default_rng([cfg.seed, 20])
+    _corrupt(cfg, cat, rows, rng)
+    take, is_copy, ts = _sorted_order(cfg, rows, rng)
+    out = np.take(_records(rows), take)  # np.take: fancy indexing of records is ~5x slower
+    del take
+    # split the sorted records into plain columns, so each can be freed once converted
+    sorted_rows = {name: np.ascontiguousarray(out[name]) for name in _REC.names}
+    del out
+    sorted_rows["noise"][is_copy] = DUPLICATE
+    sorted_rows["ts"] = ts
+    del ts
+    events = pl.DataFrame(_event_columns(cfg, sorted_rows)).with_columns(
         pl.lit(cfg.source_file, dtype=pl.String).alias("source_file"),
-        pl.int_range(0, m, dtype=pl.Int64).alias("source_row"),
+        pl.int_range(0, len(is_copy), dtype=pl.Int64).alias("source_row"),
     )
     assert events.schema == pl.Schema(EVENTS_SCHEMA), events.schema
     event_noise = pl.DataFrame(
         [
-            pl.Series("source_row", np.arange(m, dtype=np.int64)),
-            _gather(NOISE_KINDS, noise.astype(np.int16) - 1, "noise"),
+            events.get_column("source_row"),  # shares the buffer: no second 8-byte column
+            _strings(NOISE_KINDS, sorted_rows.pop("noise") - 1, "noise"),  # genuine (0) -> -1 -> null
         ]
     )
     return events, event_noise
+
+
+def _event_columns(cfg: WorldConfig, rows: dict[str, np.ndarray]) -> list[pl.Series]:
+    """Events columns (all but source_file / source_row) from time-sorted rows, popping each one used.
+
+    Each numpy column is dropped as soon as its polars column exists, so the peak stays near the
+    size of the output frame.
+    """
+
+    def ints(name: str, values: np.ndarray) -> pl.Series:
+        return pl.Series(name, values).cast(pl.Int64)
+
+    ts = rows.pop("ts")
+    null_ts = np.flatnonzero(ts == _NULL)  # all at the end: nulls sort last
+    ts[: len(ts) - len(null_ts)] += int(cfg.start.timestamp() * 1000)
+    cols = {"ts": _null_at(pl.Series("ts", ts).cast(pl.Datetime("ms", "UTC")), null_ts)}
+    del ts
+    user = rows.pop("user")
+    cols["user_id"] = _null_at(ints("user_id", user), np.flatnonzero(user < 0))
+    del user
+    cols["song_id"] = ints("song_id", rows.pop("song"))
+    cols["play_ms"] = ints("play_ms", rows.pop("play_ms"))
+    cols["song_ms"] = ints("song_ms", rows.pop("song_ms"))
+    cols["entry"] = _strings(ENTRIES, rows.pop("entry"), "entry")
+    cols["action"] = _strings(ACTIONS, rows.pop("action"), "action")
+    cols["reason_start"] = _strings(REASONS, rows.pop("rs"), "reason_start")
+    cols["reason_end"] = _strings(REASONS, rows.pop("re"), "reason_end")
+    cols["skipped"] = pl.Series("skipped", rows.pop("skipped"), dtype=pl.Boolean)
+    return [cols[name] for name in EVENTS_SCHEMA if name in cols]

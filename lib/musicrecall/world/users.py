@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import polars as pl
@@ -39,6 +39,12 @@ class Users:
     age: np.ndarray  # int8 index into AGE_BUCKETS (complete)
     gender: np.ndarray  # int8
     region: np.ndarray  # int8
+
+    def rows(self, lo: int, hi: int) -> Users:
+        """Users ``[lo, hi)`` as a new :class:`Users` of views (ids become ``0 .. hi - lo - 1``)."""
+        hi = min(hi, self.n)
+        arrays = {f.name: getattr(self, f.name)[lo:hi] for f in fields(self) if f.name != "n"}
+        return Users(n=hi - lo, **arrays)
 
 
 def build_users(cfg: WorldConfig, cat: Catalog) -> Users:

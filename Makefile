@@ -7,7 +7,7 @@ NB ?=
 ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: run test nb lab clean lint bench install
+.PHONY: run test nb lab clean lint bench install audio-corpus
 
 # (Re)install when pyproject.toml changes; the stamp records that the venv matches it.
 $(STAMP): pyproject.toml
@@ -39,6 +39,16 @@ bench: $(STAMP)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+# Optional real-audio corpus for notebook 05: freely licensed game and album music from Debian's
+# packages (downloaded from the package registry, unpacked, never committed).
+AUDIO_DEBS := wesnoth-1.16-music warzone2100-music singularity-music hyperrogue-music \
+	fretsonfire-songs-muldjord fretsonfire-songs-sectoid planetblupi-music-ogg asc-music
+audio-corpus:
+	mkdir -p data/raw/audio/.debs
+	cd data/raw/audio/.debs && apt-get download $(AUDIO_DEBS)
+	for deb in data/raw/audio/.debs/*.deb; do dpkg -x $$deb data/raw/audio/; done
+	@echo "audio corpus in data/raw/audio (notebook 05 embeds it when present)"
 
 clean:
 	find reports -mindepth 1 ! -name README.md -delete

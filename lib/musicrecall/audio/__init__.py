@@ -1,0 +1,43 @@
+"""Audio features and audio recall (the talk's section 2.3; notebooks 05 and 06).
+
+* :mod:`.decode`: decoding wav/ogg/opus/mp3 with per-file errors and warnings.
+* :mod:`.features`: 4 s segments x 14 attributes (musicnn tags, DSP descriptors, two heuristics) x
+  6 statistics = the 84-dim embedding.
+* :mod:`.corpus`: embedding files with a content-hash cache and an issue report.
+* :mod:`.recall`: faiss item-to-item recall and user audio profiles.
+* :mod:`.simulated`: audio of the simulated world and the claim-C4 analyses.
+* :mod:`.validation`: vocal AUC on lyric-line timings, the port check, bad-file fixtures, figures.
+* :mod:`.tfbundle`: a TensorFlow V2 checkpoint reader without TensorFlow.
+"""
+
+from .corpus import Corpus, embed_files, list_audio
+from .decode import AudioDecodeError, AudioIssue, load_audio
+from .features import (
+    ATTRIBUTE_SOURCES,
+    ATTRIBUTES,
+    STATISTICS,
+    AudioConfig,
+    EmbeddingScaler,
+    embedding_names,
+    segment_attributes,
+    summarize,
+)
+from .recall import AudioIndex
+
+__all__ = [
+    "ATTRIBUTES",
+    "ATTRIBUTE_SOURCES",
+    "STATISTICS",
+    "AudioConfig",
+    "AudioDecodeError",
+    "AudioIndex",
+    "AudioIssue",
+    "Corpus",
+    "EmbeddingScaler",
+    "embed_files",
+    "embedding_names",
+    "list_audio",
+    "load_audio",
+    "segment_attributes",
+    "summarize",
+]

@@ -1,0 +1,58 @@
+"""Knowledge-graph Song2Vec (the talk's section 2.1): corpora, training, item-to-item recall, BadCase.
+
+* :mod:`.corpus` — session sentences and gamma-weighted relation walks (the exact formulation);
+* :mod:`.song2vec` — gensim skip-gram training, song vectors, cold songs through entities;
+* :mod:`.recall` — faiss i2i table and the merge over a user's recent full plays;
+* :mod:`.badcase` — the BadCase rate and the side-by-side neighbour table;
+* :mod:`.pipeline` — tuning, gamma sweep, slices and the C1 verdict used by notebook 02.
+"""
+
+from musicrecall.kg.badcase import (
+    attribute_codes,
+    badcase_per_seed,
+    badcase_seeds,
+    neighbours_side_by_side,
+    true_codes,
+)
+from musicrecall.kg.corpus import (
+    DEFAULT_WEIGHTS,
+    SONG_PREFIX,
+    Corpus,
+    KGConfig,
+    build_corpus,
+    relation_walks,
+    session_sentences,
+    triples_from_items,
+)
+from musicrecall.kg.pipeline import (
+    Fitted,
+    RecallConfig,
+    badcase_summary,
+    c1_verdict,
+    evaluate_models,
+    fit_model,
+    gamma_sweep,
+    lift,
+    quick_hr,
+    restricted_table,
+    slice_eval,
+    song_groups,
+    tune_song2vec,
+)
+from musicrecall.kg.recall import ItemToItemRecall, neighbour_table, recent_seeds, topk_from_candidates
+from musicrecall.kg.song2vec import (
+    Song2VecConfig,
+    SongEmbedding,
+    entity_mean_vectors,
+    fit_song2vec,
+    train_word2vec,
+)
+
+__all__ = [
+    "DEFAULT_WEIGHTS", "SONG_PREFIX", "Corpus", "Fitted", "ItemToItemRecall", "KGConfig", "RecallConfig",
+    "Song2VecConfig", "SongEmbedding", "attribute_codes", "badcase_per_seed", "badcase_seeds", "badcase_summary",
+    "build_corpus", "c1_verdict", "entity_mean_vectors", "evaluate_models", "fit_model", "fit_song2vec",
+    "gamma_sweep", "lift", "neighbour_table", "neighbours_side_by_side", "quick_hr", "recent_seeds",
+    "relation_walks", "restricted_table", "session_sentences", "slice_eval", "song_groups", "topk_from_candidates",
+    "train_word2vec", "triples_from_items", "true_codes", "tune_song2vec",
+]

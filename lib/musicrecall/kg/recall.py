@@ -1,0 +1,164 @@
+"""Item-to-item recall: neighbours from a faiss index, merged over a user's recent full plays.
+
+For each user, the ``max_seeds`` most recent distinct songs they fully played in the fit window are
+the seeds ``h`` (rank 0 = most recent). Each seed brings its ``n_neighbors`` nearest songs ``j`` by
+cosine (an i2i table built once from a faiss index over *song* vectors only), and the merged score is
+
+    score(u, j) = sum_h 0.5 ** (rank_h / half_life) * cos(h, j)
+
+Songs that only a fallback can supply (users without an embedded seed, lists shorter than ``k``) come
+after, in fit-window popularity order, the same fallback for every model. Excluded songs (the history,
+for discovery) are removed before the cut at ``k``. Everything is vectorised with (row, song) int64
+keys; users are processed in batches to bound memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from musicrecall.evaluation import FaissIndex
+from musicrecall.evaluation.metrics import ExcludeLike, _exclude_arrays
+
+
+def neighbour_table(vectors: np.ndarray, has_vector: np.ndarray, n_neighbors: int, index: str = "hnsw",
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``n_neighbors`` cosine neighbours of every embedded song among embedded songs (self excluded).
+
+    Returns ``(ids int64 [n_items, n], sims float32 [n_items, n])``; ``-1`` / ``-inf`` for empty slots
+    and for songs without a vector.
+    """
+    n_items = len(has_vector)
+    songs = np.flatnonzero(has_vector)
+    ids = np.full((n_items, n_neighbors), -1, dtype=np.int64)
+    sims = np.full((n_items, n_neighbors), -np.inf, dtype=np.float32)
+    if len(songs) < 2:
+        return ids, sims
+    k = min(n_neighbors + 1, len(songs))
+    faiss_index = FaissIndex(vectors[songs], kind=index, metric="cosine", seed=seed, efSearch=max(128, 2 * k))
+    s, pos = faiss_index.search(vectors[songs], k)
+    nb = np.where(pos >= 0, songs[np.maximum(pos, 0)], -1)
+    s = np.where(pos >= 0, s, -np.inf)
+    not_self = nb != songs[:, None]
+    # drop the query itself wherever it appears, keep the first n_neighbors others in order
+    order = np.argsort(~not_self, axis=1, kind="stable")[:, :n_neighbors]
+    keep = np.take_along_axis(not_self, order, axis=1)
+    nb, s = np.take_along_axis(nb, order, axis=1), np.take_along_axis(s, order, axis=1)
+    ids[songs, : nb.shape[1]] = np.where(keep, nb, -1)
+    sims[songs, : nb.shape[1]] = np.where(keep, s, -np.inf)
+    return ids, sims
+
+
+def recent_seeds(fit: pl.DataFrame, max_seeds: int) -> pl.DataFrame:
+    """Per user the ``max_seeds`` most recent distinct full-played songs: ``user_id, song_id, rank``."""
+    return (fit.filter(pl.col("full_play").fill_null(False))
+            .sort("user_id", "ts", descending=[False, True])
+            .unique(["user_id", "song_id"], keep="first", maintain_order=True)
+            .with_columns(rank=pl.int_range(pl.len()).over("user_id"))
+            .filter(pl.col("rank") < max_seeds)
+            .select("user_id", "song_id", "rank"))
+
+
+def topk_from_candidates(rows: np.ndarray, items: np.ndarray, scores: np.ndarray, n_rows: int, k: int) -> np.ndarray:
+    """Best ``k`` distinct items per row from (row, item, score) triples, ``-1`` padded; higher first,
+    ties by lower item id. Duplicated (row, item) keep their highest score."""
+    out = np.full((n_rows, k), -1, dtype=np.int64)
+    if len(rows) == 0:
+        return out
+    order = np.lexsort((items, -scores, rows))
+    r, it = rows[order], items[order]
+    base = int(items.max()) + 1
+    key = r * base + it
+    _, first = np.unique(key, return_index=True)
+    first.sort()  # keep the best-scored copy of each (row, item), in ranked order
+    r, it = r[first], it[first]
+    start = np.searchsorted(r, np.arange(n_rows))
+    rank = np.arange(len(r)) - start[r]
+    keep = rank < k
+    out[r[keep], rank[keep]] = it[keep]
+    return out
+
+
+@dataclass
+class ItemToItemRecall:
+    """Merged i2i recall over recent seeds (module docstring); ``recommend`` fits
+    :func:`musicrecall.experiment.evaluate_recommender`."""
+
+    nb_ids: np.ndarray
+    nb_sims: np.ndarray
+    seeds: pl.DataFrame
+    popularity: np.ndarray
+    half_life: float = 5.0
+    batch_users: int = 2048
+    _memo: dict = field(default_factory=dict, repr=False)  # k -> (sorted users, their lists), no exclusion
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, has_vector: np.ndarray, fit: pl.DataFrame, popularity: np.ndarray, *,
+              n_neighbors: int = 100, max_seeds: int = 20, half_life: float = 5.0, index: str = "hnsw",
+              seed: int = 0) -> ItemToItemRecall:
+        ids, sims = neighbour_table(vectors, has_vector, n_neighbors, index=index, seed=seed)
+        return cls(ids, sims, recent_seeds(fit, max_seeds), np.asarray(popularity, dtype=np.float64), half_life)
+
+    def _seed_arrays(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pos = pl.DataFrame({"user_id": users, "row": np.arange(len(users), dtype=np.int64)})
+        s = self.seeds.join(pos, on="user_id")
+        return s["row"].to_numpy(), s["song_id"].to_numpy(), s["rank"].to_numpy()
+
+    def recommend(self, users: np.ndarray, k: int, exclude: ExcludeLike = None) -> np.ndarray:
+        """Ranked lists ``int64 [len(users), k]`` (full ranking: the popularity fallback fills every list)."""
+        users = np.asarray(users, dtype=np.int64)
+        if exclude is None and k in self._memo:  # slices re-rank users already ranked for "all"
+            known, lists = self._memo[k]
+            pos = np.minimum(np.searchsorted(known, users), len(known) - 1)
+            if len(known) and (known[pos] == users).all():
+                return lists[pos].copy()
+        out = self._recommend(users, k, exclude)
+        if exclude is None:
+            order = np.argsort(users)
+            self._memo[k] = (users[order], out[order])
+        return out
+
+    def _recommend(self, users: np.ndarray, k: int, exclude: ExcludeLike) -> np.ndarray:
+        ex = _exclude_arrays(exclude, len(users))
+        pop_order = np.lexsort((np.arange(len(self.popularity)), -self.popularity))
+        out = np.full((len(users), k), -1, dtype=np.int64)
+        rows_all, songs_all, ranks_all = self._seed_arrays(users)
+        for b0 in range(0, len(users), self.batch_users):
+            b1 = min(b0 + self.batch_users, len(users))
+            sel = (rows_all >= b0) & (rows_all < b1)
+            r, s, rk = rows_all[sel] - b0, songs_all[sel], ranks_all[sel]
+            nb, sim = self.nb_ids[s], self.nb_sims[s]
+            w = (0.5 ** (rk / self.half_life))[:, None] * np.where(np.isfinite(sim), sim, 0.0)
+            valid = nb >= 0
+            cr, ci, cs = np.broadcast_to(r[:, None], nb.shape)[valid], nb[valid], w[valid]
+            if len(cr):  # sum the contributions of all seeds to each (user, song)
+                key = cr * len(self.popularity) + ci
+                uniq, inv = np.unique(key, return_inverse=True)
+                cr, ci = uniq // len(self.popularity), uniq % len(self.popularity)
+                cs = np.bincount(inv, weights=cs)
+            n_ex = 0 if ex is None else int(np.diff(ex[0][b0 : b1 + 1]).max(initial=0))
+            fill = pop_order[: min(len(pop_order), k + n_ex)]
+            floor = -(cs.max(initial=0.0) + abs(cs.min(initial=0.0)) + 2.0)  # below every merged score
+            fr = np.repeat(np.arange(b1 - b0), len(fill))
+            fi = np.tile(fill, b1 - b0)
+            fs = floor - np.tile(np.arange(len(fill)), b1 - b0) / (len(fill) + 1.0)
+            rows, items, scores = np.r_[cr, fr], np.r_[ci, fi], np.r_[cs, fs]
+            if ex is not None:
+                drop = _in_rows(rows, items, ex[0][b0 : b1 + 1] - ex[0][b0], ex[1][ex[0][b0] : ex[0][b1]])
+                rows, items, scores = rows[~drop], items[~drop], scores[~drop]
+            out[b0:b1] = topk_from_candidates(rows, items, scores, b1 - b0, k)
+        return out
+
+
+def _in_rows(rows: np.ndarray, items: np.ndarray, indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """``True`` where ``items[i]`` is in CSR row ``rows[i]``."""
+    if len(indices) == 0:
+        return np.zeros(len(rows), dtype=bool)
+    base = int(max(items.max(initial=0), indices.max(initial=0))) + 1
+    ex_keys = np.sort(np.repeat(np.arange(len(indptr) - 1), np.diff(indptr)) * base + indices)
+    q = rows * base + items
+    pos = np.minimum(np.searchsorted(ex_keys, q), len(ex_keys) - 1)
+    return ex_keys[pos] == q
+

@@ -1,0 +1,161 @@
+"""Knowledge-graph Song2Vec: corpus formula, gamma = 0 equivalence, no entity leak, BadCase, recall, EGES."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from musicrecall import kg
+from musicrecall.models.eges import EGESConfig, fit_eges, side_index, skipgram_pairs
+
+N_ITEMS = 60
+
+
+def _events(n_users: int = 40, seed: int = 0) -> pl.DataFrame:
+    """Sessions drawn inside 3 'artists' (songs 0-19, 20-39, 40-49); songs 50-59 are never played (cold)."""
+    rng = np.random.default_rng(seed)
+    rows, t0 = [], datetime(2026, 1, 1, tzinfo=UTC)
+    for u in range(n_users):
+        for s in range(4):
+            group = rng.integers(0, 3)
+            lo, hi = [(0, 20), (20, 40), (40, 50)][group]
+            for p, song in enumerate(rng.integers(lo, hi, 8)):
+                rows.append({"user_id": u, "song_id": int(song), "session_id": u * 10 + s,
+                             "ts": t0 + timedelta(days=s, minutes=4 * p, seconds=u), "full_play": bool(p != 3)})
+    return pl.DataFrame(rows)
+
+
+def _triples() -> pl.DataFrame:
+    artist = np.r_[np.zeros(20), np.ones(20), np.full(10, 2), np.zeros(5), np.ones(5)].astype(int)  # cold: 50-54 -> a0
+    rows = [{"head": f"song:{s}", "relation": "song_artist", "tail": f"artist:{a}"} for s, a in enumerate(artist)]
+    rows += [{"head": f"song:{s}", "relation": "song_genre", "tail": f"genre:{a % 2}"} for s, a in enumerate(artist)]
+    rows += [{"head": "artist:0", "relation": "artist_genre", "tail": "genre:0"}]
+    return pl.DataFrame(rows)
+
+
+def test_gamma_zero_corpus_is_the_plain_corpus():
+    ev = _events()
+    plain = kg.session_sentences(ev, N_ITEMS, seed=3)
+    zero = kg.build_corpus(ev, _triples(), N_ITEMS, kg.KGConfig(gamma=0.0), seed=3)
+    some = kg.build_corpus(ev, _triples(), N_ITEMS, kg.KGConfig(gamma=0.5), seed=3)
+    assert zero.sentences == plain.sentences and zero.n_walks == 0
+    assert some.n_walks > 0 and some.n_tokens > plain.n_tokens
+    # the sessions keep their relative order when walks are inserted
+    assert [s for s in some.sentences if s[0].startswith("song:")] == plain.sentences
+
+
+def test_gamma_zero_trains_exactly_plain_song2vec():
+    ev, tr = _events(), _triples()
+    cfg = kg.Song2VecConfig(dim=8, epochs=3, seed=7)
+    plain = kg.fit_song2vec(kg.session_sentences(ev, N_ITEMS, seed=0), N_ITEMS, cfg, workers=1, cache=False)
+    zero = kg.fit_song2vec(kg.build_corpus(ev, tr, N_ITEMS, kg.KGConfig(gamma=0.0), seed=0), N_ITEMS, cfg,
+                           workers=1, triples=tr, kg=kg.KGConfig(gamma=0.0), cache=False)
+    some = kg.fit_song2vec(kg.build_corpus(ev, tr, N_ITEMS, kg.KGConfig(gamma=0.3), seed=0), N_ITEMS, cfg,
+                           workers=1, triples=tr, kg=kg.KGConfig(gamma=0.3), cold="walks", cache=False)
+    np.testing.assert_array_equal(plain.vectors, zero.vectors)
+    np.testing.assert_array_equal(plain.source, zero.source)
+    assert not np.allclose(plain.vectors[plain.has_vector], some.vectors[plain.has_vector])
+    assert not plain.has_vector[50:].any() and some.has_vector[50:55].all()  # cold songs only through the KG
+
+
+def test_relation_statement_counts_follow_the_formula():
+    counts = np.zeros(4, dtype=np.int64)
+    counts[[0, 1]] = [3, 1]
+    tr = pl.DataFrame({"head": ["song:0", "song:1", "song:2"], "relation": ["song_album"] * 3, "tail": ["album:x"] * 3})
+    cfg = kg.KGConfig(gamma=1.0, weights={"song_album": 1.0}, prior_count=1.0, walk_len=100, per_play=True)
+    walks = kg.relation_walks(tr, counts, cfg)
+    assert len(walks) == 1
+    w = walks[0]
+    assert w[0::2] == ["album:x"] * (len(w) // 2)  # entity interleaved with songs
+    songs = pl.Series(w[1::2]).value_counts().sort("")
+    assert dict(zip(songs[""], songs["count"], strict=True)) == {"song:0": 4, "song:1": 2, "song:2": 1}  # gamma*w*(n_s+n_0)
+    assert kg.relation_walks(tr, counts, kg.KGConfig(gamma=0.0)) == []
+    prior = kg.relation_walks(tr, counts, kg.KGConfig(gamma=0.3, weights={"song_album": 1.0}, prior_count=10.0))
+    assert pl.Series(prior[0][1::2]).value_counts()["count"].to_list() == [3, 3, 3]  # gamma*w*n_0, plays ignored
+    half = kg.relation_walks(tr, counts, kg.KGConfig(gamma=1.0, weights={"song_album": 0.5}, walk_len=2, prior_count=4))
+    assert all(len(x) <= 4 for x in half)  # walk_len songs per walk
+
+
+def test_entity_tokens_never_leak_into_recommendations():
+    ev, tr = _events(), _triples()
+    tr = pl.concat([tr, pl.DataFrame({"head": ["song:3"], "relation": ["song_label"], "tail": ["7"]})])  # bare-number entity
+    cfg, kgc = kg.Song2VecConfig(dim=8, epochs=2), kg.KGConfig(gamma=1.0)
+    corpus = kg.build_corpus(ev, tr, N_ITEMS, kgc)
+    emb = kg.fit_song2vec(corpus, N_ITEMS, cfg, triples=tr, kg=kgc, cache=False)
+    assert {"artist:0", "genre:1", "7"} <= set(emb.entity_tokens)
+    assert emb.vectors.shape == (N_ITEMS, 8)
+    rec = kg.ItemToItemRecall.build(emb.vectors, emb.has_vector, ev, np.ones(N_ITEMS), n_neighbors=20, index="flat")
+    assert ((rec.nb_ids >= -1) & (rec.nb_ids < N_ITEMS)).all()
+    lists = rec.recommend(np.arange(40), N_ITEMS, None)
+    assert ((lists >= 0) & (lists < N_ITEMS)).all()  # k = every song: all slots filled by songs only
+    assert all(len(set(row)) == N_ITEMS for row in lists.tolist())
+
+
+def test_cold_songs_sit_with_their_entity():
+    ev, tr = _events(n_users=80), _triples()
+    kgc = kg.KGConfig(gamma=1.0)
+    emb = kg.fit_song2vec(kg.build_corpus(ev, tr, N_ITEMS, kgc), N_ITEMS, kg.Song2VecConfig(dim=16, epochs=10),
+                          triples=tr, kg=kgc, cache=False)
+    assert (emb.source[50:] == 2).all() and (emb.source[:50] == 1).all()
+    nb, _ = kg.neighbour_table(emb.vectors, emb.has_vector, 10, index="flat")
+    warm_nb = nb[50:55][nb[50:55] < 50]
+    assert (warm_nb < 20).mean() > 0.6  # cold songs of artist 0 land among artist 0's warm songs
+
+
+def test_badcase_on_a_hand_made_case():
+    codes = {"genre": np.array([0, 0, 1, 1, 2]), "language": np.array([0, 1, 1, 0, -1]), "artist": np.array([5, 6, 7, 8, 9])}
+    seeds = np.array([0, 4])
+    nb = np.array([[1, 2, 3, -1], [0, 1, 2, 3]])
+    # song 0: 1 shares genre, 2 shares nothing, 3 shares language -> 1/3; song 4 (genre 2, unknown language): all bad
+    np.testing.assert_allclose(kg.badcase_per_seed(seeds, nb, codes), [1 / 3, 1.0])
+    assert np.isnan(kg.badcase_per_seed(np.array([0]), np.array([[-1, -1]]), codes))[0]
+    with pytest.raises(ValueError):
+        kg.badcase_per_seed(seeds, nb, {})
+    items = pl.DataFrame({"song_id": [0, 1, 2], "genre": ["a", None, "a"], "language": [None, None, None]})
+    c = kg.attribute_codes(items, 4)
+    assert set(c) == {"genre"} and c["genre"].tolist() == [0, -1, 0, -1]
+
+
+def test_topk_merge_and_exclusion():
+    rows, items = np.array([0, 0, 0, 1, 1, 0]), np.array([5, 3, 2, 1, 4, 3])
+    scores = np.array([0.1, 0.9, 0.5, 0.3, 0.3, 0.2])
+    out = kg.topk_from_candidates(rows, items, scores, 3, 2)
+    assert out.tolist() == [[3, 2], [1, 4], [-1, -1]]  # duplicate keeps its best score, ties by lower id
+    ev = _events()
+    emb = kg.fit_song2vec(kg.session_sentences(ev, N_ITEMS), N_ITEMS, kg.Song2VecConfig(dim=8, epochs=2), cache=False)
+    rec = kg.ItemToItemRecall.build(emb.vectors, emb.has_vector, ev, np.arange(N_ITEMS, dtype=float), index="flat")
+    users = np.array([0, 1, 99])  # 99 has no history: popularity fallback
+    exclude = (np.array([0, 2, 3, 3]), np.array([1, 2, 7]))
+    lists = rec.recommend(users, 30, exclude)
+    assert lists.shape == (3, 30) and (lists >= 0).all()
+    assert not {1, 2} & set(lists[0].tolist()) and 7 not in lists[1]
+    assert lists[2].tolist() == list(range(59, 29, -1))
+    full = rec.recommend(np.array([1, 0, 99]), 30, None)
+    np.testing.assert_array_equal(rec.recommend(np.array([99, 1]), 30, None), full[[2, 0]])  # memoised rows
+    assert not np.array_equal(full[1], lists[0])  # the exclusion changed user 0's list
+
+
+def test_c1_verdict():
+    assert kg.c1_verdict((0.01, 0.1), (-0.2, -0.1), (-0.05, 0.04)) == "reproduced"
+    assert kg.c1_verdict((0.01, 0.1), (-0.2, -0.1), (0.01, 0.04)) == "partly"
+    assert kg.c1_verdict((-0.01, 0.1), (-0.2, -0.1), (-0.05, 0.04)) == "partly"
+    assert kg.c1_verdict((-0.01, 0.1), (-0.2, 0.1), (-0.05, 0.04)) == "not reproduced"
+
+
+def test_eges_pairs_side_info_and_cold_songs():
+    ev, tr = _events(), _triples()
+    corpus = kg.session_sentences(ev, N_ITEMS)
+    pairs = skipgram_pairs(corpus, N_ITEMS, window=2, sample=0.0)
+    same_sentence = {frozenset((int(a[5:]), int(b[5:]))) for s in corpus.sentences for i, a in enumerate(s)
+                     for b in s[i + 1 : i + 3]}
+    assert all(frozenset(p) in same_sentence or p[0] == p[1] for p in pairs.tolist())
+    side, fields, cards = side_index(tr, N_ITEMS)
+    assert fields == ["song_artist", "song_genre"] and cards == [3, 2] and side[55, 0] == 1
+    vecs, has, hist, _ = fit_eges(corpus, tr, N_ITEMS, EGESConfig(dim=8, epochs=4, batch_size=256, lr=0.05), cache=False)
+    assert has.all() and np.isfinite(vecs).all()
+    assert hist.epochs[-1]["train_loss"] < hist.epochs[0]["train_loss"]
+    # cold songs 50-54 and 55-59 differ only by artist: their vectors are the mean side-info embeddings
+    assert np.allclose(vecs[50], vecs[54]) and not np.allclose(vecs[50], vecs[55])

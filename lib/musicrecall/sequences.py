@@ -1,0 +1,426 @@
+"""Listening sequences for sequence and multi-interest recall (SASRec, YouTube-DNN, MIND ...).
+
+Everything here is built from the *fit* window of :func:`musicrecall.experiment.make_eval_setup`, so
+no sequence reaches the evaluation window:
+
+* :func:`last_n_histories`: per user the last ``max_len`` full plays in time order, **left-padded**
+  with ``pad`` (= ``n_items``, the extra padding row of every item table), one row per user id; with
+  optional per-position side features (e.g. genre / language codes of each played song);
+* :func:`training_windows`: each user's full-play sequence cut, from the end, into windows of
+  ``max_len`` inputs with their **causal targets** (the song played next), as in SASRec's training
+  (Kang & McAuley, *Self-Attentive Sequential Recommendation*, ICDM 2018, section III-E);
+* :func:`shuffle_histories`: the order-shuffle-at-inference test (permute each history, keep its
+  songs);
+* :func:`encode_categoricals`: integer codes of user or song features (0 = missing);
+* :func:`causal_loss`, :func:`window_batches`, :func:`hr_validator`, :func:`recommender`: the glue
+  between a sequence model, :func:`musicrecall.training.train`, the sampled softmax of
+  :mod:`musicrecall.models.losses` and the full-catalogue evaluation;
+* :func:`sequence_inputs`, :func:`fit_sequence_model`, :func:`next_play_targets`, :func:`lift_verdict`:
+  one world's experiment (notebook 03).
+
+A *sequence model* is any ``torch.nn.Module`` with
+
+* ``sequence_output(items [B, L], user_feats [B, F] | None) -> [B, L, d]``: the user vector after
+  each position (position ``t`` sees positions ``<= t`` only);
+* ``user_vecs(items, user_feats) -> [B, d]``: the user vector after the whole history;
+* ``item_table() -> [n_items, d]``: the song vectors it is scored against.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import polars as pl
+import torch
+
+from musicrecall.cache import content_key, source_fingerprint
+from musicrecall.evaluation import (
+    Targets,
+    UserItemCSR,
+    build_targets,
+    evaluate_lists,
+    evaluate_scores,
+    paired_bootstrap_lift,
+    summarize,
+    topk_scores,
+)
+from musicrecall.experiment import EvalSetup, evaluate_recommender, make_eval_setup
+from musicrecall.models.losses import NegativeSampler, sampled_softmax_loss
+from musicrecall.training import History, TrainConfig, minibatches, train
+
+
+@dataclass
+class Histories:
+    """Left-padded last-N histories, one row per user id (``items[u]`` is user ``u``'s history)."""
+
+    items: np.ndarray  # int64 [n_users, max_len], pad = ``pad``
+    pad: int
+    side: dict[str, np.ndarray] = field(default_factory=dict)  # name -> int64 [n_users, max_len], 0 at pads
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Number of real (non-pad) positions per user."""
+        return (self.items != self.pad).sum(axis=1)
+
+    def rows(self, users: np.ndarray) -> np.ndarray:
+        """Histories of ``users`` (ids beyond the table get an empty history)."""
+        users = np.asarray(users, dtype=np.int64)
+        out = np.full((users.shape[0], self.items.shape[1]), self.pad, dtype=np.int64)
+        inside = (users >= 0) & (users < self.items.shape[0])
+        out[inside] = self.items[users[inside]]
+        return out
+
+
+@dataclass
+class Windows:
+    """Training windows: ``inputs[w, t]`` is followed by ``targets[w, t]`` (``pad`` where nothing follows)."""
+
+    users: np.ndarray  # int64 [n_windows]
+    inputs: np.ndarray  # int64 [n_windows, max_len]
+    targets: np.ndarray  # int64 [n_windows, max_len]
+    pad: int
+
+    @property
+    def n_targets(self) -> int:
+        return int((self.targets != self.pad).sum())
+
+    def target_counts(self, n_items: int) -> np.ndarray:
+        """How often each song is a target (the proposal of the negative sampler)."""
+        t = self.targets[self.targets != self.pad]
+        return np.bincount(t, minlength=n_items)
+
+
+def ordered_plays(events: pl.DataFrame, label: str | None = "full_play",
+                  side_cols: Sequence[str] = ()) -> pl.DataFrame:
+    """Plays with ``label`` true (all plays when ``None``), sorted by user then time (stable)."""
+    ev = events if label is None else events.filter(pl.col(label).fill_null(False))
+    cols = ["user_id", "song_id", "ts", *side_cols]
+    return ev.select(cols).sort(["user_id", "ts"], maintain_order=True)
+
+
+def _rank_from_end(users: np.ndarray) -> np.ndarray:
+    """For rows sorted by user: 0 for each user's last row, 1 for the one before, ..."""
+    n = users.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    last = np.ones(n, dtype=bool)
+    last[:-1] = users[1:] != users[:-1]
+    end = np.flatnonzero(last)
+    end_of_row = end[np.searchsorted(end, np.arange(n))]
+    return (end_of_row - np.arange(n)).astype(np.int64)
+
+
+def last_n_histories(events: pl.DataFrame, n_users: int, n_items: int, max_len: int = 50,
+                     label: str | None = "full_play", side_cols: Sequence[str] = ()) -> Histories:
+    """The last ``max_len`` ``label`` plays of every user (rows = user ids ``0..n_users-1``), left-padded.
+
+    ``side_cols`` are integer columns of ``events`` (e.g. song genre codes joined in) carried along per
+    position; their pads are 0, so code 0 must mean "missing".
+    """
+    plays = ordered_plays(events, label, side_cols)
+    u = plays["user_id"].to_numpy().astype(np.int64)
+    r = _rank_from_end(u)
+    keep = (r < max_len) & (u < n_users)
+    items = np.full((n_users, max_len), n_items, dtype=np.int64)
+    col = max_len - 1 - r[keep]
+    items[u[keep], col] = plays["song_id"].to_numpy()[keep]
+    side = {}
+    for name in side_cols:
+        arr = np.zeros((n_users, max_len), dtype=np.int64)
+        arr[u[keep], col] = plays[name].to_numpy()[keep]
+        side[name] = arr
+    return Histories(items, n_items, side)
+
+
+def training_windows(events: pl.DataFrame, n_items: int, max_len: int = 50, label: str | None = "full_play",
+                     max_windows_per_user: int | None = None) -> Windows:
+    """Each user's play sequence cut from its end into windows of ``max_len`` inputs and next-play targets.
+
+    The play at rank ``r`` from the end (``r = 0`` is the last) sits in window ``r // max_len`` at
+    column ``max_len - 1 - r % max_len``; its target is the play at rank ``r - 1`` (none for the last
+    play). ``max_windows_per_user`` keeps only the most recent windows (bounds heavy users).
+    """
+    plays = ordered_plays(events, label)
+    u = plays["user_id"].to_numpy().astype(np.int64)
+    s = plays["song_id"].to_numpy().astype(np.int64)
+    r = _rank_from_end(u)
+    nxt = np.full_like(s, n_items)
+    same = np.zeros(u.shape[0], dtype=bool)
+    same[:-1] = u[1:] == u[:-1]
+    nxt[:-1][same[:-1]] = s[1:][same[:-1]]
+    w = r // max_len
+    if max_windows_per_user is not None:
+        keep = w < max_windows_per_user
+        u, s, r, nxt, w = u[keep], s[keep], r[keep], nxt[keep], w[keep]
+    # one row per (user, window); both are sorted within the frame, so a run-length id works
+    key = np.stack([u, w])
+    new = np.ones(u.shape[0], dtype=bool)
+    new[1:] = (key[:, 1:] != key[:, :-1]).any(axis=0)
+    row = np.cumsum(new) - 1
+    n_rows = int(row[-1]) + 1 if row.shape[0] else 0
+    col = max_len - 1 - r % max_len
+    inputs = np.full((n_rows, max_len), n_items, dtype=np.int64)
+    targets = np.full((n_rows, max_len), n_items, dtype=np.int64)
+    inputs[row, col], targets[row, col] = s, nxt
+    return Windows(u[new], inputs, targets, n_items)
+
+
+def shuffle_histories(hist: Histories, seed: int = 0) -> Histories:
+    """The same songs per user in a random order (pads stay on the left): the shuffle-at-inference test."""
+    rng = np.random.default_rng(seed)
+    key = rng.random(hist.items.shape)
+    key[hist.items == hist.pad] = -1.0  # pads sort first, real plays in random order after them
+    order = np.argsort(key, axis=1, kind="stable")
+    items = np.take_along_axis(hist.items, order, axis=1)
+    side = {k: np.take_along_axis(v, order, axis=1) for k, v in hist.side.items()}
+    return Histories(items, hist.pad, side)
+
+
+def encode_categoricals(frame: pl.DataFrame, id_col: str, cols: Sequence[str], n_rows: int
+                        ) -> tuple[np.ndarray, list[int]]:
+    """Integer codes ``[n_rows, len(cols)]`` of categorical columns, row = ``frame[id_col]``.
+
+    Code 0 is "missing" (null, or an id absent from ``frame``); values get codes ``1..`` in sorted
+    order. Returns the codes and each column's cardinality (including the 0 code).
+    """
+    codes = np.zeros((n_rows, len(cols)), dtype=np.int64)
+    cards = []
+    ids = frame[id_col].to_numpy().astype(np.int64)
+    inside = (ids >= 0) & (ids < n_rows)
+    for j, c in enumerate(cols):
+        values = frame[c].cast(pl.String)
+        vocab = sorted(v for v in values.unique().to_list() if v is not None)
+        mapping = {v: i + 1 for i, v in enumerate(vocab)}
+        col = values.replace_strict(mapping, default=0, return_dtype=pl.Int64).to_numpy()
+        codes[ids[inside], j] = col[inside]
+        cards.append(len(vocab) + 1)
+    return codes, cards
+
+
+# --------------------------------------------------------------------------------------------------
+# Glue with the training loop and the evaluation
+# --------------------------------------------------------------------------------------------------
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
+
+
+def window_batches(windows: Windows, batch_size: int, seed: int, user_feats: np.ndarray | None = None
+                   ) -> Callable[[int], Iterator[Batch]]:
+    """``batches(epoch)`` for :func:`musicrecall.training.train`: shuffled (inputs, targets, user features)."""
+    x, y = torch.from_numpy(windows.inputs), torch.from_numpy(windows.targets)
+    f = None if user_feats is None else torch.from_numpy(user_feats[windows.users])
+
+    def batches(epoch: int) -> Iterator[Batch]:
+        for idx in minibatches(x.shape[0], batch_size, seed=seed, epoch=epoch):
+            i = torch.from_numpy(idx)
+            yield x[i], y[i], None if f is None else f[i]
+
+    return batches
+
+
+def causal_loss(sampler: NegativeSampler, pad: int, n_neg: int = 512, in_batch: bool = False
+                ) -> Callable[[torch.nn.Module, Batch], torch.Tensor]:
+    """Next-play sampled softmax (logQ-corrected) at every real position of every window.
+
+    Each position's user vector predicts the song played next against ``n_neg`` shared negatives
+    (Covington et al. 2016; Yi et al. 2019); SASRec's original loss is the one-negative special case.
+    """
+
+    def loss_fn(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        x, y, f = batch
+        out = model.sequence_output(x, f)
+        valid = y != pad
+        return sampled_softmax_loss(out[valid], y[valid], model.item_table(), sampler, n_neg=n_neg,
+                                    in_batch=in_batch)
+
+    return loss_fn
+
+
+@torch.inference_mode()
+def user_vectors(model: torch.nn.Module, hist: Histories, users: np.ndarray,
+                 user_feats: np.ndarray | None = None, batch: int = 2048) -> np.ndarray:
+    """``model.user_vecs`` of ``users`` from their histories, in batches (float32 [n, d])."""
+    model.eval()
+    users = np.asarray(users, dtype=np.int64)
+    rows = hist.rows(users)
+    outs = []
+    for b0 in range(0, users.shape[0], batch):
+        x = torch.from_numpy(rows[b0:b0 + batch])
+        f = None if user_feats is None else torch.from_numpy(user_feats[users[b0:b0 + batch]])
+        outs.append(model.user_vecs(x, f).float())
+    d = int(model.item_table().shape[1])
+    return torch.cat(outs).numpy() if outs else np.zeros((0, d), dtype=np.float32)
+
+
+def item_vectors(model: torch.nn.Module) -> np.ndarray:
+    """The song table the model scores against (float32 [n_items, d])."""
+    with torch.inference_mode():
+        return model.item_table().detach().float().numpy().copy()
+
+
+def hr_validator(hist: Histories, targets: UserItemCSR, k: int = 200, user_feats: np.ndarray | None = None,
+                 max_users: int | None = 3000, seed: int = 0) -> Callable[[torch.nn.Module], float]:
+    """``validate(model)`` for early stopping: HitRate@k on the validation window (full catalogue)."""
+    rows = np.arange(targets.n_users)
+    if max_users is not None and targets.n_users > max_users:
+        rows = np.sort(np.random.default_rng(seed).choice(targets.n_users, max_users, replace=False))
+    sub = UserItemCSR(targets.users[rows], np.concatenate([[0], np.cumsum(targets.sizes[rows])]),
+                      np.concatenate([targets.row(r) for r in rows]) if rows.size else np.zeros(0, np.int64))
+
+    def validate(model: torch.nn.Module) -> float:
+        vecs = user_vectors(model, hist, sub.users, user_feats)
+        return float(evaluate_scores(vecs, item_vectors(model), sub, ks=(k,))[f"hr@{k}"].mean())
+
+    return validate
+
+
+def recommender(model: torch.nn.Module, hist: Histories, user_feats: np.ndarray | None = None
+                ) -> Callable[[np.ndarray, int, UserItemCSR | None], np.ndarray]:
+    """``recommend(users, k, exclude)`` for :func:`musicrecall.experiment.evaluate_recommender`:
+    exact full-catalogue top-k by inner product (:func:`musicrecall.evaluation.topk_scores`)."""
+    items = item_vectors(model)
+
+    def recommend(users: np.ndarray, k: int, exclude: UserItemCSR | None) -> np.ndarray:
+        return topk_scores(user_vectors(model, hist, users, user_feats), items, k, exclude=exclude)[0]
+
+    return recommend
+
+
+# --------------------------------------------------------------------------------------------------
+# One world's sequence experiment: inputs, fitting, next-play targets, verdict
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SequenceInputs:
+    """Everything a sequence model needs from one cleaned log (see :func:`sequence_inputs`)."""
+
+    valid: EvalSetup  # fit = train window, targets = validation window (early stopping)
+    test: EvalSetup  # fit = train + valid, targets = test window (reported)
+    windows: Windows  # causal training windows of the train window
+    hist_valid: Histories  # last-N full plays before the validation cut
+    hist_test: Histories  # last-N full plays before the test cut
+    user_feats: np.ndarray  # int64 [n_users, F] codes, 0 = missing
+    user_cards: list[int]
+    n_items: int
+
+    def sampler(self, power: float = 0.75, seed: int = 0) -> NegativeSampler:
+        """Negatives from target frequency ** power (logQ-corrected in the loss)."""
+        return NegativeSampler(self.windows.target_counts(self.n_items), power=power, seed=seed)
+
+
+def sequence_inputs(events: pl.DataFrame, users: pl.DataFrame, n_items: int, max_len: int = 50,
+                    user_cols: Sequence[str] = ("age_bucket", "gender", "region"), valid_days: int = 7,
+                    test_days: int = 7, max_windows_per_user: int | None = None) -> SequenceInputs:
+    """Split the cleaned log (:func:`musicrecall.experiment.make_eval_setup`) and build windows and histories.
+
+    Models train on the train window and stop early on the validation window; at test time they are
+    served, without refitting, on histories that run up to the test cut (train + valid), as a model
+    trained last week serves this week.
+    """
+    valid = make_eval_setup(events, n_items, stage="valid", valid_days=valid_days, test_days=test_days)
+    test = make_eval_setup(events, n_items, stage="test", valid_days=valid_days, test_days=test_days)
+    n_users = int(max(users["user_id"].max(), events["user_id"].max())) + 1
+    cols = [c for c in user_cols if c in users.columns]
+    feats, cards = encode_categoricals(users, "user_id", cols, n_users)
+    return SequenceInputs(valid, test, training_windows(valid.fit, n_items, max_len,
+                                                        max_windows_per_user=max_windows_per_user),
+                          last_n_histories(valid.fit, n_users, n_items, max_len),
+                          last_n_histories(test.fit, n_users, n_items, max_len), feats, cards, n_items)
+
+
+def fit_sequence_model(model: torch.nn.Module, inputs: SequenceInputs, cfg: TrainConfig, *, name: str,
+                       batch_size: int = 256, n_neg: int = 256, use_user_feats: bool = False,
+                       valid_k: int = 200, valid_users: int | None = 3000, cache_key: str | None = None) -> History:
+    """Train with :func:`musicrecall.training.train`: next-play sampled softmax, early stopping on the
+    validation window's HitRate@``valid_k`` (full catalogue, ``valid_users`` sampled users)."""
+    feats = inputs.user_feats if use_user_feats else None
+    n_batches = -(-inputs.windows.inputs.shape[0] // batch_size)
+    return train(model, window_batches(inputs.windows, batch_size, cfg.seed, feats),
+                 causal_loss(inputs.sampler(seed=cfg.seed), inputs.n_items, n_neg), cfg,
+                 hr_validator(inputs.hist_valid, inputs.valid.targets["all"], valid_k, feats, valid_users, cfg.seed),
+                 name=name, cache_key=cache_key, n_batches=n_batches)
+
+
+def next_play_targets(window: pl.DataFrame, users: np.ndarray | None = None, label: str = "full_play") -> Targets:
+    """Targets of kind ``"next"``: each user's *first* full play in the evaluation window.
+
+    The closest set-based analogue of next-item accuracy: the song that follows the history, where
+    order and recency should matter most.
+    """
+    first = ordered_plays(window, label).group_by("user_id", maintain_order=True).first()
+    return build_targets(first.select("user_id", "song_id"), first.with_columns(pl.lit(True).alias(label)),
+                         users=users, kind="all", label=label)
+
+
+def lift_verdict(lift: tuple[float, float, float], placebo: tuple[float, float, float] | None,
+                 order_drop: tuple[float, float, float] | None = None, placebo_consistent: bool = True) -> str:
+    """Ledger verdict for "A beats B because of order", from ``(value, lo, hi)`` lifts.
+
+    * ``reproduced``: the lift's interval is above 0, the placebo lift is smaller and its interval
+      reaches 0 (or below), and (when given) shuffling the history at inference costs accuracy;
+    * ``partly``: the lift is above 0 but a falsification check fails (including
+      ``placebo_consistent=False``: on some other target kind the placebo lift is not smaller), or the
+      point lift is positive while its interval reaches 0;
+    * ``not reproduced``: otherwise.
+    """
+    if lift[1] > 0:
+        shrinks = placebo is None or (placebo[0] < lift[0] and placebo[1] <= 0 and placebo_consistent)
+        order = order_drop is None or order_drop[1] > 0
+        return "reproduced" if shrinks and order else "partly"
+    return "partly" if lift[0] > 0 and lift[2] > 0 and placebo is not None and placebo[0] < lift[0] else "not reproduced"
+
+
+def cache_key(data_key: str, name: str, hparams: dict) -> str:
+    """Checkpoint key: the data's content hash, the model name and hyper-parameters, and this code."""
+    from musicrecall import training
+    from musicrecall.models import losses, sasrec, youtube_dnn
+
+    code = source_fingerprint(sys.modules[__name__], sasrec, youtube_dnn, losses, training)
+    return content_key(data_key, name, hparams, code)
+
+
+def fit_and_evaluate(name: str, model: torch.nn.Module, inputs: SequenceInputs, cfg: TrainConfig, *,
+                     use_user_feats: bool = False, batch_size: int = 256, n_neg: int = 256,
+                     ks: Sequence[int] = (50, 200), n_boot: int = 1000, data_key: str | None = None
+                     ) -> tuple[History, pl.DataFrame, dict[str, dict[str, np.ndarray]]]:
+    """Train ``model`` (:func:`fit_sequence_model`), then evaluate it on the test window: the kinds of
+    :func:`musicrecall.experiment.evaluate_recommender` plus ``"next"`` (:func:`next_play_targets`)."""
+    hp = {"cfg": asdict(cfg), "batch_size": batch_size, "n_neg": n_neg, "feats": use_user_feats,
+          "model": repr(model), "max_len": int(inputs.windows.inputs.shape[1])}
+    key = None if data_key is None else cache_key(data_key, name, hp)
+    hist = fit_sequence_model(model, inputs, cfg, name=name, batch_size=batch_size, n_neg=n_neg,
+                              use_user_feats=use_user_feats, cache_key=key)
+    return (hist, *evaluate_sequence_model(name, model, inputs, inputs.hist_test, use_user_feats, ks, n_boot,
+                                           cfg.seed))
+
+
+def evaluate_sequence_model(name: str, model: torch.nn.Module, inputs: SequenceInputs, hist: Histories,
+                            use_user_feats: bool = False, ks: Sequence[int] = (50, 200), n_boot: int = 1000,
+                            seed: int = 0) -> tuple[pl.DataFrame, dict[str, dict[str, np.ndarray]]]:
+    """Full-catalogue test metrics of a trained model served on ``hist`` (kinds all/discovery/repeat/next)."""
+    rec = recommender(model, hist, inputs.user_feats if use_user_feats else None)
+    table, per_user = evaluate_recommender(name, rec, inputs.test, ks=ks, n_boot=n_boot, seed=seed)
+    nxt = next_play_targets(inputs.test.split.test, users=inputs.test.targets["all"].users)
+    per_user["next"] = evaluate_lists(rec(nxt.users, max(ks), None), nxt, ks)
+    nxt_table = summarize(per_user["next"], n_boot=n_boot, seed=seed, model=name, kind="next")
+    return pl.concat([table, nxt_table], how="diagonal_relaxed"), per_user
+
+
+def lift_table(per_user: dict[str, dict[str, dict[str, np.ndarray]]], a: str, b: str,
+               metrics: Sequence[str] = ("hr@50", "hr@200", "ndcg@50"), n_boot: int = 1000, seed: int = 0
+               ) -> pl.DataFrame:
+    """Relative lift of model ``a`` over ``b`` per kind and metric, with paired bootstrap CIs."""
+    rows = []
+    for kind in per_user[a]:
+        for m in metrics:
+            va, vb = per_user[a][kind][m], per_user[b][kind][m]
+            if vb.mean() == 0:
+                continue
+            lift, lo, hi = paired_bootstrap_lift(va, vb, n_boot=n_boot, seed=seed)
+            rows.append({"model": a, "baseline": b, "kind": kind, "metric": m, "a": float(va.mean()),
+                         "b": float(vb.mean()), "lift": lift, "ci_lo": lo, "ci_hi": hi, "n_users": len(va)})
+    return pl.DataFrame(rows)

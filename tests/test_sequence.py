@@ -1,0 +1,201 @@
+"""Sequence data (histories, causal windows, shuffling) and the SASRec / YouTube-DNN recall models."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from musicrecall import sequences as sq
+from musicrecall.models.losses import NegativeSampler
+from musicrecall.models.sasrec import SASRec, attention_mask
+from musicrecall.models.youtube_dnn import YouTubeDNN
+from musicrecall.training import TrainConfig, train
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _events(rows: list[tuple[int, int, int, bool]]) -> pl.DataFrame:
+    """(user, song, minute, full_play) rows, deliberately unsorted."""
+    u, s, m, f = zip(*rows, strict=True)
+    return pl.DataFrame({"user_id": list(u), "song_id": list(s),
+                         "ts": [T0 + timedelta(minutes=x) for x in m], "full_play": list(f)})
+
+
+EV = _events([(1, 5, 3, True), (0, 2, 1, True), (0, 3, 2, False), (0, 4, 0, True), (1, 6, 1, True),
+              (0, 7, 5, True), (1, 8, 2, True), (1, 9, 9, True)])
+N_ITEMS = 10
+
+
+def test_histories_are_last_n_full_plays_in_time_order_left_padded():
+    h = sq.last_n_histories(EV, n_users=3, n_items=N_ITEMS, max_len=3)
+    assert h.items.tolist() == [[4, 2, 7], [8, 5, 9], [10, 10, 10]]  # skip (song 3) dropped; user 2 empty
+    h5 = sq.last_n_histories(EV, n_users=2, n_items=N_ITEMS, max_len=5)
+    assert h5.items[0].tolist() == [10, 10, 4, 2, 7] and h5.lengths.tolist() == [3, 4]
+    assert h.rows(np.array([1, 99])).tolist() == [[8, 5, 9], [10, 10, 10]]
+
+
+def test_histories_carry_side_features_aligned_with_positions():
+    ev = EV.with_columns(genre=pl.col("song_id") * 10)
+    h = sq.last_n_histories(ev, 2, N_ITEMS, max_len=4, side_cols=["genre"])
+    assert h.side["genre"].tolist() == [[0, 40, 20, 70], [60, 80, 50, 90]]
+
+
+def test_training_windows_have_causal_next_play_targets():
+    w = sq.training_windows(EV, N_ITEMS, max_len=2)
+    # user 0 plays 4, 2, 7; user 1 plays 6, 8, 5, 9 -> windows from the end of each sequence
+    got = sorted(zip(w.users.tolist(), w.inputs.tolist(), w.targets.tolist(), strict=True))
+    assert got == [(0, [2, 7], [7, 10]), (0, [10, 4], [10, 2]), (1, [5, 9], [9, 10]), (1, [6, 8], [8, 5])]
+    assert w.n_targets == 5  # every play but each user's last one is someone's target
+    capped = sq.training_windows(EV, N_ITEMS, max_len=2, max_windows_per_user=1)
+    assert sorted(capped.inputs.tolist()) == [[2, 7], [5, 9]]
+
+
+def test_shuffle_keeps_songs_and_pads_but_changes_order():
+    rng = np.random.default_rng(0)
+    items = np.full((200, 20), 50)
+    for r in range(200):
+        n = rng.integers(0, 21)
+        items[r, 20 - n:] = rng.choice(50, n, replace=False)
+    h = sq.Histories(items, 50)
+    s = sq.shuffle_histories(h, seed=1)
+    assert (s.lengths == h.lengths).all()
+    assert all(sorted(a) == sorted(b) for a, b in zip(s.items.tolist(), h.items.tolist(), strict=True))
+    assert (s.items[:, :1] == 50).sum() == (h.items[:, :1] == 50).sum()  # pads stay on the left
+    assert (s.items != h.items).any(axis=1).mean() > 0.8
+
+
+def test_encode_categoricals_uses_zero_for_missing():
+    users = pl.DataFrame({"user_id": [0, 2], "gender": ["m", None], "age": ["18-24", "<18"]})
+    codes, cards = sq.encode_categoricals(users, "user_id", ["gender", "age"], n_rows=3)
+    assert codes.tolist() == [[1, 1], [0, 0], [0, 2]] and cards == [2, 3]
+
+
+# ------------------------------------------------------------------------------------------------
+# Models
+# ------------------------------------------------------------------------------------------------
+
+
+def test_attention_mask_is_causal_and_hides_padding():
+    items = torch.tensor([[9, 9, 1, 2, 3]])
+    m = attention_mask(items, pad=9)[0, 0]
+    assert not torch.triu(m, diagonal=1).any()  # no query sees a later key
+    assert not m[2:, :2].any()  # real plays never attend to padding
+    assert m.diagonal().all()
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_sasrec_output_at_t_does_not_depend_on_the_future(shared):
+    torch.manual_seed(0)
+    model = SASRec(30, dim=16, max_len=8, n_blocks=2, n_heads=2, dropout=0.0, shared=shared).eval()
+    x = torch.randint(0, 30, (4, 8))
+    x[0, :3] = 30  # some padding
+    y = x.clone()
+    y[:, 5:] = torch.randint(0, 30, (4, 3))  # change only the future of position 4
+    a, b = model.sequence_output(x), model.sequence_output(y)
+    assert torch.allclose(a[:, :5], b[:, :5], atol=1e-6)
+    assert not torch.allclose(a[:, 5:], b[:, 5:])
+
+
+def test_sasrec_shared_output_is_the_input_table_and_unshared_is_not():
+    shared = SASRec(30, dim=16, max_len=8)
+    table = shared.item_table()
+    assert table.data_ptr() == shared.item_emb.weight.data_ptr() and table.shape == (30, 16)
+    table.sum().backward()  # gradients of the output scores land in the input table
+    assert shared.item_emb.weight.grad is not None and shared.item_emb.weight.grad[:30].abs().sum() > 0
+    unshared = SASRec(30, dim=16, max_len=8, shared=False)
+    assert unshared.item_table().data_ptr() != unshared.item_emb.weight.data_ptr()
+    n_shared = sum(p.numel() for p in shared.parameters())
+    assert sum(p.numel() for p in unshared.parameters()) == n_shared + 30 * 16
+
+
+def test_sasrec_user_vector_is_the_last_position_and_uses_order():
+    torch.manual_seed(0)
+    model = SASRec(30, dim=16, max_len=6, dropout=0.0).eval()
+    x = torch.tensor([[30, 30, 1, 2, 3, 4]])
+    assert torch.equal(model.user_vecs(x), model.sequence_output(x)[:, -1])
+    assert not torch.allclose(model.user_vecs(x), model.user_vecs(torch.tensor([[30, 30, 4, 3, 2, 1]])))
+
+
+def test_sasrec_side_info_changes_item_vectors():
+    side = np.array([[i % 3 + 1] for i in range(30)])
+    model = SASRec(30, dim=16, max_len=6, item_side=side, side_cards=[4])
+    table = model.item_table()
+    assert table.shape == (30, 16)
+    assert torch.allclose(table - model.item_emb.weight[:30], model.side_emb[0](torch.as_tensor(side[:, 0])))
+
+
+def test_youtube_dnn_is_order_free_and_causal():
+    torch.manual_seed(0)
+    model = YouTubeDNN(30, dim=16, user_cards=[3, 4], dropout=0.0).eval()
+    x = torch.tensor([[30, 1, 2, 3, 4]])
+    f = torch.tensor([[1, 2]])
+    assert torch.allclose(model.user_vecs(x, f), model.user_vecs(torch.tensor([[30, 4, 3, 2, 1]]), f), atol=1e-6)
+    assert torch.allclose(model.user_vecs(x, f), model.sequence_output(x, f)[:, -1], atol=1e-6)
+    y = x.clone()
+    y[0, 4] = 9
+    assert torch.allclose(model.sequence_output(x, f)[:, :4], model.sequence_output(y, f)[:, :4], atol=1e-6)
+    assert not torch.allclose(model.user_vecs(x, f), model.user_vecs(x, torch.tensor([[2, 3]])))
+    assert model.item_table().data_ptr() != model.item_emb.weight.data_ptr()  # the paper's separate softmax table
+
+
+def _toy_windows(n_items: int = 40, n_seq: int = 256, length: int = 10, seed: int = 0) -> sq.Windows:
+    """Deterministic successor sequences: song s is always followed by (s + 1) mod n_items."""
+    start = np.random.default_rng(seed).integers(0, n_items, n_seq)
+    seq = (start[:, None] + np.arange(length + 1)) % n_items
+    return sq.Windows(np.arange(n_seq), seq[:, :-1].copy(), seq[:, 1:].copy(), n_items)
+
+
+@pytest.mark.parametrize("make", [lambda: SASRec(40, dim=16, max_len=10, n_blocks=1, dropout=0.0),
+                                  lambda: YouTubeDNN(40, dim=16, dropout=0.0)], ids=["sasrec", "youtube_dnn"])
+def test_loss_decreases_on_a_toy_sequence_task(make):
+    win = _toy_windows()
+    torch.manual_seed(0)
+    model = make()
+    sampler = NegativeSampler(win.target_counts(40), power=0.0, seed=0)
+    hist = train(model, sq.window_batches(win, 64, seed=0), sq.causal_loss(sampler, 40, n_neg=20),
+                 TrainConfig(epochs=8, lr=1e-2, progress=False))
+    losses = [e["train_loss"] for e in hist.epochs]
+    assert losses[-1] < 0.6 * losses[0]
+
+
+def test_sasrec_learns_the_successor_and_order_matters():
+    """On a pure successor task SASRec ranks the next song first; a shuffled history breaks it."""
+    win = _toy_windows()
+    torch.manual_seed(0)
+    model = SASRec(40, dim=32, max_len=10, n_blocks=1, dropout=0.0)
+    sampler = NegativeSampler(win.target_counts(40), power=0.0, seed=0)
+    train(model, sq.window_batches(win, 64, seed=0), sq.causal_loss(sampler, 40, n_neg=39),
+          TrainConfig(epochs=25, lr=1e-2, progress=False))
+    hist = sq.Histories(win.inputs, 40)
+    rec = sq.recommender(model, hist)
+    top1 = rec(np.arange(64), 1, None)[:, 0]
+    assert (top1 == win.targets[:64, -1]).mean() > 0.9
+    shuffled = sq.recommender(model, sq.shuffle_histories(hist, seed=0))(np.arange(64), 1, None)[:, 0]
+    assert (shuffled == win.targets[:64, -1]).mean() < 0.5
+
+
+def test_hr_validator_and_recommender_rank_the_full_catalogue():
+    win = _toy_windows()
+    model = YouTubeDNN(40, dim=8).eval()
+    hist = sq.Histories(win.inputs, 40)
+    targets = sq.UserItemCSR(np.arange(5), np.arange(6), win.targets[:5, -1].copy())
+    assert sq.hr_validator(hist, targets, k=40)(model) == 1.0  # k = catalogue: every target is hit
+    lists = sq.recommender(model, hist)(np.arange(5), 40, None)
+    assert (np.sort(lists, axis=1) == np.arange(40)).all()
+
+
+def test_next_play_targets_are_each_users_first_full_play():
+    t = sq.next_play_targets(EV)
+    assert t.users.tolist() == [0, 1] and t.indices.tolist() == [4, 6]  # song 3 (minute 2) was a skip
+
+
+def test_lift_verdict_needs_a_lift_that_the_placebo_removes():
+    assert sq.lift_verdict((0.10, 0.05, 0.15), (0.01, -0.02, 0.04), (0.03, 0.01, 0.05)) == "reproduced"
+    assert sq.lift_verdict((0.10, 0.05, 0.15), (0.09, 0.05, 0.13)) == "partly"  # placebo keeps the lift
+    assert sq.lift_verdict((0.10, 0.05, 0.15), (0.0, -0.1, 0.1), (0.0, -0.01, 0.01)) == "partly"  # order unused
+    assert sq.lift_verdict((0.10, 0.05, 0.15), (0.01, -0.02, 0.04), (0.03, 0.01, 0.05), placebo_consistent=False) == "partly"
+    assert sq.lift_verdict((-0.02, -0.05, 0.01), (0.0, -0.1, 0.1)) == "not reproduced"

@@ -66,3 +66,35 @@ def test_index_fills_measured_claims_and_marks_the_rest_open(tmp_path):
     c1 = re.search(r"<b>C1</b>.*?</tr>", page, re.S).group(0)
     assert c1.count(">open<") >= 3
     assert 'href="03_seq.html"' in page
+
+
+def test_key_figures_are_saved_with_captions_and_shown_in_the_summary_page(tmp_path):
+    import base64
+
+    from musicrecall.report.runner import extract_key_figures
+
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
+    fig = lambda: nbformat.v4.new_output("display_data", data={"image/png": png})  # noqa: E731
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("## Overview plot"), nbformat.v4.new_code_cell("a", outputs=[fig()]),
+        nbformat.v4.new_markdown_cell("## The headline\nwhy it matters"), nbformat.v4.new_code_cell("b", outputs=[fig()]),
+    ])
+    nb.cells[3].metadata["tags"] = ["key-figure"]
+    figures = extract_key_figures(nb, "02_x", tmp_path)
+    assert figures == [{"file": "figures/02_x-1.png", "caption": "The headline"}]  # the tagged one, not the first
+    assert (tmp_path / "figures" / "02_x-1.png").read_bytes().startswith(b"\x89PNG")
+    untagged = extract_key_figures(nbformat.v4.new_notebook(cells=nb.cells[:2]), "03_y", tmp_path)
+    assert untagged == [{"file": "figures/03_y-1.png", "caption": "Overview plot"}]
+
+    rec = build_record("02_x", [], profile="tiny",
+                       claims=[record_claim("C1", ours="+3% [1, 5]", placebo="0%", verdict="reproduced")])
+    runs = {"02_x": {"name": "02_x", "status": "ok", "seconds": 60.0, "parameters": {}, "error": "",
+                     "records": [rec], "figures": figures},
+            "03_y": {"name": "03_y", "status": "failed", "seconds": 30.0, "parameters": {}, "error": "boom",
+                     "records": [], "figures": []}}
+    page = build_index({"notebooks": runs}, tmp_path / "index.html").read_text()
+    summary = re.search(r'<div class="summary">.*?</div>', page, re.S).group(0)
+    assert "reproduced</span> 1" in summary and "open</span> 6" in summary
+    assert "1 notebook(s) failed" in summary and "03_y" in summary and "1.5 min" in summary
+    assert '<img src="figures/02_x-1.png"' in page and "The headline" in page
+    assert "<b>90 s</b>" in page  # runtime total

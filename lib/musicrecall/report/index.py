@@ -1,8 +1,9 @@
 """``reports/index.html``: the one page a product manager opens.
 
-It shows the claims ledger (C1–C7 of ``../shared/claims.md``: the talk's figure, ours with a 95% CI,
+It opens with a one-screen summary (verdict counts and one line per claim), then the claims ledger (C1–C7 of ``../shared/claims.md``: the talk's figure, ours with a 95% CI,
 the placebo world, real data, and a verdict; rows nobody has measured yet say *open*), then each
-notebook with its status, runtime, key figures and a link to its full report. No external assets.
+notebook's key figures, each notebook with its status, runtime, headline numbers and a link to its full
+report, and every recorded metric. No external assets: figures are PNG files next to the page.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ th{background:#f5f5f7} .num{font-variant-numeric:tabular-nums;white-space:nowrap
 .badge{padding:.1rem .5rem;border-radius:.7rem;font-size:.8rem;white-space:nowrap}
 .reproduced,.ok{background:#d9f2e1;color:#135c2c} .partly{background:#fff1cc;color:#7a5600}
 .not-reproduced,.failed{background:#fbdada;color:#8a1c1c} .open{background:#eee;color:#555}
+.summary{background:#f8f8fb;border:1px solid #e3e3ea;border-radius:.5rem;padding:.8rem 1.2rem}
+.summary li{margin:.25rem 0} .figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:1rem}
+figure{margin:0;border:1px solid #eee;padding:.4rem} figure img{width:100%} figcaption{font-size:.85rem;color:#444}
 """
 
 
@@ -30,12 +34,45 @@ def _badge(text: str) -> str:
     return f'<span class="badge {html.escape(text.replace(" ", "-"))}">{html.escape(text)}</span>'
 
 
-def _claim_rows(metrics: dict[str, Any]) -> list[str]:
+def _found_claims(metrics: dict[str, Any]) -> dict[str, tuple[str, dict[str, str]]]:
+    """Claim id -> (notebook, ledger row) for every claim some notebook measured."""
     found: dict[str, tuple[str, dict[str, str]]] = {}
     for name, run in sorted(metrics.get("notebooks", {}).items()):
         for record in run.get("records", []):
             for row in record.get("claims", []):
                 found[row["id"]] = (name, row)
+    return found
+
+
+def _summary(metrics: dict[str, Any]) -> str:
+    """Verdict counts and one line per claim: what fits on one screen."""
+    found = _found_claims(metrics)
+    verdicts = [found[c.id][1]["verdict"] if c.id in found else "open" for c in CLAIMS]
+    counts = " · ".join(f"{_badge(v)} {verdicts.count(v)}" for v in ("reproduced", "partly", "not reproduced", "open")
+                        if verdicts.count(v))
+    items = "".join(
+        f"<li><b>{c.id}</b> {html.escape(c.short)}: {_badge(v)} "
+        f"<small>{html.escape(found[c.id][1]['ours']) if c.id in found else 'not measured in this run'}</small></li>"
+        for c, v in zip(CLAIMS, verdicts, strict=True))
+    runs = metrics.get("notebooks", {}).values()
+    total = sum(r["seconds"] for r in runs)
+    failed = [r["name"] for r in runs if r["status"] != "ok"]
+    health = (f"all {len(runs)} notebooks ran" if not failed else
+              f"<b>{len(failed)} notebook(s) failed</b>: {html.escape(', '.join(failed))}")
+    return (f'<div class="summary"><p><b>Claims of the talk:</b> {counts}</p><ul>{items}</ul>'
+            f"<p>{health}, {total / 60:.1f} min in all.</p></div>")
+
+
+def _figures(metrics: dict[str, Any]) -> str:
+    cards = [
+        f'<figure><a href="{html.escape(name)}.html"><img src="{html.escape(f["file"])}" alt="{html.escape(f["caption"])}">'
+        f'</a><figcaption><b>{html.escape(name)}</b>: {html.escape(f["caption"])}</figcaption></figure>'
+        for name, run in sorted(metrics.get("notebooks", {}).items()) for f in run.get("figures", [])]
+    return f'<div class="figs">{"".join(cards)}</div>' if cards else "<p>No figures in this run.</p>"
+
+
+def _claim_rows(metrics: dict[str, Any]) -> list[str]:
+    found = _found_claims(metrics)
     rows = []
     for claim in CLAIMS:
         if claim.id in found:
@@ -77,6 +114,8 @@ def build_index(metrics: dict[str, Any], out_path: Path) -> Path:
             f'<tr><td><a href="{html.escape(name)}.html">{html.escape(name)}</a><br><small>{html.escape(params)}</small></td>'
             f"<td>{_badge(run['status'])}{err}</td><td class='num'>{run['seconds']:.0f} s</td><td>{key}</td></tr>"
         )
+    total = sum(r["seconds"] for r in runs.values())
+    nb_rows.append(f"<tr><td><b>total</b></td><td></td><td class='num'><b>{total:.0f} s</b></td><td></td></tr>")
     all_rows = [
         f"<tr><td>{html.escape(name)}</td><td>{html.escape(m['name'])}</td><td class='num'>{_fmt(m['value'])}</td>"
         f"<td class='num'>{format_ci(m)}</td><td>{html.escape(m.get('world', ''))}</td><td>{html.escape(m.get('note', ''))}</td></tr>"
@@ -90,10 +129,13 @@ updated {html.escape(metrics.get("updated", ""))}</p>
 <p>Each claim of the QQ Music recall talk is measured on the built-in simulated world with a 95% bootstrap
 confidence interval, and again in a <b>placebo world</b> where the simulator switches off the effect the method
 relies on: a real method shows no gain there. A claim that does not reproduce is reported with its numbers.</p>
+{_summary(metrics)}
 <h2>Claims ledger</h2>
 <table><tr><th>id</th><th>claim</th><th>talk</th><th>ours (95% CI)</th><th>placebo world</th><th>real data</th>
 <th>verdict</th><th>notebook</th></tr>{"".join(_claim_rows(metrics))}</table>
-<h2>Notebooks</h2>
+<h2>Key figures</h2>
+{_figures(metrics)}
+<h2>Notebooks and runtimes</h2>
 <table><tr><th>notebook</th><th>status</th><th>runtime</th><th>key figures</th></tr>{"".join(nb_rows)}</table>
 <h2>All recorded metrics</h2>
 <table><tr><th>notebook</th><th>metric</th><th>value</th><th>95% CI</th><th>world</th><th>note</th></tr>{"".join(all_rows)}</table>

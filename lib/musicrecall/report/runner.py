@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -32,6 +33,7 @@ class NotebookRun:
     parameters: dict[str, Any]
     error: str = ""
     records: list[dict[str, Any]] = field(default_factory=list)
+    figures: list[dict[str, str]] = field(default_factory=list)  # key figures: file (relative) and caption
 
 
 def list_notebooks(notebooks_dir: Path = NOTEBOOKS_DIR, only: list[str] | None = None) -> list[Path]:
@@ -54,6 +56,40 @@ def extract_records(nb: nbformat.NotebookNode) -> list[dict[str, Any]]:
                 payload = data[METRICS_MIME]
                 records.append(json.loads(payload) if isinstance(payload, str) else dict(payload))
     return records
+
+
+def _caption(cells: list[nbformat.NotebookNode], index: int) -> str:
+    """The heading (or first line) of the markdown cell nearest above cell ``index``."""
+    for cell in reversed(cells[:index]):
+        if cell.cell_type == "markdown" and cell.source.strip():
+            lines = [ln.strip() for ln in cell.source.strip().splitlines()]
+            heads = [ln for ln in lines if ln.startswith("#")]
+            return (heads[-1] if heads else lines[0]).lstrip("# ").strip()
+    return ""
+
+
+def extract_key_figures(nb: nbformat.NotebookNode, name: str, reports_dir: Path, limit: int = 3) -> list[dict[str, str]]:
+    """Save the PNG outputs of cells tagged ``key-figure`` (else the notebook's first figure) to
+    ``reports/figures/`` for the index page; returns their relative paths with a caption."""
+    cells = nb.cells
+    tagged = [i for i, c in enumerate(cells) if "key-figure" in c.get("metadata", {}).get("tags", [])]
+    with_png = [i for i, c in enumerate(cells) if c.cell_type == "code"
+                and any("image/png" in o.get("data", {}) for o in c.get("outputs", []))]
+    chosen = [i for i in tagged if i in with_png] or with_png[:1]
+    out_dir = reports_dir / "figures"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = []
+    for i in chosen:
+        for out in cells[i].outputs:
+            png = out.get("data", {}).get("image/png")
+            if png is None or len(figures) >= limit:
+                continue
+            path = out_dir / f"{name}-{len(figures) + 1}.png"
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_bytes(base64.b64decode(png if isinstance(png, str) else "".join(png)))
+            tmp.replace(path)
+            figures.append({"file": f"figures/{path.name}", "caption": _caption(cells, i)})
+    return figures
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -85,7 +121,8 @@ def run_notebook(path: Path, parameters: dict[str, Any], reports_dir: Path = REP
     records = extract_records(nb)
     if status == "ok" and not records:
         status, error = "failed", "the notebook recorded no metrics (last cell must call record_metrics)"
-    return NotebookRun(path.stem, status, round(seconds, 1), parameters, error, records)
+    figures = extract_key_figures(nb, path.stem, reports_dir)
+    return NotebookRun(path.stem, status, round(seconds, 1), parameters, error, records, figures)
 
 
 def load_metrics(reports_dir: Path = REPORTS_DIR) -> dict[str, Any]:

@@ -1,20 +1,47 @@
-"""Validation on the shared real audio (fails, never skips, when ../shared/audio is missing)."""
+"""Validation on the shared real audio in ``SHARED_DIR/audio``.
+
+In CI (env ``CI`` set) a missing folder FAILS: the fixtures are part of the test contract there. Outside
+CI (a fresh machine without ``../shared``) the tests skip with the reason; notebook 05 then uses the
+world source, which ``tests/test_audio_sources.py`` covers.
+"""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
 
-from musicrecall.audio import ATTRIBUTES, AudioConfig, embed_files
+from musicrecall.audio import ATTRIBUTES, AudioConfig, embed_files, load_audio_set
 from musicrecall.audio.validation import auc, read_lines, vocal_labels
 from musicrecall.config import SHARED_DIR
 
 AUDIO = SHARED_DIR / "audio"
 
 
+def require_shared_audio() -> None:
+    """Fail in CI, skip with a reason elsewhere, when the shared audio is missing."""
+    if AUDIO.is_dir():
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"shared audio missing at {AUDIO} in CI (set MUSICRECALL_SHARED or check out ../shared)")
+    pytest.skip(f"shared audio missing at {AUDIO} (outside CI; notebook 05 falls back to the world source)")
+
+
+def test_shared_audio_set():
+    require_shared_audio()
+    aset = load_audio_set("auto")
+    assert aset.source == "shared" and len(aset.songs) == 3 and len(aset.excerpts) >= 10
+    for song in aset.songs:
+        lines = aset.voiced[str(song)]
+        assert lines.shape[1] == 2 and len(lines) >= 5 and (lines[:, 1] >= lines[:, 0]).all()
+    styles = {aset.style[str(e)] for e in aset.excerpts}
+    assert "vocal song" not in styles and len(styles) >= 4  # manifest styles, e.g. orchestral, metal
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    assert AUDIO.is_dir(), f"shared audio missing at {AUDIO}"
+    require_shared_audio()
     songs, excerpts = sorted(AUDIO.glob("songs/*.mp3")), sorted(AUDIO.glob("excerpts/*.ogg"))
     assert len(songs) == 3 and len(excerpts) >= 10
     cfg = AudioConfig(hop_s=2.0, max_seconds=90.0)

@@ -6,7 +6,10 @@
 * :mod:`.corpus`: embedding files with a content-hash cache and an issue report.
 * :mod:`.recall`: faiss item-to-item recall and user audio profiles.
 * :mod:`.simulated`: audio of the simulated world and the claim-C4 analyses.
-* :mod:`.validation`: vocal AUC on lyric-line timings, the port check, bad-file fixtures, figures.
+* :mod:`.sources`: the labelled validation audio, real (``SHARED_DIR/audio``) or rendered by the
+  simulated world when that folder is absent (``audio_source="auto"``).
+* :mod:`.validation`: vocal AUC against sung lines or vocal sections, the port check, bad-file
+  fixtures, figures.
 * :mod:`.tfbundle`: a TensorFlow V2 checkpoint reader without TensorFlow.
 """
 
@@ -23,6 +26,7 @@ from .features import (
     summarize,
 )
 from .recall import AudioIndex
+from .sources import AudioSet, load_audio_set, resolve_source
 
 __all__ = [
     "ATTRIBUTES",
@@ -32,12 +36,15 @@ __all__ = [
     "AudioDecodeError",
     "AudioIndex",
     "AudioIssue",
+    "AudioSet",
     "Corpus",
     "EmbeddingScaler",
     "embed_files",
     "embedding_names",
     "list_audio",
     "load_audio",
+    "load_audio_set",
+    "resolve_source",
     "segment_attributes",
     "summarize",
 ]

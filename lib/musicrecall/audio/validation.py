@@ -1,8 +1,13 @@
-"""Checks of the audio attributes on real audio, bad-file fixtures, and the audio figures.
+"""Checks of the audio attributes on labelled audio, bad-file fixtures, and the audio figures.
+
+The labelled audio is an :class:`~musicrecall.audio.sources.AudioSet`: the shared real fixtures (sung
+lyric lines) or rendered songs of the simulated world (their vocal sections).
 
 * :func:`vocal_labels`: a segment is vocal when sung lyric lines cover at least half of it, non-vocal
   when no line overlaps it, and ambiguous (left out) otherwise.
 * :func:`auc`: ROC AUC by the rank-sum (Mann-Whitney U) formula, ties counted half.
+* :func:`vocal_auc_table`, :func:`instrumental_ranking`, :func:`nn_style_check`: the three checks of
+  notebook 05 on an embedded audio set.
 * :func:`port_check`: the torch musicnn port against outputs of the reference implementation
   (musicnn 0.1.0 on TensorFlow 2.15.1, produced by ``reference/make_reference.py`` in a scratch
   environment) stored in ``reference/musicnn_mtt_reference.npz``.
@@ -93,9 +98,71 @@ def make_bad_files(folder: str | Path, source: np.ndarray, sr: int = 22_050) -> 
     return paths
 
 
+def vocal_auc_table(corpus, aset, segment_s: float) -> tuple[pl.DataFrame, float, np.ndarray, np.ndarray]:
+    """Per song: labelled segment counts and the AUC of the vocal and pure-vocal attributes against the
+    song's voiced intervals; also the pooled AUC and the pooled ``(vocal scores, labels)``.
+    A song that gave no features (a decode error) is left out; it is in the corpus' issue table."""
+    from musicrecall.audio.features import ATTRIBUTES
+
+    vi, pvi = ATTRIBUTES.index("vocal"), ATTRIBUTES.index("pure_vocal")
+    rows, scores, labels = [], [], []
+    for path in aset.songs:
+        f = str(path)
+        if f not in corpus.segments:
+            continue
+        lab = vocal_labels(corpus.starts[f], segment_s, aset.voiced[f])
+        keep = lab >= 0
+        seg = corpus.segments[f][keep]
+        rows.append({"song": aset.label(path), "vocal_segments": int((lab == 1).sum()),
+                     "non_vocal_segments": int((lab == 0).sum()), "auc_vocal": auc(seg[:, vi], lab[keep]),
+                     "auc_pure_vocal": auc(seg[:, pvi], lab[keep])})
+        scores.append(seg[:, vi])
+        labels.append(lab[keep])
+    s, y = (np.concatenate(scores), np.concatenate(labels)) if rows else (np.zeros(0), np.zeros(0, dtype=int))
+    return pl.DataFrame(rows), auc(s, y), s, y
+
+
+def instrumental_ranking(corpus, aset, scores: np.ndarray, labels: np.ndarray) -> tuple[pl.DataFrame, float, float, float]:
+    """``(file table, file AUC of songs over instrumental files, share of instrumental segments called
+    instrumental, threshold)``. The threshold maximises Youden's J on the pooled song segments."""
+    from sklearn.metrics import roc_curve
+
+    from musicrecall.audio.features import ATTRIBUTES
+
+    vi = ATTRIBUTES.index("vocal")
+    fpr, tpr, thr = roc_curve(labels, scores)
+    # the first roc_curve threshold is +inf (nothing called vocal): keep the threshold finite
+    threshold = float(min(thr[np.argmax(tpr - fpr)], np.max(scores) + 1e-9))
+    rows = [{"file": aset.label(p), "kind": "song" if p in aset.songs else "instrumental", "style": aset.style[str(p)],
+             "mean_vocal": float(corpus.segments[str(p)][:, vi].mean()),
+             "segments_called_instrumental": float((corpus.segments[str(p)][:, vi] < threshold).mean())}
+            for p in aset.files if str(p) in corpus.segments]
+    table = pl.DataFrame(rows).sort("mean_vocal", descending=True)
+    file_auc = auc(table["mean_vocal"].to_numpy(), (table["kind"] == "song").to_numpy())
+    share = float(table.filter(pl.col("kind") == "instrumental")["segments_called_instrumental"].mean())
+    return table, file_auc, share, threshold
+
+
+def nn_style_check(corpus, aset, k: int = 3) -> tuple[pl.DataFrame, float, float]:
+    """Standardise the 84-dim statistics over the set's files, search the ``k`` nearest neighbours
+    (cosine, faiss); returns ``(table, share whose nearest neighbour has the same style, chance rate)``."""
+    from musicrecall.audio.features import EmbeddingScaler
+    from musicrecall.audio.recall import AudioIndex
+
+    files = [str(p) for p in aset.files if str(p) in corpus.segments]
+    emb = EmbeddingScaler().fit_transform(corpus.raw[[corpus.files.index(f) for f in files]])
+    ids, sims = AudioIndex(np.arange(len(files)), emb).neighbours(np.arange(len(files)), k)
+    name, style = [aset.label(f) for f in files], [aset.style[f] for f in files]
+    table = pl.DataFrame({"file": name, "style": style, **{f"nn{j + 1}": [name[i] for i in ids[:, j]] for j in range(k)},
+                          "nn1_style": [style[i] for i in ids[:, 0]], "nn1_cos": sims[:, 0]})
+    counts = np.unique(style, return_counts=True)[1]
+    chance = float((counts * (counts - 1)).sum() / (len(style) * (len(style) - 1)))
+    return table, float((table["style"] == table["nn1_style"]).mean()), chance
+
+
 def attribute_heatmap(attrs: np.ndarray, starts: np.ndarray, names: tuple[str, ...], title: str = "",
-                      voiced: list[tuple[float, float]] | None = None):
-    """Heat-map of per-segment attributes (each row min-max scaled), sung lines shaded underneath."""
+                      voiced: list[tuple[float, float]] | None = None, voiced_label: str = "sung lyric lines"):
+    """Heat-map of per-segment attributes (each row min-max scaled), voiced intervals marked underneath."""
     import matplotlib.pyplot as plt
 
     lo, hi = attrs.min(axis=0), attrs.max(axis=0)
@@ -107,7 +174,7 @@ def attribute_heatmap(attrs: np.ndarray, starts: np.ndarray, names: tuple[str, .
     ax.set_yticks(range(len(names)), names, fontsize=8)
     for a, b in voiced or []:
         ax.axvspan(a, b, ymin=0.0, ymax=0.03, color="cyan")
-    ax.set(title=title, xlabel="segment start (s); cyan ticks: sung lyric lines")
+    ax.set(title=title, xlabel=f"segment start (s); cyan ticks: {voiced_label}")
     fig.tight_layout()
     return fig
 

@@ -1,0 +1,232 @@
+"""MIND: capsule routing, dynamic K, routing-logit initialisation, side info, label-aware attention, data."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from musicrecall.models.losses import NegativeSampler
+from musicrecall.models.mind import (
+    MIND,
+    CapsuleRouting,
+    MINDConfig,
+    ablation_verdict,
+    clustering_quality,
+    dynamic_k,
+    mind_loss,
+    squash,
+    user_interests,
+)
+from musicrecall.models.mind_data import (
+    Sequences,
+    last_histories,
+    side_codes,
+    training_examples,
+    user_sequences,
+)
+
+
+def test_squash_keeps_direction_and_norm_below_one():
+    z = torch.randn(64, 5, 16) * torch.logspace(-3, 0.5, 64)[:, None, None]  # |z|² up to ~160: < 1 in float32
+    s = squash(z)
+    n = s.norm(dim=-1)
+    assert (n < 1).all()
+    assert torch.allclose(n, (z.norm(dim=-1) ** 2) / (1 + z.norm(dim=-1) ** 2), atol=1e-5)
+    cos = torch.nn.functional.cosine_similarity(s, z, dim=-1)
+    assert torch.allclose(cos, torch.ones_like(cos), atol=1e-4)
+    assert torch.isfinite(squash(torch.zeros(2, 3))).all()
+
+
+def test_dynamic_k():
+    lengths = torch.tensor([0, 1, 2, 3, 6, 7, 14, 15, 1000])
+    # max(1, min(4, floor(log2(1 + n))))
+    assert dynamic_k(lengths, 4).tolist() == [1, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert dynamic_k(lengths, 2).max() == 2
+
+
+@pytest.mark.parametrize("axis", ["interest", "sequence"])
+def test_capsule_routing_shapes_masks_and_padding(axis):
+    torch.manual_seed(0)
+    b, length, d, k = 3, 6, 8, 4
+    routing = CapsuleRouting(d, k, length, axis=axis)
+    e = torch.randn(b, length, d)
+    seq_mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1] * 6, [0, 0, 0, 0, 0, 1]], dtype=torch.bool)
+    k_mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.bool)
+    caps, agreement = routing(e, seq_mask, k_mask)
+    assert caps.shape == (b, k, d) and agreement.shape == (b, k, length)
+    assert (caps[~k_mask] == 0).all()  # inactive interests are zero
+    assert (caps.norm(dim=-1) < 1).all()
+    assert not agreement.requires_grad  # routing logits carry no gradient
+    e2 = e.clone()
+    e2[~seq_mask] = 100.0  # padded behaviours must not matter
+    assert torch.allclose(routing(e2, seq_mask, k_mask)[0], caps, atol=1e-6)
+
+
+def test_capsule_gradient_reaches_the_shared_bilinear_map():
+    routing = CapsuleRouting(8, 3, 5)
+    e = torch.randn(2, 5, 8, requires_grad=True)
+    caps, _ = routing(e, torch.ones(2, 5, dtype=torch.bool), torch.ones(2, 3, dtype=torch.bool))
+    caps.sum().backward()
+    assert routing.bilinear.weight.grad is not None and routing.bilinear.weight.grad.abs().sum() > 0
+    assert e.grad is not None and e.grad.abs().sum() > 0
+
+
+def test_routing_init_redraw_changes_logits_fixed_does_not():
+    fixed = CapsuleRouting(8, 4, 6, init="fixed", seed=0)
+    redraw = CapsuleRouting(8, 4, 6, init="redraw", seed=0)
+    assert torch.equal(fixed.initial_logits(3), fixed.initial_logits(3))
+    assert torch.equal(fixed.initial_logits(2)[0], fixed.initial_logits(2)[1])  # shared across users
+    a, b = redraw.initial_logits(3), redraw.initial_logits(3)
+    assert not torch.equal(a, b)
+    assert not torch.equal(a[0], a[1])  # drawn per user
+    with pytest.raises(ValueError):
+        CapsuleRouting(8, 4, 6, init="zeros")
+
+
+def _model(init="fixed", side=None, k_max=3, max_len=6, n_items=30):
+    return MIND(n_items, MINDConfig(dim=8, k_max=k_max, max_len=max_len, routing_init=init, side_dim=4, hidden=16),
+                side=side)
+
+
+def test_mind_interests_redraw_varies_between_calls_and_user_interests_is_seeded():
+    hist = torch.tensor([[30, 30, 1, 2, 3, 4], [5, 6, 7, 8, 9, 10]])
+    m_fixed, m_redraw = _model("fixed").eval(), _model("redraw").eval()
+    with torch.no_grad():
+        assert torch.equal(m_fixed.interests(hist)[0], m_fixed.interests(hist)[0])
+        assert not torch.equal(m_redraw.interests(hist)[0], m_redraw.interests(hist)[0])
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    v1 = user_interests(m_redraw, hist.numpy(), seed=0)
+    after = torch.rand(1)
+    v2 = user_interests(m_redraw, hist.numpy(), seed=0)
+    assert np.array_equal(v1[0], v2[0])
+    assert torch.equal(before, after)  # the caller's RNG stream is not reset
+
+
+def test_mind_dynamic_k_masks_interests_and_weights_sum_to_one():
+    hist = torch.tensor([[30, 30, 30, 30, 30, 1], [30, 30, 30, 1, 2, 3], [1, 2, 3, 4, 5, 6], [30] * 6])
+    with torch.no_grad():
+        vecs, active, weights = _model(k_max=3).interests(hist)
+    assert active.sum(1).tolist() == [1, 2, 2, 1]
+    assert (vecs[~active] == 0).all()
+    assert torch.allclose(weights[:3].sum(1), torch.ones(3))
+    assert (weights[~active] == 0).all()
+
+
+def test_side_info_any_number_of_features():
+    side = {"genre": np.arange(30) % 5, "language": np.arange(30) % 3, "decade": np.arange(30) % 4}
+    m = _model(side=side)
+    assert m.proj.in_features == 8 + 3 * 4
+    assert m.item_vectors().shape == (30, 8)
+    # songs sharing all side features but not the id differ; a change in a side code changes the vector
+    e = m.item_embed(torch.tensor([0, 0]))
+    assert torch.allclose(e[0], e[1])
+    m.codes_genre[0] = 4
+    assert not torch.allclose(m.item_embed(torch.tensor([0]))[0], e[0])
+
+
+def test_label_aware_attention_power():
+    m = _model()
+    vecs = torch.tensor([[[1.0, 0, 0, 0, 0, 0, 0, 0], [0, 2.0, 0, 0, 0, 0, 0, 0], [9.0] * 8]])
+    k_mask = torch.tensor([[True, True, False]])  # the third interest is inactive: never attended
+    target = torch.tensor([[1.0, 3.0, 0, 0, 0, 0, 0, 0]])  # affinities 1 and 6 (and 36 for the inactive one)
+    m.cfg = MINDConfig(dim=8, pow_p=50.0)
+    hard = m.label_aware(vecs, k_mask, target)
+    assert torch.allclose(hard, vecs[0, 1][None], atol=1e-4)
+    m.cfg = MINDConfig(dim=8, pow_p=1e-6)
+    soft = m.label_aware(vecs, k_mask, target)
+    assert torch.allclose(soft, vecs[0, :2].mean(0, keepdim=True), atol=1e-3)
+
+
+@pytest.mark.parametrize("init", ["fixed", "redraw"])
+def test_mind_loss_is_finite_and_trains(init):
+    torch.manual_seed(0)
+    m = _model(init, side={"genre": np.arange(30) % 5})
+    hist = torch.randint(0, 31, (16, 6))
+    target = torch.randint(0, 30, (16,))
+    sampler = NegativeSampler(np.ones(30), seed=0)
+    loss = mind_loss(m, hist, target, sampler, n_neg=10)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert m.id_emb.weight.grad.abs().sum() > 0 and m.side_emb["genre"].weight.grad.abs().sum() > 0
+
+
+def _seqs():
+    ev = pl.DataFrame({"user_id": [1, 1, 1, 1, 2, 2, 3], "song_id": [10, 11, 12, 13, 20, 21, 30],
+                       "ts": [3, 1, 2, 4, 1, 2, 1], "full_play": [True, True, False, True, True, True, True]})
+    return user_sequences(ev)
+
+
+def test_user_sequences_are_time_ordered_full_plays():
+    s = _seqs()
+    assert s.users.tolist() == [1, 2, 3]
+    assert s.items[s.indptr[0]:s.indptr[1]].tolist() == [11, 10, 13]  # 12 was not a full play
+    assert s.lengths.tolist() == [3, 2, 1]
+
+
+def test_training_examples_never_see_the_future():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 40, 30)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    items = rng.permutation(indptr[-1])  # unique ids, so a position is identified by its id
+    seqs = Sequences(np.arange(30), indptr, items)
+    pad = int(items.max()) + 1
+    hist, target, users = training_examples(seqs, max_len=8, pad=pad, per_user=5, seed=0)
+    assert (np.bincount(users, minlength=30) <= 5).all()
+    for h, t, u in zip(hist, target, users, strict=True):
+        row = items[indptr[u]:indptr[u + 1]].tolist()
+        pos = row.index(t)
+        assert pos >= 1
+        real = h[h != pad].tolist()
+        assert real == row[max(0, pos - 8):pos]  # exactly the plays before the target, right-aligned
+        assert (h[: 8 - len(real)] == pad).all()
+
+
+def test_last_histories_pad_unknown_users():
+    s = _seqs()
+    h = last_histories(s, np.array([1, 4, 2]), max_len=2, pad=99)
+    assert h.tolist() == [[10, 13], [99, 99], [20, 21]]
+
+
+def test_side_codes():
+    items = pl.DataFrame({"song_id": [1, 0, 2], "genre": ["rock", "pop", None], "language": ["en", "en", "zh"]})
+    codes = side_codes(items)
+    assert codes["genre"].tolist()[0] != codes["genre"].tolist()[1]
+    assert len(set(codes["genre"].tolist())) == 3 and len(set(codes["language"].tolist())) == 2
+
+
+def test_clustering_quality_separates_structure_from_noise():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 100)
+    centres = rng.normal(size=(4, 16)) * 5
+    good = clustering_quality(centres[labels] + rng.normal(size=(400, 16)), labels, n_sample=400)
+    noise = clustering_quality(rng.normal(size=(400, 16)), labels, n_sample=400)
+    assert good["silhouette"] > 0.5 and good["nmi"] > 0.9
+    assert abs(noise["silhouette"]) < 0.1 and noise["nmi"] < 0.1
+
+
+def test_ablation_verdict():
+    assert ablation_verdict((0.1, 0.05, 0.2), 0.02, 0.01, (0.0, -0.05, 0.05)) == "reproduced"
+    assert ablation_verdict((0.1, 0.05, 0.2), -0.02, 0.01, (0.0, -0.05, 0.05)) == "partly"
+    assert ablation_verdict((0.1, 0.05, 0.2), 0.02, 0.01, (0.2, 0.1, 0.3)) == "partly"
+    assert ablation_verdict((0.01, -0.05, 0.07), 0.02, 0.01, None) == "partly"
+    assert ablation_verdict((0.01, -0.05, 0.07), -0.02, 0.01, None) == "not reproduced"
+
+
+def test_fit_mind_is_reproducible_for_a_seed():
+    from musicrecall.models.mind import fit_mind
+    from musicrecall.training import TrainConfig
+
+    rng = np.random.default_rng(0)
+    ev = pl.DataFrame({"user_id": np.repeat(np.arange(20), 12), "song_id": rng.integers(0, 40, 240),
+                       "ts": np.tile(np.arange(12), 20), "full_play": np.ones(240, bool)})
+    cfg = MINDConfig(dim=8, k_max=2, max_len=5, routing_init="redraw", hidden=16)
+    tc = TrainConfig(epochs=1, seed=3, progress=False)
+    torch.manual_seed(1)
+    a = fit_mind(ev, None, 40, cfg, None, tc, per_user=4, batch_size=16, n_neg=8)[0].item_vectors()
+    torch.manual_seed(2)  # whatever the caller's RNG state
+    b = fit_mind(ev, None, 40, cfg, None, tc, per_user=4, batch_size=16, n_neg=8)[0].item_vectors()
+    assert np.array_equal(a, b)

@@ -3,35 +3,11 @@
 The talk's first problem is that "high noise in listening behaviour makes raw samples inaccurate".
 :func:`clean_log` turns a raw event log (canonical :data:`musicrecall.schema.EVENTS_SCHEMA`) into
 training-ready plays, and accounts for every row: ``rows in = rows kept + rows removed``, each removed
-row carrying the first rule that caught it. Rules run in this order:
+row carrying the first rule that caught it.
 
-Invalid rows (``stage="invalid"``, quarantined):
-  ``missing_user``        user_id is null.
-  ``unparseable_ts``      ts is null (the importer could not parse it).
-  ``future_ts``           ts later than the export time ``now`` plus ``future_tolerance_s`` (clock skew).
-  ``negative_play_ms``    play_ms < 0.
-  ``play_beyond_length``  play_ms > ``beyond_length_factor`` × song length + ``beyond_length_slack_ms``.
-  ``unknown_song``        song_id null or absent from the items table.
-Noise (``stage="noise"``, removed from training but kept in the quarantine file):
-  ``duplicate``           an exact copy (all content columns) of an earlier row in source order.
-  ``bot``                 the user's plays per active day exceed ``bot_max_plays_per_day``, or the user has
-                          at least ``bot_min_plays`` plays whose inter-play gaps have a coefficient of
-                          variation below ``bot_max_gap_cv`` (machines play at a fixed cadence).
-  ``accidental``          play_ms < ``accidental_ms`` (a tap, not a listen).
-  ``autoplay``            a trailing run of at least ``autoplay_min_run`` plays in a session that all
-                          started with ``reason_start == "autoplay"``: passive listening the user never
-                          chose (needs a source that logs reason_start; otherwise the rule is inert).
-
-Sessions: a new session starts when the gap between the end of one play (ts + play_ms) and the start of
-the next exceeds ``session_gap_min`` minutes.
-
-Labels on kept rows:
-  ``full_play``  play_ms ≥ ``full_play_share`` × song length, or the play ended with ``trackdone``.
-                 Without a song length: ``trackdone`` if reason_end is logged, else not ``skipped`` and
-                 play_ms ≥ ``full_play_fallback_ms`` if skipped is logged, else play_ms ≥ fallback; a
-                 scrobble with no play_ms at all (Last.fm) counts as a full play by Last.fm's own rule.
-  ``skip``       not full_play.
-  ``strong_pos`` action in collect / playlist_add / follow_artist;  ``strong_neg``: action == block.
+The rules, their order, thresholds (:class:`CleaningConfig`), reasons and labels are defined and
+documented once, in :mod:`musicrecall.rules`; :mod:`musicrecall.spark.cleaning` applies the same
+rules on Apache Spark and ``tests/test_spark.py`` requires both engines to agree row for row.
 """
 
 from __future__ import annotations
@@ -42,31 +18,27 @@ from pathlib import Path
 
 import polars as pl
 
+from musicrecall.rules import (
+    AUTOPLAY_START,
+    CONTENT_COLUMNS,
+    INVALID_REASONS,
+    NOISE_REASONS,
+    REASONS,
+    STRONG_NEG_ACTION,
+    STRONG_POS_ACTIONS,
+    TRACKDONE_END,
+    CleaningConfig,
+    accounting_from_counts,
+    session_gap_ms,
+)
 from musicrecall.schema import EVENTS_SCHEMA
 
-INVALID_REASONS = ("missing_user", "unparseable_ts", "future_ts", "negative_play_ms", "play_beyond_length",
-                   "unknown_song")
-NOISE_REASONS = ("duplicate", "bot", "accidental", "autoplay")
-REASONS = INVALID_REASONS + NOISE_REASONS
-# Content columns that define an exact duplicate (the source position is not content).
-_CONTENT = [c for c in EVENTS_SCHEMA if c not in ("source_file", "source_row")]
+__all__ = ["INVALID_REASONS", "NOISE_REASONS", "REASONS", "CleaningConfig", "CleanResult", "clean_log",
+           "accounting_table", "add_labels", "sessionise", "noise_detection_report", "entry_summary",
+           "entry_samples", "config_dict"]
 
-
-@dataclass(frozen=True)
-class CleaningConfig:
-    """Thresholds of every rule; see the module docstring for what each one does."""
-
-    future_tolerance_s: int = 3600
-    beyond_length_factor: float = 1.5
-    beyond_length_slack_ms: int = 10_000
-    accidental_ms: int = 5_000
-    bot_max_plays_per_day: float = 400.0
-    bot_min_plays: int = 200
-    bot_max_gap_cv: float = 0.15
-    session_gap_min: float = 30.0
-    autoplay_min_run: int = 3
-    full_play_share: float = 0.8
-    full_play_fallback_ms: int = 30_000
+# The rule definitions live in musicrecall.rules (shared with the Spark engine); re-exported here.
+_CONTENT = list(CONTENT_COLUMNS)
 
 
 @dataclass
@@ -153,7 +125,7 @@ def _session_starts(gap_min: float) -> pl.Expr:
     """True where a row starts a session (frame sorted by user, then time)."""
     prev_end = (pl.col("ts") + pl.duration(milliseconds=pl.col("play_ms").fill_null(0).clip(0))).shift(1)
     gap_ms = (pl.col("ts") - prev_end).dt.total_milliseconds()
-    return (pl.col("user_id") != pl.col("user_id").shift(1)).fill_null(True) | (gap_ms > int(gap_min * 60_000))
+    return (pl.col("user_id") != pl.col("user_id").shift(1)).fill_null(True) | (gap_ms > session_gap_ms(gap_min))
 
 
 def _number_sessions(new: pl.Expr) -> list[pl.Expr]:
@@ -185,7 +157,7 @@ def _trailing_autoplay(min_run: int) -> pl.Expr:
     tail when no non-autoplay row follows it in the session, i.e. the running count of non-autoplay
     rows is the same here as at the session's last row.
     """
-    auto = (pl.col("reason_start") == "autoplay").fill_null(False)
+    auto = (pl.col("reason_start") == AUTOPLAY_START).fill_null(False)
     non_auto = (~auto).cum_sum()
     last_of_session = (pl.col("session_id") != pl.col("session_id").shift(-1)).fill_null(True)
     at_end = pl.when(last_of_session).then(non_auto).backward_fill()
@@ -198,7 +170,7 @@ def _trailing_autoplay(min_run: int) -> pl.Expr:
 
 def add_labels(events: pl.DataFrame, cfg: CleaningConfig) -> pl.DataFrame:
     """Add full_play / skip / strong_pos / strong_neg (see the module docstring for the rules)."""
-    trackdone = pl.col("reason_end") == "trackdone"
+    trackdone = pl.col("reason_end") == TRACKDONE_END
     by_length = (pl.col("play_ms") >= cfg.full_play_share * pl.col("song_ms")) | trackdone.fill_null(False)
     by_skip_flag = ~pl.col("skipped") & (pl.col("play_ms") >= cfg.full_play_fallback_ms)
     full = (
@@ -210,8 +182,8 @@ def add_labels(events: pl.DataFrame, cfg: CleaningConfig) -> pl.DataFrame:
     )
     return events.with_columns(full_play=full.fill_null(False)).with_columns(
         skip=~pl.col("full_play"),
-        strong_pos=pl.col("action").is_in(["collect", "playlist_add", "follow_artist"]).fill_null(False),
-        strong_neg=(pl.col("action") == "block").fill_null(False),
+        strong_pos=pl.col("action").is_in(list(STRONG_POS_ACTIONS)).fill_null(False),
+        strong_neg=(pl.col("action") == STRONG_NEG_ACTION).fill_null(False),
     )
 
 
@@ -263,10 +235,7 @@ def clean_log(events: pl.DataFrame, items: pl.DataFrame, now: datetime,
 def accounting_table(rows_in: int, rows_kept: int, removed: pl.DataFrame) -> pl.DataFrame:
     """One row per reason (in rule order, zeros included) plus ``kept`` and ``rows_in``."""
     counts = dict(removed.group_by("reason").len().iter_rows())
-    rows = [("rows_in", "", rows_in), ("kept", "", rows_kept)]
-    rows += [(r, "invalid" if r in INVALID_REASONS else "noise", counts.get(r, 0)) for r in REASONS]
-    table = pl.DataFrame(rows, schema={"reason": pl.String, "stage": pl.String, "rows": pl.Int64}, orient="row")
-    return table.with_columns(share=pl.col("rows") / max(rows_in, 1))
+    return accounting_from_counts(rows_in, rows_kept, counts)
 
 
 def noise_detection_report(removed: pl.DataFrame, kept: pl.DataFrame, truth_noise: pl.DataFrame) -> pl.DataFrame:

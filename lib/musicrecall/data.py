@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from musicrecall import cleaning as cleaning_module
+from musicrecall import rules as rules_module
 from musicrecall.cache import content_key, file_fingerprint, source_fingerprint
 from musicrecall.cleaning import CleaningConfig, CleanResult, accounting_table, clean_log
 from musicrecall.config import DATA_DIR, REPO_ROOT
@@ -80,12 +81,33 @@ class Prepared:
     clean: CleanResult
 
 
+ENGINES = ("polars", "spark")
+
+
+def _engine_fingerprint(engine: str) -> str:
+    """Source hash of the cleaning code of ``engine`` (the shared rules included)."""
+    if engine == "polars":
+        return source_fingerprint(cleaning_module, rules_module)
+    try:
+        import musicrecall.spark as spark_pkg
+    except ImportError as err:  # pyspark is an optional extra
+        raise ImportError("engine='spark' needs the spark extra (pip install -e '.[spark]') and a Java runtime") from err
+    return "spark:" + source_fingerprint(cleaning_module, rules_module, spark_pkg)
+
+
 def prepare(dataset: str = "world", profile: str = "small", seed: int = 0, effects=None,
-            config: CleaningConfig | None = None) -> Prepared:
-    """Load and clean; cleaned plays go to ``data/processed/``, removed rows to ``data/interim/``."""
+            config: CleaningConfig | None = None, engine: str = "polars") -> Prepared:
+    """Load and clean; cleaned plays go to ``data/processed/``, removed rows to ``data/interim/``.
+
+    ``engine="spark"`` runs the cleaning on Apache Spark (the active SparkSession, or a local one; see
+    :mod:`musicrecall.spark`) with the same rules and the same result; it is cached apart, so a run
+    with ``engine="spark"`` really runs Spark.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine {engine!r}: expected one of {ENGINES}")
     ds = load_dataset(dataset, profile, seed, effects)
     cfg = config or CleaningConfig()
-    key = content_key(ds.key, asdict(cfg), source_fingerprint(cleaning_module))
+    key = content_key(ds.key, asdict(cfg), _engine_fingerprint(engine))
     processed, interim = DATA_DIR / "processed" / f"clean-{key}", DATA_DIR / "interim" / f"clean-{key}"
     if (processed / "clean_events.parquet").exists() and (interim / "quarantine.parquet").exists():
         kept = pl.read_parquet(processed / "clean_events.parquet")
@@ -93,6 +115,11 @@ def prepare(dataset: str = "world", profile: str = "small", seed: int = 0, effec
         result = CleanResult(kept, removed, accounting_table(ds.events.height, kept.height, removed), cfg,
                              ds.events.height)
         result.check_balance()
+    elif engine == "spark":
+        from musicrecall.spark import clean_frames
+
+        result = clean_frames(ds.events, ds.items, ds.now, cfg, DATA_DIR / "interim" / f"spark-{key}")
+        result.write(processed, interim)
     else:
         result = clean_log(ds.events, ds.items, ds.now, cfg)
         result.write(processed, interim)

@@ -40,7 +40,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-SONG_PREFIX = "song:"
+# Token format and minimum session length are corpus rules shared with the Spark engine.
+from musicrecall.rules import CORPUS_MIN_LEN, SONG_PREFIX
+
 # Specific relations (album, artist) say more about taste than broad ones (genre, language) that link
 # thousands of songs; a version ("live", "cover") says almost nothing.
 DEFAULT_WEIGHTS: dict[str, float] = {"song_artist": 1.0, "song_album": 1.0, "song_genre": 0.5,
@@ -90,7 +92,7 @@ def song_tokens(ids: np.ndarray) -> np.ndarray:
     return np.char.add(SONG_PREFIX, np.asarray(ids).astype(np.int64).astype(str)).astype(object)
 
 
-def session_frame(events: pl.DataFrame, min_len: int = 2) -> pl.DataFrame:
+def session_frame(events: pl.DataFrame, min_len: int = CORPUS_MIN_LEN) -> pl.DataFrame:
     """One row per kept session: ``session_id`` and ``songs`` (list of song ids in play order)."""
     ev = events.filter(pl.col("full_play").fill_null(False)).sort("session_id", "ts")
     # a song replayed back to back is one listening moment, not a co-occurrence
@@ -100,7 +102,7 @@ def session_frame(events: pl.DataFrame, min_len: int = 2) -> pl.DataFrame:
     return sess.filter(pl.col("songs").list.len() >= min_len)
 
 
-def session_sentences(events: pl.DataFrame, n_items: int, min_len: int = 2, seed: int = 0) -> Corpus:
+def session_sentences(events: pl.DataFrame, n_items: int, min_len: int = CORPUS_MIN_LEN, seed: int = 0) -> Corpus:
     """The plain Song2Vec corpus (seeded shuffle of the session sentences)."""
     sess = session_frame(events, min_len)
     flat = sess["songs"].explode().to_numpy().astype(np.int64)
@@ -159,7 +161,7 @@ def relation_walks(triples: pl.DataFrame, song_counts: np.ndarray, cfg: KGConfig
 
 
 def build_corpus(events: pl.DataFrame, triples: pl.DataFrame, n_items: int, cfg: KGConfig | None = None,
-                 min_len: int = 2, seed: int = 0) -> Corpus:
+                 min_len: int = CORPUS_MIN_LEN, seed: int = 0) -> Corpus:
     """Session sentences plus, when ``cfg.gamma > 0``, relation walks inserted at random positions."""
     plain = session_sentences(events, n_items, min_len, seed)
     walks = relation_walks(triples, plain.song_counts, cfg or KGConfig(), seed)

@@ -8,13 +8,17 @@ traffic (update checks) is not mistaken for the report's.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 import urllib.request
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -64,9 +68,12 @@ class _Browser:
     def __init__(self, binary: str):
         import websocket  # websocket-client
 
-        self._profile = tempfile.TemporaryDirectory(prefix="musicrecall-chromium-")
-        self.proc = subprocess.Popen([binary, *CHROMIUM_FLAGS, f"--user-data-dir={self._profile.name}", "about:blank"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self._profile = tempfile.mkdtemp(prefix="musicrecall-chromium-")
+        # Own process group, so that close() also stops the renderer, zygote and crashpad children,
+        # which otherwise keep writing into the profile while it is being removed.
+        self.proc = subprocess.Popen([binary, *CHROMIUM_FLAGS, f"--user-data-dir={self._profile}", "about:blank"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)
         port = None
         deadline = time.time() + 30
         while port is None and time.time() < deadline:
@@ -95,12 +102,26 @@ class _Browser:
                 return msg.get("result", {})
 
     def close(self) -> None:
+        """Ask the browser to quit, then stop its whole process group and remove the profile."""
         try:
+            self.send("Browser.close")
             self.ws.close()
-        finally:
-            self.proc.kill()
-            self.proc.wait()
-            self._profile.cleanup()
+        except Exception:  # noqa: BLE001 - the browser may already be gone; we stop it below either way
+            pass
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.proc.stderr.close()
+        # A straggling child may still flush a file for a moment; retry instead of failing the check.
+        for _ in range(20):
+            shutil.rmtree(self._profile, ignore_errors=True)
+            if not os.path.exists(self._profile):
+                return
+            time.sleep(0.25)
+        warnings.warn(f"could not remove the chromium profile {self._profile}; it is only a temporary directory",
+                      stacklevel=2)
 
 
 _PAGE_FACTS = """JSON.stringify({title: document.title, text: document.body ? document.body.innerText.length : 0,

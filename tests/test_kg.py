@@ -65,7 +65,8 @@ def test_relation_statement_counts_follow_the_formula():
     counts = np.zeros(4, dtype=np.int64)
     counts[[0, 1]] = [3, 1]
     tr = pl.DataFrame({"head": ["song:0", "song:1", "song:2"], "relation": ["song_album"] * 3, "tail": ["album:x"] * 3})
-    cfg = kg.KGConfig(gamma=1.0, weights={"song_album": 1.0}, prior_count=1.0, walk_len=100, per_play=True)
+    cfg = kg.KGConfig(gamma=1.0, weights={"song_album": 1.0}, prior_count=1.0, walk_len=100, per_play=True,
+                      entity_every=1)
     walks = kg.relation_walks(tr, counts, cfg)
     assert len(walks) == 1
     w = walks[0]
@@ -73,10 +74,31 @@ def test_relation_statement_counts_follow_the_formula():
     songs = pl.Series(w[1::2]).value_counts().sort("")
     assert dict(zip(songs[""], songs["count"], strict=True)) == {"song:0": 4, "song:1": 2, "song:2": 1}  # gamma*w*(n_s+n_0)
     assert kg.relation_walks(tr, counts, kg.KGConfig(gamma=0.0)) == []
-    prior = kg.relation_walks(tr, counts, kg.KGConfig(gamma=0.3, weights={"song_album": 1.0}, prior_count=10.0))
+    prior = kg.relation_walks(tr, counts, kg.KGConfig(gamma=0.3, weights={"song_album": 1.0}, prior_count=10.0,
+                                                      entity_every=1))
     assert pl.Series(prior[0][1::2]).value_counts()["count"].to_list() == [3, 3, 3]  # gamma*w*n_0, plays ignored
     half = kg.relation_walks(tr, counts, kg.KGConfig(gamma=1.0, weights={"song_album": 0.5}, walk_len=2, prior_count=4))
     assert all(len(x) <= 4 for x in half)  # walk_len songs per walk
+
+
+def test_entity_token_before_every_kth_song_of_a_walk():
+    tr = pl.DataFrame({"head": [f"song:{i}" for i in range(7)], "relation": ["song_album"] * 7,
+                       "tail": ["album:a"] * 4 + ["album:b"] * 3})
+    ones = np.ones(7, dtype=np.int64)
+    for k in (1, 2, 3, 4):
+        cfg = kg.KGConfig(gamma=1.0, weights={"song_album": 0.1}, prior_count=10, walk_len=3, entity_every=k)
+        walks = kg.relation_walks(tr, ones, cfg)
+        assert sorted(len([t for t in w if t.startswith("song:")]) for w in walks) == [1, 3, 3]  # album a: 3 + 1
+        for w in walks:
+            songs_before = 0
+            for t in w:  # an entity token opens the walk and then precedes songs 1 + k, 1 + 2k, …
+                if t.startswith("album:"):
+                    assert songs_before % k == 0
+                else:
+                    songs_before += 1
+            assert w[0].startswith("album:") and sum(t.startswith("album:") for t in w) == -(-songs_before // k)
+        songs = sorted(t for w in walks for t in w if t.startswith("song:"))
+        assert songs == [f"song:{i}" for i in range(7)]  # every statement once, each in its entity's walks
 
 
 def test_entity_tokens_never_leak_into_recommendations():
@@ -159,3 +181,21 @@ def test_eges_pairs_side_info_and_cold_songs():
     assert hist.epochs[-1]["train_loss"] < hist.epochs[0]["train_loss"]
     # cold songs 50-54 and 55-59 differ only by artist: their vectors are the mean side-info embeddings
     assert np.allclose(vecs[50], vecs[54]) and not np.allclose(vecs[50], vecs[55])
+
+
+def test_neighbour_slot_shares_finds_a_hub_of_rare_songs():
+    # song 3 (one play) is in the lists of songs 0, 1 and 2; song 0 (50 plays) only in song 3's list
+    ids = np.array([[3, 1], [3, 2], [3, -1], [0, -1], [-1, -1]])
+    counts = np.array([50, 20, 20, 1, 0])
+    t = kg.neighbour_slot_shares({"m": ids}, {"m": counts}, edges=(1, 3, 30))
+    by_bin = {r["plays"]: r for r in t.iter_rows(named=True)}
+    assert by_bin["[1, 3)"]["slot_share"] == pytest.approx(3 / 6)  # 3 of the 6 filled slots
+    assert by_bin["[1, 3)"]["slots_per_song"] == pytest.approx(3.0)
+    assert by_bin[">= 30"]["slot_share"] == pytest.approx(1 / 6)
+    assert by_bin["[3, 30)"]["songs"] == 2 and by_bin["[0, 1)"]["slot_share"] == 0.0
+    assert t["slot_share"].sum() == pytest.approx(1.0)
+
+
+def test_median_popularity_rank():
+    pop = np.array([5.0, 50.0, 1.0, 20.0])  # ranks: song1 0, song3 1, song0 2, song2 3
+    assert kg.median_popularity_rank(np.array([[1, 3, -1], [2, 0, 1]]), pop) == 1.0

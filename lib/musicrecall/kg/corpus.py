@@ -20,9 +20,13 @@ fixed strength*: every song gets the same ``gamma * w_r * n_0`` statements, so r
 songs with few plays and fade for songs the sessions already pin down (and the extra cost does not
 grow with the log). The per-play variant scales relations with the sessions instead; on the simulated
 world (profile small, validation window) it gave no HitRate gain. The statements
-of one entity are shuffled and cut into *walks* of ``walk_len`` songs with the entity token interleaved,
-``[e, s1, e, s2, …]`` (a one-hop metapath song–entity–song, cf. DeepWalk / metapath2vec): inside a
-window, a song is context of its entity and of other songs of that entity. Entity–entity triples
+of one entity are shuffled and cut into *walks* of ``walk_len`` songs with the entity token before every
+``entity_every``-th song, ``[e, s1, s2, s3, s4, e, s5, …]`` for the default ``entity_every = 4`` (a one-hop
+metapath song–entity–song, cf. DeepWalk / metapath2vec): inside a window, a song is context of its
+entity and of other songs of that entity. Putting the entity before every song (``entity_every = 1``)
+doubles the walk tokens; on the simulated world (small, validation window, gamma 0.3) it cost 2.9x plain
+training instead of 1.65x for the same HitRate@200 (0.845 vs 0.840) and a BadCase rate of 0.7% instead of
+3.7% (plain: 36%). Entity–entity triples
 (e.g. ``artist_genre``) are stated ``SR(gamma * w_r * n_0)`` times as two-token sentences. Walks are
 inserted at seeded random positions among the sessions, so the learning-rate schedule treats them like
 sessions.
@@ -59,6 +63,7 @@ class KGConfig:
     prior_count: float = 10.0  # n_0
     per_play: bool = False  # True: c(s, r) = SR(gamma * w_r * (n_s + n_0)), relations scale with plays
     walk_len: int = 16  # songs per walk
+    entity_every: int = 4  # the entity token before every k-th song of a walk (1: [e, s1, e, s2, …])
 
     def weight(self, relation: str) -> float:
         """``w_r`` of a relation."""
@@ -146,10 +151,14 @@ def relation_walks(triples: pl.DataFrame, song_counts: np.ndarray, cfg: KGConfig
     first = np.r_[True, ent_code[1:] != ent_code[:-1]] if len(rows) else np.zeros(0, dtype=bool)
     start_of_group = np.maximum.accumulate(np.where(first, np.arange(len(rows)), 0))
     walk_id = np.cumsum(first | ((np.arange(len(rows)) - start_of_group) % cfg.walk_len == 0)) - 1
-    flat = np.empty(2 * len(rows), dtype=object)
-    flat[0::2], flat[1::2] = tail, song
-    cuts = 2 * np.flatnonzero(np.diff(walk_id)) + 2
-    walks = [w.tolist() for w in np.split(flat, cuts)] if len(rows) else []
+    # the entity token goes before the 1st, (1 + k)th, (1 + 2k)th … song of a walk (k = entity_every)
+    walk_start = np.r_[True, walk_id[1:] != walk_id[:-1]] if len(rows) else np.zeros(0, dtype=bool)
+    pos_in_walk = np.arange(len(rows)) - np.maximum.accumulate(np.where(walk_start, np.arange(len(rows)), 0))
+    with_ent = pos_in_walk % cfg.entity_every == 0
+    song_slot = np.arange(len(rows)) + np.cumsum(with_ent)
+    flat = np.empty(len(rows) + int(with_ent.sum()), dtype=object)
+    flat[song_slot], flat[song_slot[with_ent] - 1] = song, tail[with_ent]
+    walks = [w.tolist() for w in np.split(flat, song_slot[walk_start][1:] - 1)] if len(rows) else []
     ent = triples.filter(~pl.col("head").str.starts_with(SONG_PREFIX))
     if ent.height:
         we = np.array([cfg.weight(r) for r in ent["relation"].to_list()], dtype=np.float64)

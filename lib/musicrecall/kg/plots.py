@@ -52,3 +52,13 @@ def slices_plot(slices: pl.DataFrame, metric: str = "hr@200") -> plt.Figure:
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def slot_share_plot(slots: pl.DataFrame) -> plt.Figure:
+    """Share of all i2i neighbour slots taken by songs of each training play-count bin, per model."""
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    sns.barplot(slots.to_pandas(), x="plays", y="slot_share", hue="model", ax=ax)
+    ax.set(xlabel="training full plays of the listed song", ylabel="share of neighbour slots",
+           title="Where the item-to-item neighbour slots go")
+    fig.tight_layout()
+    return fig

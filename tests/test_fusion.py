@@ -145,3 +145,44 @@ def test_fused_recall_respects_exclusion_and_memo():
     assert sorted(lists[0].tolist()) == [0, 1, 2, 3, 4, 100, 101, 102, 103, 104]
     fused.recommend(np.array([1, 2]), 6)  # shorter k: served from the memo
     assert calls == [10]
+
+
+def test_restrict_stage_keeps_the_channels_and_renormalises_their_shares():
+    from musicrecall.fusion import Stage, restrict_stage
+
+    def const(base):
+        def ch(users, k, exclude=None):
+            ids = np.tile(np.arange(base, base + k), (len(users), 1))
+            return ids, np.ones_like(ids, dtype=np.float32)
+        return ch
+
+    channels = {"short_term": memoize(const(0)), "sasrec": memoize(const(100)), "audio_i2i": memoize(const(200))}
+    shares = {"short_term": 0.3, "sasrec": 0.6, "audio_i2i": 0.1}
+    pop = popularity_channel(np.arange(400.0))
+    full = Stage("test", None, channels, {"short_term": "s", "sasrec": "q"}, FusedRecall(channels, shares, pop), pop)
+    small = restrict_stage(full, ["short_term", "audio_i2i"], shares)
+    assert list(small.channels) == ["short_term", "audio_i2i"] and list(small.scorers) == ["short_term"]
+    assert small.channels["short_term"] is channels["short_term"]  # memoised lists are shared
+    _, source = small.fused.fuse(np.array([1]), 8)
+    assert np.bincount(source[0], minlength=2).tolist() == [6, 2]  # 0.3 : 0.1 of 8 slots
+    assert full.fused.channels.keys() == channels.keys()  # the full stage is unchanged
+
+
+def test_ranking_audio_set_uses_no_play_after_the_cut():
+    """The songs that get audio for ranking (``cold_share = 0``) depend only on plays before the cut."""
+    from datetime import UTC, datetime, timedelta
+
+    from musicrecall.audio.simulated import select_songs
+
+    t0, cut = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 10, tzinfo=UTC)
+    rng = np.random.default_rng(0)
+    before = pl.DataFrame({"song_id": rng.integers(0, 30, 400), "full_play": rng.random(400) < 0.8,
+                           "ts": [t0 + timedelta(hours=int(h)) for h in rng.integers(0, 200, 400)]})
+    after = pl.DataFrame({"song_id": rng.integers(20, 60, 400), "full_play": np.ones(400, dtype=bool),
+                          "ts": [cut + timedelta(hours=int(h)) for h in rng.integers(0, 100, 400)]})
+    alone, cold = select_songs(before, cut, 10, cold_share=0.0)
+    with_future, cold2 = select_songs(pl.concat([before, after]), cut, 10, cold_share=0.0)
+    assert len(alone) == 10 and len(cold) == len(cold2) == 0
+    np.testing.assert_array_equal(alone, with_future)
+    leaky, _ = select_songs(pl.concat([before, after]), cut, 10, cold_share=0.3)
+    assert set(leaky) - set(alone)  # the cold draw (notebook 06's set) does look past the cut

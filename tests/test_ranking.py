@@ -13,14 +13,25 @@ from musicrecall import config
 from musicrecall.ranking import (
     AUDIO_PREFIX,
     AudioTable,
+    StageSamples,
     auc_ci,
+    audio_selection_check,
+    boot_aucs,
+    boot_weights,
     build_features,
+    c7_verdict,
+    candidate_tables,
     feature_columns,
     fit_ranker,
+    impression_auc_table,
     lgb_params,
     lgb_threads,
+    paired_lift,
     per_user_ranking,
     profile_scorer,
+    run_ranking,
+    seeded_diff,
+    stage_samples,
 )
 
 CUT = datetime(2026, 1, 20, tzinfo=UTC)
@@ -164,3 +175,156 @@ def test_named_audio_attributes_with_the_84_dim_embedding(data):
     assert np.allclose(tempo[has], emb[pairs["song_id"].to_numpy()[has] // 2, col])
     gap = df["audio_gap_tempo"].to_numpy()
     assert (gap[np.isfinite(gap)] >= 0).all() and np.isnan(gap[~has]).all()
+
+
+def test_bootstrap_aucs_match_weighted_sklearn_in_both_class_balances():
+    rng = np.random.default_rng(3)
+    for share in (0.04, 0.5, 0.9):  # the minority class becomes the positives internally
+        y = (rng.random(800) < share).astype(int)
+        s = np.round(y * 0.7 + rng.normal(size=800), 1)  # many ties
+        users = rng.integers(0, 90, 800)
+        table = boot_aucs(y, np.stack([s, -s]), users, n_boot=30, seed=4)
+        uinv, w = boot_weights(users, 30, 4)
+        ref = np.array([roc_auc_score(y, s, sample_weight=w[b][uinv]) for b in range(31)])
+        assert np.allclose(table[0], ref) and np.allclose(table[1], 1.0 - ref)
+        assert (w[0] == 1).all() and (w[1:].sum(axis=1) == 90).all()  # row 0 = the full sample
+
+
+def test_seeded_diff_widens_the_bootstrap_interval_by_the_seed_spread():
+    rng = np.random.default_rng(0)
+    boot = rng.normal(0.0, 0.01, 500)
+    a1, b1 = np.r_[0.72, 0.72 + boot][None, :], np.r_[0.70, 0.70 + 0.5 * boot][None, :]
+    one = seeded_diff(a1, b1)
+    assert one["diff"] == pytest.approx(0.02) and one["sd_seed"] == 0.0
+    assert (one["lo"], one["hi"]) == (pytest.approx(one["boot_lo"]), pytest.approx(one["boot_hi"]))
+    shift = np.array([0.0, 0.01, -0.01])[:, None]  # three seeds that disagree by +-0.01
+    three = seeded_diff(np.repeat(a1, 3, axis=0) + shift, np.repeat(b1, 3, axis=0))
+    assert three["diff"] == pytest.approx(0.02) and three["sd_seed"] == pytest.approx(0.01)
+    half = three["hi"] - three["diff"]
+    assert half == pytest.approx(np.hypot(one["boot_hi"] - 0.02, 1.96 * 0.01 / np.sqrt(3)))
+    assert seeded_diff(a1, a1) == {"diff": 0.0, "lo": 0.0, "hi": 0.0, "boot_lo": 0.0, "boot_hi": 0.0, "sd_seed": 0.0}
+
+
+def toy_samples(seed: int, n_users: int = 60) -> StageSamples:
+    """Impressions and candidates where ``x`` (no audio) and ``audio_x`` both carry the labels."""
+    rng = np.random.default_rng(seed)
+    n = n_users * 20
+    x, ax = rng.normal(size=n), rng.normal(size=n)
+    logit = x + ax
+    df = pl.DataFrame({"user_id": np.repeat(np.arange(n_users), 20), "song_id": np.tile(np.arange(20), n_users),
+                       "entry": rng.choice(["radio", "search"], n), "x": x, "audio_x": ax,
+                       "full_play": (logit + rng.normal(size=n) > 0).astype(np.int8),
+                       "collect": (logit + rng.normal(size=n) > 1.5).astype(np.int8)})
+    cand = df.drop("entry").with_columns(cand_rank=pl.Series(np.tile(np.arange(20), n_users)))
+    return StageSamples(df, cand, np.arange(n_users))
+
+
+def test_run_ranking_trains_seeded_arms_and_the_aa_control():
+    train, test = toy_samples(0), toy_samples(1)
+    run = run_ranking(train, test, rounds=20, seed=5, n_seeds=2, seeded=("collect",))
+    assert run.seeds[("collect", True)] == run.seeds[("collect", False)] == [5, 6]
+    assert run.seeds[("collect", "aa")] == [7, 8] and run.seeds[("full_play", True)] == [5]
+    assert ("full_play", "aa") not in run.impressions and ("pointwise", "aa") not in run.candidates
+    assert run.impressions[("collect", "aa")].shape == (2, test.impressions.height)
+    assert run.candidates[("collect", True)].shape == (2, test.candidates.height)
+    assert not np.isnan(run.impressions[("collect", True)]).any()
+    # the A/A arm has the no-audio features and differs only by the seed; the audio arm uses audio_x
+    assert run.rankers[("collect@radio", "aa")].features == run.rankers[("collect@radio", False)].features
+    assert "audio_x" in run.rankers[("collect@radio", True)].features
+    assert not np.allclose(run.impressions[("collect", "aa")], run.impressions[("collect", False)])
+    y = test.impressions["collect"].to_numpy()
+    auc = lambda arm: roc_auc_score(y, run.impressions[("collect", arm)][0])  # noqa: E731
+    assert auc(True) > auc(False) + 0.05  # the audio column carries half of the signal
+    tbl = impression_auc_table(test, run, n_boot=50, per_entry=False)
+    row = tbl.filter(pl.col("label") == "collect").row(0, named=True)
+    assert row["diff_lo"] > 0 and row["aa_lo"] <= row["aa_diff"] <= row["aa_hi"]
+    cand, pu = candidate_tables(test, run, lambda u, s: np.zeros(len(u)), n_boot=50)
+    assert {"collect", "collect_no_audio", "collect_aa", "lambdarank_no_audio", "fused_order"} <= set(pu)
+    assert pu["collect"]["rep"].unique().sort().to_list() == [0, 1]
+    lift = paired_lift(pu, "collect", "collect_no_audio", "ndcg", n_boot=50)
+    assert lift[1] <= lift[0] <= lift[2]
+
+
+def test_paired_lift_adds_the_seed_spread():
+    users = np.arange(200)
+    rng = np.random.default_rng(0)
+    b = rng.random(200)
+    frame = lambda vals: pl.concat([pl.DataFrame({"user_id": users, "ndcg": v, "rep": r})  # noqa: E731
+                                    for r, v in enumerate(vals)])
+    pu = {"b": frame([b, b]), "same": frame([b * 1.1, b * 1.1]), "spread": frame([b * 1.0, b * 1.2])}
+    same, spread = paired_lift(pu, "same", "b", "ndcg"), paired_lift(pu, "spread", "b", "ndcg")
+    assert same[0] == pytest.approx(0.1) and spread[0] == pytest.approx(0.1)
+    assert spread[2] - spread[1] > same[2] - same[1] + 0.1  # seeds 0.2 apart: a much wider interval
+
+
+def test_c7_verdict_needs_a_gain_above_the_aa_noise_and_no_placebo_gain():
+    d = lambda diff, lo, hi: {"diff": diff, "lo": lo, "hi": hi}  # noqa: E731
+    aa = d(0.001, -0.003, 0.005)
+    hit = (0.05, -0.02, 0.1)
+    assert c7_verdict(d(0.02, 0.01, 0.03), hit, d(0.0, -0.01, 0.01), aa) == "reproduced"
+    assert c7_verdict(d(0.02, 0.01, 0.03), hit, d(0.01, 0.002, 0.02), aa) == "partly"  # the placebo gains too
+    assert c7_verdict(d(0.02, 0.01, 0.03), (-0.01, -0.05, 0.03), d(0.0, -0.01, 0.01), aa) == "partly"
+    assert c7_verdict(d(0.004, 0.001, 0.007), hit, d(0.0, -0.01, 0.01), aa) == "not reproduced"  # within the noise
+    assert c7_verdict(d(0.01, -0.001, 0.02), hit, d(0.0, -0.01, 0.01), aa) == "not reproduced"
+
+
+def test_impressions_from_a_larger_stage_equal_rebuilding_them(data):
+    from types import SimpleNamespace
+
+    from musicrecall.fusion import FusedRecall, memoize, popularity_channel, recent_plays
+
+    events, items, _ = data
+    split = SimpleNamespace(cut=lambda name: CUT, eval_frame=lambda name: events.filter(pl.col("ts") >= CUT))
+    vecs = np.random.default_rng(6).normal(size=(60, 8)).astype(np.float32)
+    scorer = profile_scorer(vecs, np.ones(60, bool), recent_plays(events.filter(pl.col("ts") < CUT), 5))
+
+    def channel(shift):
+        def ch(users, k, exclude=None):
+            ids = (np.arange(k)[None, :] * 7 + users[:, None] * shift) % 60
+            return ids.astype(np.int64), np.ones(ids.shape, dtype=np.float32)
+        return memoize(ch)
+
+    pop = popularity_channel(np.arange(60.0))
+
+    def stage(names):
+        chans = {n: channel(i + 1) for i, n in enumerate(names)}
+        return SimpleNamespace(name="test", setup=SimpleNamespace(split=split), channels=chans,
+                               scorers={n: scorer for n in names}, fused=FusedRecall(chans, dict.fromkeys(chans, 1.0), pop))
+
+    audio = AudioTable(np.arange(0, 60, 2), np.random.default_rng(5).normal(size=(30, 12)).astype(np.float32), n_pcs=3)
+    full = stage_samples(stage(["short_term", "sasrec"]), events, items, audio, n_cand=10, max_users=30)
+    small = stage(["short_term"])
+    rebuilt = stage_samples(small, events, items, audio, n_cand=10, max_users=30)
+    reused = stage_samples(small, events, items, audio, n_cand=10, max_users=30, impressions_from=full)
+    assert "sasrec_rank" in full.impressions.columns and "sasrec_score" in full.impressions.columns
+    assert reused.impressions.equals(rebuilt.impressions) and reused.candidates.equals(rebuilt.candidates)
+
+
+def test_audio_selection_check_sees_a_popular_audio_set():
+    rng = np.random.default_rng(0)
+    plays = rng.integers(1, 100, 300).astype(float)
+    has = plays > 60  # the songs with audio are the popular ones
+    pcs = {f"audio_pc{j}": np.where(has, rng.normal(size=300), np.nan) for j in range(3)}
+    cand = pl.DataFrame({"user_id": np.zeros(300, int), "song_id": np.arange(300), "s_plays": plays,
+                         "audio_has": has.astype(np.float32), **pcs})
+    out = audio_selection_check(StageSamples(cand, cand, np.zeros(1)))
+    assert out["with_audio"] == has.sum() and out["pop_auc_has"] == pytest.approx(1.0)
+    assert out["audio_cold_share"] == 0.0 and 0 <= out["pcs_pop_r2"] < 0.2  # random components: no popularity
+
+
+def test_parallel_fits_give_the_same_models_as_sequential_ones():
+    train, test = toy_samples(0), toy_samples(1)
+    before = config.n_threads()
+    try:
+        runs = []
+        for n in (1, 2):
+            config.set_threads(n)
+            runs.append(run_ranking(train, test, rounds=15, seed=1, n_seeds=2, cand_models=("lambdarank", "collect")))
+    finally:
+        config.set_threads(before)
+    a, b = runs
+    assert a.impressions.keys() == b.impressions.keys() and a.candidates.keys() == b.candidates.keys()
+    for key in a.impressions:
+        assert np.array_equal(a.impressions[key], b.impressions[key]), key
+    for key in a.candidates:
+        assert np.array_equal(a.candidates[key], b.candidates[key]), key

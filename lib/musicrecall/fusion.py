@@ -88,25 +88,38 @@ def quota_merge(cands: np.ndarray, quotas: np.ndarray, k: int, backfill: np.ndar
 
 def _merge_batch(cands: np.ndarray, q: np.ndarray, k: int, n_items: int, n_real: int
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Slot-by-slot greedy merge of one batch of users, vectorised over users (see :func:`quota_merge`)."""
+    """Slot-by-slot greedy merge of one batch of users, vectorised over users (see :func:`quota_merge`).
+
+    Invariant between slots: every channel that still has candidates points at a song nobody has taken
+    (``cur``). Taking a song only moves the channels that point at it, so a slot touches a few
+    (user, channel) pairs instead of re-reading every pointer."""
     b, n_ch, m = cands.shape
     rows = np.arange(b)
-    taken = np.zeros((b, n_items + 1), dtype=bool)  # column n_items stands for "empty" (-1)
+    taken = np.zeros((b, n_items + 1), dtype=bool)
+    taken[:, n_items] = True  # column n_items stands for "empty" (-1): always skipped
     ptr = np.zeros((b, n_ch), dtype=np.int64)
     cnt = np.zeros((b, n_ch), dtype=np.int64)
+    cur = np.full((b, n_ch), n_items, dtype=np.int64)
     is_fill = np.arange(n_ch) >= n_real
     out = np.full((b, k), -1, dtype=np.int64)
     src = np.full((b, k), -1, dtype=np.int64)
     big = 1e9
+    qf = np.maximum(q, 1).astype(np.float64)
+
+    def advance(r: np.ndarray, c: np.ndarray) -> None:  # move pointers (r, c) to their next untaken song
+        while len(r):
+            p = ptr[r, c]
+            live = p < m
+            song = np.where(live, cands[r, c, np.minimum(p, m - 1)], n_items)
+            song = np.where(song >= 0, song, n_items)
+            cur[r, c] = song
+            bad = live & taken[r, song]
+            r, c = r[bad], c[bad]
+            ptr[r, c] += 1
+
+    advance(np.repeat(rows, n_ch), np.tile(np.arange(n_ch), b))
     for slot in range(k):
-        while True:  # move every pointer past taken songs and empty slots (pointers only advance)
-            alive = ptr < m
-            cur = np.where(alive, np.take_along_axis(cands, np.minimum(ptr, m - 1)[:, :, None], 2)[:, :, 0], -1)
-            bad = alive & ((cur < 0) | taken[rows[:, None], np.where(cur >= 0, cur, n_items)])
-            if not bad.any():
-                break
-            ptr += bad
-        qf = np.maximum(q, 1).astype(np.float64)
+        alive = ptr < m
         under = alive & ~is_fill & (cnt < q)
         over = alive & ~is_fill & (cnt >= q)
         key = np.where(under, (cnt + 0.5) / qf, np.inf)
@@ -120,8 +133,9 @@ def _merge_batch(cands: np.ndarray, q: np.ndarray, k: int, n_items: int, n_real:
         song = cur[r, c]
         out[r, slot], src[r, slot] = song, c
         taken[r, song] = True
-        ptr[r, c] += 1
         cnt[r, c] += 1
+        rr, cc = np.nonzero((cur[r] == song[:, None]) & alive[r])  # the picked channel and any other at the song
+        advance(r[rr], cc)
     return out, src
 
 
@@ -549,13 +563,20 @@ def mind_adapter(valid, items: pl.DataFrame, data_key: str, *, axis: str = "inte
     return recall
 
 
-def audio_adapter(prep, setup, n_audio: int, clip_s: float = 8.0, seed: int = 0):
-    """Audio embeddings of notebook 06's songs (the most full-played before the test cut plus some cold
-    songs; per-song cache of the rendered-and-embedded audio): ``(song_ids, standardised emb)``."""
+def audio_adapter(prep, setup, n_audio: int, clip_s: float = 8.0, seed: int = 0, cold_share: float = 0.0):
+    """Audio embeddings of ``n_audio`` songs (per-song cache of the rendered-and-embedded audio):
+    ``(song_ids, standardised emb)``.
+
+    The songs are the most full-played before ``setup``'s cut (:func:`musicrecall.audio.simulated.select_songs`).
+    For ranking, pass the *earliest* stage the models see (validation) and ``cold_share = 0``: which songs
+    have audio is then decided by plays before every label the rankers train or are tested on. Notebook
+    06's set (test cut, plus cold songs drawn among songs played in the test week) is right for its own
+    cold-start evaluation but would make ``audio_has`` carry the validation labels and future plays.
+    """
     from musicrecall.audio import EmbeddingScaler
     from musicrecall.audio import simulated as S
 
-    songs, _ = S.select_songs(prep.clean.events, setup.split.t_test, n_audio, seed=seed)
+    songs, _ = S.select_songs(prep.clean.events, setup.split.cut(setup.stage), n_audio, cold_share=cold_share, seed=seed)
     emb = EmbeddingScaler().fit_transform(S.world_embeddings(prep.dataset.world, songs, clip_s))
     return songs, emb.astype(np.float32)
 
@@ -668,3 +689,13 @@ def build_stage(name: str, setup, shares: Mapping[str, float], *, kg: tuple[np.n
     pop = memoize(popularity_channel(setup.popularity))
     fused = FusedRecall(channels, {n: shares[n] for n in channels}, pop)
     return Stage(name, setup, channels, scorers, fused, pop)
+
+
+def restrict_stage(stage: Stage, keep: Sequence[str], shares: Mapping[str, float]) -> Stage:
+    """``stage`` with only the channels in ``keep`` (their memoised lists and scorers are shared, the
+    fusion re-normalises ``shares`` over them): the like-for-like pipeline of a placebo world that runs
+    only those channels."""
+    channels = {n: c for n, c in stage.channels.items() if n in keep}
+    scorers = {n: s for n, s in stage.scorers.items() if n in keep}
+    fused = FusedRecall(channels, {n: shares[n] for n in channels}, stage.popularity)
+    return Stage(stage.name, stage.setup, channels, scorers, fused, stage.popularity)

@@ -20,6 +20,12 @@ artist, KG attributes (genre, language, version, year, duration) and, in the **a
 column named ``audio_*``), the song's audio embedding (principal components), whether it has audio
 and the cosine between it and the user's recency-weighted audio profile. "Without audio" drops exactly
 that group, including the audio recall channel's rank.
+
+**Noise** (:func:`run_ranking`, :func:`seeded_diff`): LightGBM's bagging and feature sampling make two
+fits differ by their seed alone. The models behind a claim are trained with several seeds per arm and
+an A/A arm (no audio, other seeds); AUCs are bootstrapped over users with one vectorised weighted
+Mann-Whitney pass per score (:func:`boot_aucs`), and the interval of a difference is widened by the
+seed spread.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from datetime import datetime
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
 from musicrecall.config import n_threads
 from musicrecall.evaluation import check_no_leakage
@@ -388,19 +395,75 @@ def fit_ranker(df: pl.DataFrame, label: str, features: Sequence[str], objective:
 # --------------------------------------------------------------------------------------------------
 
 
-def _auc_parts(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Dense score rank (ties share a rank) and labels, for weighted AUCs."""
+def _auc_groups(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Ordered score groups for a Mann-Whitney AUC: ties share a group, and runs of groups that hold only
+    the majority class are merged (pairs inside them never count), so a bootstrap works on at most
+    ``2 x minority + 1`` groups. Uses ``AUC(y, s) = AUC(1 - y, -s)`` to make the minority the positives.
+    Returns ``(group of each sample, labels, n_groups)``."""
+    y, s = np.asarray(y, dtype=np.float64), np.asarray(s, dtype=np.float64)
+    if y.mean() > 0.5:
+        y, s = 1.0 - y, -s
     _, g = np.unique(s, return_inverse=True)
-    return g, y.astype(np.float64)
+    pos = np.bincount(g, weights=y) > 0
+    start = pos.copy()
+    start[1:] |= pos[:-1]
+    start[0] = True
+    new = np.cumsum(start) - 1
+    return new[g], y, int(new[-1]) + 1
 
 
-def _weighted_auc(g: np.ndarray, y: np.ndarray, w: np.ndarray, n_groups: int) -> float:
-    """Mann-Whitney AUC with sample weights (ties count one half)."""
-    wp = np.bincount(g, weights=w * y, minlength=n_groups)
-    wn = np.bincount(g, weights=w * (1.0 - y), minlength=n_groups)
-    below = np.cumsum(wn) - wn
-    den = wp.sum() * wn.sum()
-    return float((wp * (below + 0.5 * wn)).sum() / den) if den > 0 else float("nan")
+def _auc_under_weights(g: np.ndarray, y: np.ndarray, n_groups: int, uinv: np.ndarray, w: np.ndarray,
+                       chunk_cells: int = 4_000_000) -> np.ndarray:
+    """Weighted AUC (ties count one half) under each row of user weights ``w`` [B, n_users]: every sample
+    weighs its user's weight. Vectorised as sparse (user x group) counts times the weight matrix."""
+    shape = (w.shape[1], n_groups)
+    ap = sp.csc_matrix((y, (uinv, g)), shape=shape).T.tocsr()
+    an = sp.csc_matrix((1.0 - y, (uinv, g)), shape=shape).T.tocsr()
+    out = np.empty(w.shape[0])
+    step = max(1, chunk_cells // max(n_groups, 1))
+    for b0 in range(0, w.shape[0], step):
+        wt = w[b0:b0 + step].T
+        wp, wn = ap @ wt, an @ wt  # [groups, B]
+        below = np.cumsum(wn, axis=0) - wn
+        den = wp.sum(0) * wn.sum(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[b0:b0 + step] = np.where(den > 0, (wp * (below + 0.5 * wn)).sum(0) / den, np.nan)
+    return out
+
+
+def boot_weights(users: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(user index of each sample, weights [1 + n_boot, n_users])``: row 0 is all ones (the point
+    estimate), the others count how often each user is drawn in a bootstrap resample of the users."""
+    _, uinv = np.unique(users, return_inverse=True)
+    n_u = int(uinv.max()) + 1 if len(uinv) else 0
+    draws = np.random.default_rng(seed).integers(0, n_u, (n_boot, n_u))
+    counts = np.bincount((draws + n_u * np.arange(n_boot)[:, None]).ravel(), minlength=n_boot * n_u)
+    return uinv, np.vstack([np.ones((1, n_u)), counts.reshape(n_boot, n_u)])
+
+
+def boot_aucs(y: np.ndarray, scores: np.ndarray, users: np.ndarray, n_boot: int = 1000, seed: int = 0
+              ) -> np.ndarray:
+    """AUC of each row of ``scores`` [R, n] (e.g. R training seeds) on the full sample and on ``n_boot``
+    resamples of the users (the same resamples for every row, so differences are paired): [R, 1 + n_boot]."""
+    uinv, w = boot_weights(users, n_boot, seed)
+    return np.stack([_auc_under_weights(*_auc_groups(y, s), uinv, w) for s in np.atleast_2d(scores)])
+
+
+def seeded_diff(a: np.ndarray, b: np.ndarray, z: float = 1.96) -> dict[str, float]:
+    """Difference of two arms from their :func:`boot_aucs` tables ``a``, ``b`` [R, 1 + n_boot] (row r =
+    training seed r of each arm). ``diff`` = mean over seeds of the per-seed difference; ``boot_lo/hi`` =
+    95% percentile interval over user resamples (test-sample noise only); ``sd_seed`` = standard deviation
+    of the per-seed differences (training noise); ``lo/hi`` widen the bootstrap half-widths by the seed
+    noise of the mean, ``sqrt(half^2 + (z sd_seed)^2 / R)`` (Bouthillier et al., *Accounting for Variance
+    in Machine Learning Benchmarks*, MLSys 2021). With one seed ``lo/hi`` equal the bootstrap interval."""
+    d = np.atleast_2d(a) - np.atleast_2d(b)
+    r = d.shape[0]
+    diff = float(d[:, 0].mean())
+    blo, bhi = np.nanquantile(d[:, 1:].mean(axis=0), [0.025, 0.975])
+    sd = float(d[:, 0].std(ddof=1)) if r > 1 else 0.0
+    extra = z * sd / np.sqrt(r)
+    return {"diff": diff, "lo": diff - float(np.hypot(diff - blo, extra)), "hi": diff + float(np.hypot(bhi - diff, extra)),
+            "boot_lo": float(blo), "boot_hi": float(bhi), "sd_seed": sd}
 
 
 def auc_ci(y: np.ndarray, scores: Mapping[str, np.ndarray], users: np.ndarray, n_boot: int = 1000,
@@ -410,21 +473,10 @@ def auc_ci(y: np.ndarray, scores: Mapping[str, np.ndarray], users: np.ndarray, n
 
     Returns ``({name: (auc, lo, hi)}, {(a, b): (diff, lo, hi)})``.
     """
-    y = np.asarray(y, dtype=np.float64)
-    _, uinv = np.unique(users, return_inverse=True)
-    n_u = int(uinv.max()) + 1 if len(uinv) else 0
-    parts = {n: _auc_parts(y, np.asarray(s)) for n, s in scores.items()}
-    sizes = {n: int(p[0].max()) + 1 for n, p in parts.items()}
-    point = {n: _weighted_auc(p[0], y, np.ones_like(y), sizes[n]) for n, p in parts.items()}
-    rng = np.random.default_rng(seed)
-    reps = {n: np.empty(n_boot) for n in parts}
-    for b in range(n_boot):
-        w = np.bincount(rng.integers(0, n_u, n_u), minlength=n_u)[uinv].astype(np.float64)
-        for n, p in parts.items():
-            reps[n][b] = _weighted_auc(p[0], y, w, sizes[n])
-    q = lambda v: tuple(np.nanquantile(v, [0.025, 0.975]).tolist())  # noqa: E731
-    single = {n: (point[n], *q(reps[n])) for n in parts}
-    diffs = {(a, b): (point[a] - point[b], *q(reps[a] - reps[b])) for a, b in pairs}
+    reps = {n: boot_aucs(y, np.asarray(s), users, n_boot, seed)[0] for n, s in scores.items()}
+    q = lambda v: tuple(np.nanquantile(v[1:], [0.025, 0.975]).tolist())  # noqa: E731
+    single = {n: (float(v[0]), *q(v)) for n, v in reps.items()}
+    diffs = {(a, b): (float(reps[a][0] - reps[b][0]), *q(reps[a] - reps[b])) for a, b in pairs}
     return single, diffs
 
 
@@ -464,19 +516,21 @@ def known_genre_lookup(fit: pl.DataFrame, items: pl.DataFrame) -> Callable[[np.n
     return known
 
 
-def c7_verdict(collect_auc_diff: tuple[float, float, float], collect_hit_lift: tuple[float, float, float],
-               placebo_auc_diff: tuple[float, float, float]) -> str:
-    """``reproduced`` when audio features raise the collect AUC (paired CI above 0) *and* the collect hit
-    rate (point lift > 0) while the placebo world shows no AUC gain (its CI reaches 0); ``partly`` when
-    the AUC gain holds but the hit rate does not rise or the placebo also gains; ``not reproduced``
-    otherwise."""
-    gain = collect_auc_diff[1] > 0
-    placebo_gain = placebo_auc_diff[1] > 0
-    if gain and collect_hit_lift[0] > 0 and not placebo_gain:
+def c7_verdict(auc_gain: Mapping[str, float], collect_hit_lift: tuple[float, float, float],
+               placebo_gain: Mapping[str, float], aa: Mapping[str, float]) -> str:
+    """C7 from like-for-like comparisons (same channels in the real and the placebo world), each a
+    :func:`seeded_diff` of the pooled collect AUC with the training-seed noise in its interval.
+
+    The *noise floor* is the largest difference the A/A control (no audio vs no audio, other seeds)
+    cannot tell from zero: ``max(|aa lo|, |aa hi|)``. ``reproduced`` when the real gain's interval is above
+    0 *and* its point above the noise floor, the collect hit@10 lift is positive (point) and the placebo
+    world's interval reaches 0 (no gain); ``partly`` when the real gain holds but the hit rate does not
+    rise or the placebo gains too; ``not reproduced`` otherwise."""
+    noise = max(abs(aa["lo"]), abs(aa["hi"]))
+    gain = auc_gain["lo"] > 0 and auc_gain["diff"] > noise
+    if gain and collect_hit_lift[0] > 0 and not placebo_gain["lo"] > 0:
         return "reproduced"
-    if gain:
-        return "partly"
-    return "not reproduced"
+    return "partly" if gain else "not reproduced"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -494,9 +548,14 @@ class StageSamples:
 
 
 def stage_samples(stage, events: pl.DataFrame, items: pl.DataFrame, audio: AudioTable | None, n_cand: int = 50,
-                  rank_depth: int = 100, max_users: int | None = None, seed: int = 0) -> StageSamples:
+                  rank_depth: int = 100, max_users: int | None = None, seed: int = 0,
+                  impressions_from: StageSamples | None = None) -> StageSamples:
     """Impressions and fused candidates of the users active in ``stage``'s window (at most ``max_users``,
-    a seeded sample), with features from the events before the stage's cut."""
+    a seeded sample), with features from the events before the stage's cut.
+
+    ``impressions_from``: the samples of the same stage built with *more* channels; the impressions (same
+    users, same window) are then those rows without the extra channels' score and rank columns, which is
+    exactly what building them again would give (channel features are computed channel by channel)."""
     setup = stage.setup
     cut, window = setup.split.cut(stage.name), setup.split.eval_frame(stage.name)
     users = np.unique(window["user_id"].to_numpy()).astype(np.int64)
@@ -510,103 +569,279 @@ def stage_samples(stage, events: pl.DataFrame, items: pl.DataFrame, audio: Audio
         f = build_features(events, cut, samples, items, audio, stage.scorers, lists_by_channel, users)
         return pl.concat([samples, f.drop("user_id", "song_id")], how="horizontal")
 
-    return StageSamples(with_features(impression_samples(window)),
-                        with_features(candidate_samples(lists, users, window)), users)
+    if impressions_from is None:
+        impressions = with_features(impression_samples(window))
+    else:
+        assert np.array_equal(impressions_from.users, users), "impressions_from must sample the same users"
+        extra = [c for c in impressions_from.impressions.columns if (c.endswith("_rank") and c[:-5] not in stage.channels)
+                 or (c.endswith("_score") and c[:-6] not in stage.scorers)]
+        impressions = impressions_from.impressions.drop(extra)
+    return StageSamples(impressions, with_features(candidate_samples(lists, users, window)), users)
 
 
 @dataclass
 class RankingRun:
-    """Test-window predictions of every ranking model, keyed ``(model, audio)``, and the boosters."""
+    """Test-window predictions of the ranking models, keyed ``(model, arm)``: arm ``True`` = with the
+    audio group, ``False`` = without, ``"aa"`` = without, trained with other seeds (the A/A control).
+    Each value is [R, n], one row per training seed (``seeds[(model, arm)]``); ``rankers`` keeps the
+    first seed's booster."""
 
-    impressions: dict[tuple[str, bool], np.ndarray]
-    candidates: dict[tuple[str, bool], np.ndarray]
-    rankers: dict[tuple[str, bool], Ranker]
+    impressions: dict[tuple[str, object], np.ndarray]
+    candidates: dict[tuple[str, object], np.ndarray]
+    rankers: dict[tuple[str, object], Ranker]
+    seeds: dict[tuple[str, object], list[int]]
 
 
-def run_ranking(train: StageSamples, test: StageSamples, rounds: int = 150, seed: int = 0) -> RankingRun:
+def arm_seeds(seed: int, n_seeds: int) -> dict[object, list[int]]:
+    """Training seeds per arm: with and without audio share ``seed .. seed+R-1`` (paired by index); the
+    A/A arm (without audio) takes the next ``R`` seeds, so it differs from the no-audio arm *only* by
+    LightGBM's random draws (bagging, feature fraction)."""
+    base = list(range(seed, seed + n_seeds))
+    return {True: base, False: base, "aa": list(range(seed + n_seeds, seed + 2 * n_seeds))}
+
+
+def _dataset(x: np.ndarray, y: np.ndarray, features: Sequence[str], params: dict, groups: np.ndarray | None = None):
+    """A constructed LightGBM Dataset (binned once, then shared by every seed and arm that trains on it)."""
+    import lightgbm as lgb
+
+    cats = [c for c in features if c in CATEGORICAL]
+    ds = lgb.Dataset(x, label=np.asarray(y, dtype=np.float64), feature_name=list(features),
+                     categorical_feature=cats or "auto", free_raw_data=False, params=params)
+    if groups is not None:
+        ds.set_group(groups)
+    return ds.construct()
+
+
+def _fit_all(jobs: list[tuple], rounds: int) -> list[tuple]:
+    """``jobs`` = ``(dataset, x_test, objective, seed)``; returns ``(booster, test predictions)`` per job.
+    Independent fits run in threads (LightGBM releases the GIL), as many at once as
+    :func:`musicrecall.config.n_threads` allows given each fit's own thread count; the results do not
+    depend on the number of threads (every booster is deterministic and seeded)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import lightgbm as lgb
+
+    def fit(job: tuple) -> tuple:
+        ds, x_test, objective, s = job
+        booster = lgb.train(lgb_params(objective, s, n_rows=ds.num_data()), ds, num_boost_round=rounds)
+        return booster, np.asarray(booster.predict(x_test), dtype=np.float64)
+
+    per_fit = max((lgb_threads(j[0].num_data()) for j in jobs), default=1)
+    workers = max(1, n_threads() // per_fit)
+    if workers == 1:
+        return [fit(j) for j in jobs]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fit, jobs))
+
+
+def run_ranking(train: StageSamples, test: StageSamples, rounds: int = 150, seed: int = 0, n_seeds: int = 1,
+                seeded: Sequence[str] = ("collect",), labels: Sequence[str] = ("full_play", "collect"),
+                cand_models: Sequence[str] = ("pointwise", "lambdarank", "collect"), cand_seeds: int | None = None
+                ) -> RankingRun:
     """Train on the validation stage, predict the test stage, with and without the audio group.
 
     Impressions: one binary model per entry point and label (``full_play``, ``collect``). Candidates:
-    point-wise binary on full play, LambdaRank on full play (groups = users), binary on collect.
+    point-wise binary on full play (``pointwise``), LambdaRank on full play (groups = users) and binary on
+    collect (``collect``). Models named in ``seeded`` (labels / candidate models) are trained with
+    ``n_seeds`` seeds per arm plus the A/A arm (:func:`arm_seeds`; seeded candidate models with
+    ``cand_seeds``, default ``n_seeds``: a fit on all candidates costs ~10 per-entry fits); the others with
+    ``seed`` only, with and without audio. Each training matrix is binned once per label and shared by
+    seeds and arms; the fits run in parallel within the thread budget (:func:`_fit_all`).
     """
-    imp, cand, rankers = {}, {}, {}
+    one = {True: [seed], False: [seed]}
+    arms = {m: arm_seeds(seed, n_seeds) if m in seeded else one for m in labels}
+    arms |= {f"cand:{m}": arm_seeds(seed, cand_seeds or n_seeds) if m in seeded else one for m in cand_models}
+    imp, cand, rankers, seeds = {}, {}, {}, {}
+    tasks = []  # (predictions [R, n], test mask or None, ranker key, dataset, x_test, features, objective, seeds)
     entries = sorted(set(train.impressions["entry"].unique().to_list()) & set(test.impressions["entry"].unique().to_list()))
     for audio in (True, False):
         cols = [c for c in feature_columns(train.impressions, audio) if c != "entry_code"]
-        for label in ("full_play", "collect"):
-            pred = np.full(test.impressions.height, np.nan)
-            for entry in entries:
-                tr = train.impressions.filter(pl.col("entry") == entry)
-                mask = (test.impressions["entry"] == entry).to_numpy()
-                if 0 < tr[label].sum() < tr.height:
-                    r = fit_ranker(tr, label, cols, rounds=rounds, seed=seed)
-                    rankers[(f"{label}@{entry}", audio)] = r
-                    pred[mask] = r.predict(test.impressions.filter(pl.Series(mask)))
-                else:  # a label without both classes: no model, a constant score
-                    pred[mask] = float(tr[label].mean()) if tr.height else 0.0
-            imp[(label, audio)] = pred
+        for entry in entries:
+            tr = train.impressions.filter(pl.col("entry") == entry)
+            mask = (test.impressions["entry"] == entry).to_numpy()
+            x_tr, x_te = _matrix(tr, cols), _matrix(test.impressions.filter(pl.Series(mask)), cols)
+            for label in labels:
+                ds = None
+                for arm, ss in ((a, s) for a, s in arms[label].items() if (a is True) == audio):
+                    seeds[(label, arm)] = ss
+                    pred = imp.setdefault((label, arm), np.full((len(ss), test.impressions.height), np.nan))
+                    if 0 < tr[label].sum() < tr.height:
+                        ds = ds or _dataset(x_tr, tr[label].to_numpy(), cols, lgb_params("binary", ss[0], tr.height))
+                        tasks.append((pred, mask, (f"{label}@{entry}", arm), ds, x_te, cols, "binary", ss))
+                    else:  # a label without both classes: no model, a constant score
+                        pred[:, mask] = float(tr[label].mean()) if tr.height else 0.0
         ccols = [c for c in feature_columns(train.candidates, audio) if c != "cand_rank"] + ["cand_rank"]
-        for name, label, objective in (("pointwise", "full_play", "binary"), ("lambdarank", "full_play", "lambdarank"),
-                                       ("collect", "collect", "binary")):
-            r = fit_ranker(train.candidates, label, ccols, objective=objective, rounds=rounds, seed=seed,
-                           group_col="user_id" if objective == "lambdarank" else None)
-            rankers[(name, audio)] = r
-            cand[(name, audio)] = r.predict(test.candidates)
-    return RankingRun(imp, cand, rankers)
+        ctrain = train.candidates.sort("user_id", maintain_order=True)  # LambdaRank: a user's rows contiguous
+        x_tr, x_te = _matrix(ctrain, ccols), _matrix(test.candidates, ccols)
+        groups = ctrain.group_by("user_id", maintain_order=True).len()["len"].to_numpy()
+        dsets = {}
+        for name in cand_models:
+            label, objective = {"pointwise": ("full_play", "binary"), "lambdarank": ("full_play", "lambdarank"),
+                                "collect": ("collect", "binary")}[name]
+            for arm, ss in ((a, s) for a, s in arms[f"cand:{name}"].items() if (a is True) == audio):
+                if label not in dsets:
+                    dsets[label] = _dataset(x_tr, ctrain[label].to_numpy(), ccols, lgb_params(objective, ss[0], ctrain.height), groups)
+                seeds[(name, arm)] = ss
+                cand[(name, arm)] = np.empty((len(ss), test.candidates.height))
+                tasks.append((cand[(name, arm)], None, (name, arm), dsets[label], x_te, ccols, objective, ss))
+    jobs = [(t, r, s) for t in tasks for r, s in enumerate(t[-1])]
+    for small in (True, False):  # per-entry fits (one thread each) apart from the fits on all candidates
+        part = [j for j in jobs if (j[0][1] is not None) == small]
+        for (t, r, _), (booster, p) in zip(part, _fit_all([(t[3], t[4], t[6], s) for t, _, s in part], rounds), strict=True):
+            if t[1] is None:
+                t[0][r] = p
+            else:
+                t[0][r, t[1]] = p
+            if r == 0:
+                rankers[t[2]] = Ranker(booster, t[5])
+    return RankingRun(imp, cand, rankers, seeds)
 
 
-def impression_auc_table(test: StageSamples, run: RankingRun, n_boot: int = 1000, seed: int = 0) -> pl.DataFrame:
-    """AUC (full play, collect) with and without audio, and their paired difference: pooled (``all``), on
-    the impressions of songs that have audio (``songs_with_audio``) and per entry point."""
+def _arm_table(y: np.ndarray, scores: Mapping[object, np.ndarray], users: np.ndarray, n_boot: int, seed: int) -> dict:
+    """One row of :func:`impression_auc_table`: seed-mean AUC per arm with its bootstrap interval, the
+    audio gain (``diff*``) and, when the A/A arm is there, the A/A difference with the same machinery
+    (``aa_*``) and the single-seed A/A difference with a bootstrap-only interval (``aa1_*``, the
+    interval the notebook used before training noise was counted)."""
+    t = {a: boot_aucs(y, s, users, n_boot, seed) for a, s in scores.items()}
+    row = {}
+    for a, name in ((True, "audio"), (False, "no_audio")):
+        m = t[a].mean(axis=0)
+        row.update({f"auc_{name}": float(m[0]), **dict(zip((f"ci_lo_{name}", f"ci_hi_{name}"),
+                                                            np.nanquantile(m[1:], [0.025, 0.975]).tolist(), strict=True))})
+    d = seeded_diff(t[True], t[False])
+    row.update({"diff": d["diff"], "diff_lo": d["lo"], "diff_hi": d["hi"], "diff_boot_lo": d["boot_lo"],
+                "diff_boot_hi": d["boot_hi"], "diff_sd_seed": d["sd_seed"], "n_seeds": t[True].shape[0]})
+    if "aa" in t:
+        aa, aa1 = seeded_diff(t["aa"], t[False]), seeded_diff(t["aa"][:1], t[False][:1])
+        row.update({"aa_diff": aa["diff"], "aa_lo": aa["lo"], "aa_hi": aa["hi"], "aa_sd_seed": aa["sd_seed"],
+                    "aa1_diff": aa1["diff"], "aa1_lo": aa1["lo"], "aa1_hi": aa1["hi"]})
+    return row
+
+
+def impression_auc_table(test: StageSamples, run: RankingRun, n_boot: int = 1000, seed: int = 0,
+                         per_entry: bool = True) -> pl.DataFrame:
+    """AUC (full play, collect) with and without audio and their paired difference (seed noise included,
+    :func:`seeded_diff`): pooled (``all``), on the impressions of songs that have audio
+    (``songs_with_audio``) and of songs without (``songs_without_audio``: every audio feature is constant
+    there, so a difference is not audio information about the song) and, with ``per_entry``, per entry."""
     df = test.impressions
     masks = {"all": np.ones(df.height, bool)}
-    if "audio_has" in df.columns:  # where audio features can act at all: songs that have audio
+    if "audio_has" in df.columns:  # audio features vary only on songs with audio; elsewhere they are constant
         masks["songs_with_audio"] = df["audio_has"].to_numpy() > 0
-    masks.update({e: (df["entry"] == e).to_numpy() for e in sorted(df["entry"].unique().to_list())})
+        masks["songs_without_audio"] = ~masks["songs_with_audio"]
+    if per_entry:
+        masks.update({e: (df["entry"] == e).to_numpy() for e in sorted(df["entry"].unique().to_list())})
     rows = []
     for entry, mask in masks.items():
-        for label in ("full_play", "collect"):
+        for label in sorted({lab for lab, _ in run.impressions}, key=["full_play", "collect"].index):
             y = df[label].to_numpy()[mask]
             if y.min(initial=1) == y.max(initial=0):
                 continue
-            scores = {a: run.impressions[(label, a)][mask] for a in (True, False)}
-            single, diff = auc_ci(y, scores, df["user_id"].to_numpy()[mask], n_boot, seed, pairs=[(True, False)])
-            d = diff[(True, False)]
+            scores = {a: p[:, mask] for (lab, a), p in run.impressions.items() if lab == label}
             rows.append({"entry": entry, "label": label, "samples": int(mask.sum()), "positives": int(y.sum()),
-                         "auc_audio": single[True][0], "auc_no_audio": single[False][0], "diff": d[0],
-                         "diff_lo": d[1], "diff_hi": d[2], "ci_lo_audio": single[True][1], "ci_hi_audio": single[True][2],
-                         "ci_lo_no_audio": single[False][1], "ci_hi_no_audio": single[False][2]})
+                         **_arm_table(y, scores, df["user_id"].to_numpy()[mask], n_boot, seed)})
     return pl.DataFrame(rows)
+
+
+ARM_SUFFIX = {True: "", False: "_no_audio", "aa": "_aa"}
 
 
 def candidate_tables(test: StageSamples, run: RankingRun, known: Callable[[np.ndarray, np.ndarray], np.ndarray],
                      k: int = 10, n_boot: int = 1000, seed: int = 0) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
-    """Per-user NDCG@k / collect hit@k / surprise@k of the fused order and each re-ranker; returns the
-    summary (bootstrap CIs over users) and the per-user frames (for paired lifts)."""
+    """Per-user NDCG@k / collect hit@k / surprise@k of the fused order and each re-ranker (``<model>``,
+    ``<model>_no_audio``, ``<model>_aa``); returns the summary (per-user values averaged over training
+    seeds, bootstrap CIs over users) and the per-user frames with a ``rep`` column (the seed's index)."""
     from musicrecall.evaluation import bootstrap_ci
 
     cand = test.candidates
-    orders = {"fused_order": -cand["cand_rank"].to_numpy().astype(np.float64)}
-    for (name, audio), p in run.candidates.items():
-        orders[f"{name}{'' if audio else '_no_audio'}"] = p
+    orders = {"fused_order": -cand["cand_rank"].to_numpy().astype(np.float64)[None, :]}
+    for (name, arm), p in run.candidates.items():
+        orders[f"{name}{ARM_SUFFIX[arm]}"] = p
     per_user, rows = {}, []
     for name, s in orders.items():
-        pu = per_user_ranking(cand, s, known, k)
+        pu = pl.concat([per_user_ranking(cand, row, known, k).with_columns(rep=pl.lit(r)) for r, row in enumerate(s)])
         per_user[name] = pu
+        mean = pu.group_by("user_id").agg(pl.col("ndcg", "collect_hit", "surprise").mean())
         for m in ("ndcg", "collect_hit", "surprise"):
-            v = pu[m].drop_nulls().to_numpy()
-            mean, lo, hi = bootstrap_ci(v, n_boot=n_boot, seed=seed) if len(v) else (np.nan,) * 3
-            rows.append({"model": name, "metric": f"{m}@{k}", "mean": mean, "ci_lo": lo, "ci_hi": hi, "n_users": len(v)})
+            v = mean[m].drop_nulls().drop_nans().to_numpy()
+            mu, lo, hi = bootstrap_ci(v, n_boot=n_boot, seed=seed) if len(v) else (np.nan,) * 3
+            rows.append({"model": name, "metric": f"{m}@{k}", "mean": mu, "ci_lo": lo, "ci_hi": hi, "n_users": len(v),
+                         "n_seeds": s.shape[0]})
     return pl.DataFrame(rows), per_user
 
 
 def paired_lift(per_user: Mapping[str, pl.DataFrame], a: str, b: str, metric: str, n_boot: int = 1000,
-                seed: int = 0) -> tuple[float, float, float]:
-    """Relative lift of ranker ``a`` over ``b`` on ``metric`` (same users, paired bootstrap)."""
+                seed: int = 0, z: float = 1.96) -> tuple[float, float, float]:
+    """Relative lift of ranker ``a`` over ``b`` on ``metric`` (same users, paired bootstrap over users of
+    the per-user values averaged over seeds); with several seeds the interval is widened by the seed
+    spread of the per-seed lifts as in :func:`seeded_diff`."""
     from musicrecall.evaluation import paired_bootstrap_lift
 
-    j = per_user[a].select("user_id", pl.col(metric).alias("a")).join(
-        per_user[b].select("user_id", pl.col(metric).alias("b")), on="user_id").drop_nulls()
+    j = per_user[a].select("user_id", "rep", pl.col(metric).alias("a")).join(
+        per_user[b].select("user_id", "rep", pl.col(metric).alias("b")), on=["user_id", "rep"]).drop_nulls()
     if j.height == 0 or j["b"].sum() == 0:
         return (float("nan"),) * 3
-    return paired_bootstrap_lift(j["a"].to_numpy(), j["b"].to_numpy(), n_boot=n_boot, seed=seed)
+    m = j.group_by("user_id").agg(pl.col("a", "b").mean())
+    lift, lo, hi = paired_bootstrap_lift(m["a"].to_numpy(), m["b"].to_numpy(), n_boot=n_boot, seed=seed)
+    per_rep = j.group_by("rep").agg(lift=pl.col("a").mean() / pl.col("b").mean() - 1.0)["lift"].to_numpy()
+    extra = z * float(per_rep.std(ddof=1)) / np.sqrt(len(per_rep)) if len(per_rep) > 1 else 0.0
+    return lift, lift - float(np.hypot(lift - lo, extra)), lift + float(np.hypot(hi - lift, extra))
+
+
+def audio_comparison(train: StageSamples, test: StageSamples, known: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                     *, rounds: int = 150, seed: int = 0, n_seeds: int = 3, n_boot: int = 1000, per_entry: bool = False,
+                     seeded: Sequence[str] = ("collect",), labels: Sequence[str] = ("full_play", "collect"),
+                     cand_models: Sequence[str] = ("lambdarank", "collect"), cand_seeds: int | None = None) -> dict:
+    """One with/without-audio comparison (the same code for every world and pipeline): the ranking run,
+    the impression AUC table, the candidate table and the paired lifts of collect hit@10 (``collect_hit``;
+    its A/A control ``aa_collect_hit``) and LambdaRank NDCG@10 (``ndcg``)."""
+    run = run_ranking(train, test, rounds, seed, n_seeds, seeded=seeded, labels=labels, cand_models=cand_models,
+                      cand_seeds=cand_seeds)
+    cand, pu = candidate_tables(test, run, known, n_boot=n_boot, seed=seed)
+    lift = lambda a, b, m: paired_lift(pu, a, b, m, n_boot=n_boot, seed=seed) if a in pu and b in pu else (np.nan,) * 3  # noqa: E731
+    return {"run": run, "auc": impression_auc_table(test, run, n_boot, seed, per_entry=per_entry), "cand": cand,
+            "per_user": pu, "collect_hit": lift("collect", "collect_no_audio", "collect_hit"),
+            "aa_collect_hit": lift("collect_aa", "collect_no_audio", "collect_hit"),
+            "ndcg": lift("lambdarank", "lambdarank_no_audio", "ndcg"),
+            "surprise": lift("lambdarank", "lambdarank_no_audio", "surprise")}
+
+
+def pooled(tbl: pl.DataFrame, label: str = "collect", entry: str = "all", kind: str = "diff") -> dict[str, float]:
+    """``{diff, lo, hi}`` of one row of :func:`impression_auc_table`: ``kind`` ``"diff"`` (audio gain),
+    ``"aa"`` (A/A control, same machinery) or ``"aa1"`` (single-seed A/A, bootstrap-only interval)."""
+    cols = {"diff": ("diff", "diff_lo", "diff_hi"), "aa": ("aa_diff", "aa_lo", "aa_hi"),
+            "aa1": ("aa1_diff", "aa1_lo", "aa1_hi")}[kind]
+    r = tbl.filter((pl.col("entry") == entry) & (pl.col("label") == label))
+    if r.height == 0 or cols[0] not in r.columns:
+        return dict.fromkeys(("diff", "lo", "hi"), float("nan"))
+    return {k: float("nan") if r[c][0] is None else float(r[c][0]) for k, c in zip(("diff", "lo", "hi"), cols, strict=True)}
+
+
+def comparison_metrics(cmp: Mapping) -> dict[str, tuple[float, float, float]]:
+    """The headline figures of an :func:`audio_comparison` as ``{name: (value, lo, hi)}``: pooled AUC
+    gains and A/A differences per label, and the collect hit@10 / NDCG@10 lifts."""
+    out = {}
+    for label in ("full_play", "collect"):
+        for kind, tag in (("diff", "audio"), ("aa", "aa")):
+            d = pooled(cmp["auc"], label, kind=kind)
+            out[f"auc_{label}_all_{tag}_diff"] = (d["diff"], d["lo"], d["hi"])
+    return out | {f"audio_lift_{k}": tuple(cmp[k]) for k in ("collect_hit", "aa_collect_hit", "ndcg")}
+
+
+def audio_selection_check(samples: StageSamples) -> dict[str, float]:
+    """What the audio group says besides sound, over the distinct candidate songs of a stage:
+    ``pop_auc_has`` = AUC of the song's plays before the cut for telling songs with audio from songs
+    without (0.5 = audio songs are a popularity-neutral set), ``audio_cold_share`` = share of the songs
+    with audio that have no play before the cut, and ``pcs_pop_r2`` = R² of log(1 + plays) on the audio
+    principal components over the songs with audio (0 = the components carry no popularity)."""
+    songs = samples.candidates.unique("song_id").with_columns(pl.col("s_plays").fill_null(0))
+    has = songs["audio_has"].to_numpy() > 0
+    plays = songs["s_plays"].to_numpy().astype(np.float64)
+    pcs = songs.filter(pl.Series(has)).select(pl.col("^audio_pc.*$")).to_numpy().astype(np.float64)
+    x, y = np.c_[np.ones(len(pcs)), pcs], np.log1p(plays[has])
+    resid = y - x @ np.linalg.lstsq(x, y, rcond=None)[0]
+    ok = 0 < has.sum() < len(has)
+    return {"songs": len(has), "with_audio": int(has.sum()),
+            "pop_auc_has": float(auc_ci(has.astype(float), {"p": plays}, np.arange(len(has)), n_boot=1)[0]["p"][0]) if ok else np.nan,
+            "audio_cold_share": float((plays[has] == 0).mean()) if has.any() else np.nan,
+            "pcs_pop_r2": float(1 - (resid ** 2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-12)) if has.sum() > pcs.shape[1] + 1 else np.nan}

@@ -123,3 +123,22 @@ def test_metric_learning_learns_a_planted_taste():
     top = np.argsort(-scores.numpy(), axis=1)[:, :10]
     assert np.take_along_axis(liked, top, 1).mean() > 0.8
     assert hist.epochs[-1]["train_loss"] < hist.epochs[0]["train_loss"] or hist.from_cache
+
+
+def test_world_embeddings_threads_and_cache_give_the_same_rows(tmp_path, monkeypatch):
+    """Songs are embedded in a thread pool; the rows must equal a one-thread run, in the caller's order,
+    and a second call must read them back from the cache."""
+    from musicrecall import config
+    from musicrecall.world import generate_world
+
+    monkeypatch.setattr(S, "DATA_DIR", tmp_path)
+    world = generate_world("tiny", seed=0)
+    ids = np.array([7, 3, 11, 5])
+    monkeypatch.setattr(config, "_THREADS", 1)
+    one = S.world_embeddings(world, ids, clip_s=4.0, cache=False)
+    monkeypatch.setattr(config, "_THREADS", 2)
+    two = S.world_embeddings(world, ids, clip_s=4.0, cache=True)
+    np.testing.assert_array_equal(one, two)
+    assert len(list(tmp_path.rglob("*.npy"))) == len(ids) and not list(tmp_path.rglob("*.tmp.npy"))
+    again = S.world_embeddings(world, ids[::-1], clip_s=4.0, cache=True)
+    np.testing.assert_array_equal(again, two[::-1])

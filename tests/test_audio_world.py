@@ -142,3 +142,24 @@ def test_world_embeddings_threads_and_cache_give_the_same_rows(tmp_path, monkeyp
     assert len(list(tmp_path.rglob("*.npy"))) == len(ids) and not list(tmp_path.rglob("*.tmp.npy"))
     again = S.world_embeddings(world, ids[::-1], clip_s=4.0, cache=True)
     np.testing.assert_array_equal(again, two[::-1])
+
+
+def test_metric_learning_does_not_depend_on_the_process_rng(tmp_path, monkeypatch):
+    """torch's default seed is random per process; the model's initial weights must come from ``seed``."""
+    import torch
+
+    from musicrecall import training
+
+    rng = np.random.default_rng(1)
+    audio = rng.normal(size=(20, 84)).astype(np.float32)
+    fit = pl.DataFrame({"user_id": np.repeat(np.arange(10), 8), "song_id": rng.integers(0, 20, 80),
+                        "full_play": rng.random(80) < 0.5})
+    weights = []
+    for state in (1, 2):
+        torch.manual_seed(state)  # a different process-wide RNG state before each fit
+        monkeypatch.setattr(training, "DATA_DIR", tmp_path / str(state))  # no checkpoint shared between fits
+        model, hist = fit_user_audio(fit, np.arange(20), audio, np.arange(10),
+                                  TrainConfig(epochs=2, lr=1e-2, progress=False, seed=3), batch_size=32, seed=3)
+        weights.append([p.detach().clone() for p in model.parameters()])
+        assert not hist.from_cache
+    assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))

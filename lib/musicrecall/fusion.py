@@ -523,11 +523,12 @@ def sasrec_adapter(prep, *, max_len: int = 30, dim: int = 48, n_blocks: int = 1,
     window with early stopping on the validation window; served on histories up to each stage's cut."""
     from musicrecall import sequences as sq
     from musicrecall.models.sasrec import SASRec
-    from musicrecall.training import TrainConfig
+    from musicrecall.training import TrainConfig, seed_everything
 
     ds = prep.dataset
     inputs = sq.sequence_inputs(prep.clean.events, ds.users, ds.items.height, max_len, valid_days=valid_days,
                                 test_days=test_days)
+    seed_everything(seed)  # as notebook 03: the initial weights come from the seed, not the process
     model = SASRec(inputs.n_items, dim, max_len, n_blocks, n_heads, dropout)
     cfg = TrainConfig(epochs=max_epochs, lr=lr, patience=patience, seed=seed, progress=False)
     hp = {"cfg": asdict(cfg), "batch_size": batch_size, "n_neg": n_neg, "feats": False, "model": repr(model),

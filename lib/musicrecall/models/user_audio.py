@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from musicrecall.cache import content_key
-from musicrecall.training import History, TrainConfig, minibatches, train
+from musicrecall.training import History, TrainConfig, minibatches, seed_everything, train
 
 
 class UserAudioModel(nn.Module):
@@ -63,6 +63,7 @@ def fit_user_audio(fit: pl.DataFrame, song_ids: np.ndarray, audio: np.ndarray, u
     """Train the model on triplets of the fit window (``users`` sorted; ``audio`` standardised)."""
     cfg = cfg or TrainConfig(epochs=8, lr=3e-3, seed=seed, progress=False)
     trip = triplets(fit, song_ids, users, seed)
+    seed_everything(cfg.seed)  # torch's default seed is random: the initial weights come from ours
     model = UserAudioModel(len(users), audio.shape[1], dim)
     a = torch.from_numpy(np.asarray(audio, dtype=np.float32))
     t = torch.from_numpy(trip)

@@ -379,15 +379,13 @@ def fit_ranker(df: pl.DataFrame, label: str, features: Sequence[str], objective:
     import lightgbm as lgb
 
     features = list(features)
+    groups = None
     if group_col is not None:
         df = df.sort(group_col, maintain_order=True)
-    cats = [c for c in features if c in CATEGORICAL]
-    ds = lgb.Dataset(_matrix(df, features), label=df[label].to_numpy().astype(np.float64), feature_name=features,
-                     categorical_feature=cats or "auto", free_raw_data=True)
-    if group_col is not None:
-        ds.set_group(df.group_by(group_col, maintain_order=True).len()["len"].to_numpy())
-    booster = lgb.train(lgb_params(objective, seed, n_rows=df.height), ds, num_boost_round=rounds)
-    return Ranker(booster, features)
+        groups = df.group_by(group_col, maintain_order=True).len()["len"].to_numpy()
+    params = lgb_params(objective, seed, n_rows=df.height)
+    ds = _dataset(_matrix(df, features), df[label].to_numpy(), features, params, groups)
+    return Ranker(lgb.train(params, ds, num_boost_round=rounds), features)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -818,13 +816,14 @@ def pooled(tbl: pl.DataFrame, label: str = "collect", entry: str = "all", kind: 
 
 
 def comparison_metrics(cmp: Mapping) -> dict[str, tuple[float, float, float]]:
-    """The headline figures of an :func:`audio_comparison` as ``{name: (value, lo, hi)}``: pooled AUC
-    gains and A/A differences per label, and the collect hit@10 / NDCG@10 lifts."""
+    """The headline figures of an :func:`audio_comparison` as ``{name: (value, lo, hi)}``: AUC gains and
+    A/A differences per label, pooled and on the songs with audio, and the collect hit@10 / NDCG@10 lifts."""
     out = {}
     for label in ("full_play", "collect"):
-        for kind, tag in (("diff", "audio"), ("aa", "aa")):
-            d = pooled(cmp["auc"], label, kind=kind)
-            out[f"auc_{label}_all_{tag}_diff"] = (d["diff"], d["lo"], d["hi"])
+        for entry in ("all", "songs_with_audio"):  # the C7 verdict reads songs_with_audio
+            for kind, tag in (("diff", "audio"), ("aa", "aa")):
+                d = pooled(cmp["auc"], label, entry=entry, kind=kind)
+                out[f"auc_{label}_{entry}_{tag}_diff"] = (d["diff"], d["lo"], d["hi"])
     return out | {f"audio_lift_{k}": tuple(cmp[k]) for k in ("collect_hit", "aa_collect_hit", "ndcg")}
 
 

@@ -24,8 +24,8 @@ of one entity are shuffled and cut into *walks* of ``walk_len`` songs with the e
 ``entity_every``-th song, ``[e, s1, s2, s3, s4, e, s5, …]`` for the default ``entity_every = 4`` (a one-hop
 metapath song–entity–song, cf. DeepWalk / metapath2vec): inside a window, a song is context of its
 entity and of other songs of that entity. Putting the entity before every song (``entity_every = 1``)
-doubles the walk tokens; on the simulated world (small, validation window, gamma 0.3) it cost 2.9x plain
-training instead of 1.65x for the same HitRate@200 (0.845 vs 0.840) and a BadCase rate of 0.7% instead of
+doubles the walk tokens; on the simulated world (small, validation window, gamma 0.3, one run each on a
+shared machine) it cost 2.9x plain training instead of 1.65x (bench: 1.78x) for about the same HitRate@200 (0.845 vs 0.840) and a BadCase rate of 0.7% instead of
 3.7% (plain: 36%). Entity–entity triples
 (e.g. ``artist_genre``) are stated ``SR(gamma * w_r * n_0)`` times as two-token sentences. Walks are
 inserted at seeded random positions among the sessions, so the learning-rate schedule treats them like

@@ -481,7 +481,7 @@ def entry_hitrates(lists: Mapping[str, np.ndarray], users: np.ndarray, fit: pl.D
 # --------------------------------------------------------------------------------------------------
 
 
-def kg_vectors(setup, triples: pl.DataFrame, *, dim: int = 32, gamma: float = 0.3, s2v_changes: dict | None = None,
+def kg_vectors(setup, triples: pl.DataFrame, *, dim: int = 32, gamma: float = 0.2, s2v_changes: dict | None = None,
                workers: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """KG Song2Vec (notebook 02's ``kg.fit_model``) on ``setup.fit``: ``(vectors, has_vector)``.
 

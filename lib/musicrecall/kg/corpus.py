@@ -24,9 +24,15 @@ of one entity are shuffled and cut into *walks* of ``walk_len`` songs with the e
 ``entity_every``-th song, ``[e, s1, s2, s3, s4, e, s5, …]`` for the default ``entity_every = 4`` (a one-hop
 metapath song–entity–song, cf. DeepWalk / metapath2vec): inside a window, a song is context of its
 entity and of other songs of that entity. Putting the entity before every song (``entity_every = 1``)
-doubles the walk tokens; on the simulated world (small, validation window, gamma 0.3, one run each on a
-shared machine) it cost 2.9x plain training instead of 1.65x (bench: 1.78x) for about the same HitRate@200 (0.845 vs 0.840) and a BadCase rate of 0.7% instead of
-3.7% (plain: 36%). Entity–entity triples
+doubles the walk tokens; on the simulated world (small, validation window, gamma 0.3, the weights before
+album was dropped, one run each on a shared machine) it cost 2.9x plain training instead of 1.65x for about the same HitRate@200 (0.845 vs
+0.840) and a BadCase rate of 0.7% instead of 3.7% (plain: 36%).
+
+**Cost.** Training time grows with the skip-gram pairs, not the tokens: a walk token has more context
+in its window than a token of a short session, and walk pairs ran about 1.25x slower per pair than
+session pairs (bench). Walks shorter than 16 songs, ``[e, s]`` pairs, songs grouped by album inside
+walks, statements that fade with a song's plays and an entity token in the middle of each group were
+all tried on the validation window and gave a higher BadCase rate for the same pairs. Entity–entity triples
 (e.g. ``artist_genre``) are stated ``SR(gamma * w_r * n_0)`` times as two-token sentences. Walks are
 inserted at seeded random positions among the sessions, so the learning-rate schedule treats them like
 sessions.
@@ -47,10 +53,11 @@ import polars as pl
 # Token format and minimum session length are corpus rules shared with the Spark engine.
 from musicrecall.rules import CORPUS_MIN_LEN, SONG_PREFIX
 
-# Specific relations (album, artist) say more about taste than broad ones (genre, language) that link
-# thousands of songs; a version ("live", "cover") says almost nothing.
-DEFAULT_WEIGHTS: dict[str, float] = {"song_artist": 1.0, "song_album": 1.0, "song_genre": 0.5,
-                                     "song_language": 0.5, "song_version": 0.1, "artist_genre": 0.5}
+# Per training token, artist, genre and language statements bought the most (validation window, profile
+# small): an album sits inside one artist, so its statements mostly repeat the artist's; dropping them
+# kept HitRate@200 and cut the walk cost by a third. A version ("live", "cover") says almost nothing.
+DEFAULT_WEIGHTS: dict[str, float] = {"song_artist": 1.0, "song_album": 0.0, "song_genre": 1.0,
+                                     "song_language": 1.0, "song_version": 0.1, "artist_genre": 0.5}
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,11 @@ def test_audit_passes_on_a_real_protocol_and_catches_leaks(parties):
     ok = Message("grad", "A", 1, {"name": "t"}, {"grad": np.ones((3, 8), np.float32)})
     wide = Message("grad", "A", 1, {"name": "t"}, {"grad": np.ones((3, 9), np.float32)})
     assert _audit_alone([embed, emb, ok], feats, auditor.aligned_keys).passed
+    # a gradient whose bytes spell a key by chance is not a leak: small floats have ASCII-digit exponent
+    # bytes ("s" + six digits turned up about once per run at small); typed arrays are checked by value
+    spelled = np.frombuffer(b"s000123\x00u0000099" + bytes(24 * 4 - 16), np.float32).reshape(3, 8).copy()
+    lucky = Message("grad", "A", 1, {"name": "t"}, {"grad": spelled})
+    assert _audit_alone([embed, emb, lucky], feats, auditor.aligned_keys).passed
     assert not _audit_alone([embed, emb, wide], feats, auditor.aligned_keys).passed
     short = Message("embeddings", "B", 0, {}, {"emb": np.zeros((2, 8), np.float32)})
     assert not _audit_alone([embed, short], feats, auditor.aligned_keys).passed

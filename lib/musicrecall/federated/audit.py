@@ -12,13 +12,18 @@ parties' raw tables, which the parties themselves never do. For each message it 
 3. **no raw feature column**: the share of float32 words equal to some raw feature value stays below
    ``max_value_share`` (chance coincidences exist and grow with the table; a leaked column matches
    every word);
-4. **ids**: every user id string found in the bytes is in the intersection (no party learns the other's
-   non-overlapping ids), and indices A sends are valid aligned indices;
+4. **ids**: every user id string found in an opaque ``uint8`` blob is in the intersection (no party
+   learns the other's non-overlapping ids), and indices A sends are valid aligned indices;
 5. **party A's raw data**: no song or artist key of A's catalogue (``item_key_pattern``) appears in
-   any byte or header string, and A's only float traffic, ``grad``, has exactly the shape of the
+   any ``uint8`` blob or header string, and A's only float traffic, ``grad``, has exactly the shape of the
    training embeddings it answers (one gradient row per released embedding row: no room for item
    features or labels to ride along);
 6. **meta**: header scalars are config values, never raw feature values.
+
+Text keys are searched where text can be: opaque byte blobs and header strings. Typed ``float32`` and
+``int64`` arrays are checked by value (2, 3, 5), not as text: the exponent byte of a float between about
+1e-9 and 1e-4 is an ASCII digit, so a gradient spells ``s`` plus six digits by chance (it did, about
+once per run at profile small).
 """
 
 from __future__ import annotations
@@ -53,6 +58,30 @@ def _pair_keys(words: np.ndarray) -> np.ndarray:
     return (words[..., :-1].astype(np.uint64) << np.uint64(32)) | words[..., 1:].astype(np.uint64)
 
 
+_FILTER_BITS = 23  # an 8 MB bitmap: ~5% of its slots are set by a table of 500k keys
+
+
+class _KeySet:
+    """Exact membership counts in a set of uint32/uint64 keys. A bitmap of the keys' low bits rejects
+    ~95% of the queries in one gather; only the rest are binary-searched (sorted first, so the search
+    walks the table once). Same answers as searching every word; the audit of a training batch
+    (embed, embeddings, grad) drops from ~7.4 to ~4.9 ms."""
+
+    def __init__(self, keys: np.ndarray):
+        self.keys = np.unique(keys)
+        self._mask = self.keys.dtype.type((1 << _FILTER_BITS) - 1)
+        self._bits = np.zeros(1 << _FILTER_BITS, dtype=bool)
+        self._bits[self.keys & self._mask] = True
+
+    def count(self, queries: np.ndarray) -> int:
+        """How many of ``queries`` are in the set."""
+        if self.keys.shape[0] == 0:
+            return 0
+        cand = np.sort(queries[self._bits[queries & self._mask]])
+        pos = np.minimum(np.searchsorted(self.keys, cand), self.keys.shape[0] - 1)
+        return int(np.count_nonzero(self.keys[pos] == cand))
+
+
 @dataclass
 class ChannelAuditor:
     """Checks messages one by one (usable online as a channel inspector, or offline on a log)."""
@@ -73,9 +102,9 @@ class ChannelAuditor:
     def __post_init__(self) -> None:
         raw = np.ascontiguousarray(self.raw_features, dtype=np.float32)
         words = raw.view(np.uint32)
-        self._pairs = np.unique(_pair_keys(words).ravel())
+        self._pairs = _KeySet(_pair_keys(words).ravel())
         vals = np.unique(words.ravel())
-        self._values = vals[(vals != 0) & (vals != 0x3F800000)]  # 0.0 and 1.0 are not information
+        self._values = _KeySet(vals[(vals != 0) & (vals != 0x3F800000)])  # 0.0 and 1.0 are not information
         self._key_re = re.compile(self.key_pattern.encode())
         self._item_re = re.compile(self.item_key_pattern.encode()) if self.item_key_pattern else None
         self._train_shape: dict[str, tuple[int, ...]] = {}  # tower -> shape of its last training embeddings
@@ -106,10 +135,11 @@ class ChannelAuditor:
         if got != arrays:
             self._fail(entry, f"arrays {got} != schema {arrays}")
         for arr in msg.arrays.values():
-            self._check_bytes(entry, np.ascontiguousarray(arr).tobytes(), offsets=4 if arr.dtype == np.uint8 else 1)
+            blob = arr.dtype == np.uint8
+            self._check_bytes(entry, np.ascontiguousarray(arr).tobytes(), offsets=4 if blob else 1, text=blob)
         for name, arr in msg.arrays.items():
             if arr.dtype == np.float32 and arr.size:
-                hits = int(self._is_raw_value(np.ascontiguousarray(arr).view(np.uint32).ravel()).sum())
+                hits = self._raw_values(np.ascontiguousarray(arr).view(np.uint32).ravel())
                 self.value_matches, self.float_words = self.value_matches + hits, self.float_words + arr.size
                 if hits > self.max_value_share * arr.size:
                     self._fail(entry, f"{name}: {hits}/{arr.size} words equal raw feature values")
@@ -120,7 +150,7 @@ class ChannelAuditor:
         for key, value in msg.meta.items():
             if isinstance(value, str) and self._item_re is not None and self._item_re.search(value.encode()):
                 self._fail(entry, f"meta {key} carries a song/artist key of party A")
-            if isinstance(value, float) and self._is_raw_value(np.float32(value).reshape(1).view(np.uint32)).any():
+            if isinstance(value, float) and self._raw_values(np.float32(value).reshape(1).view(np.uint32)):
                 self._fail(entry, f"meta {key}={value} equals a raw feature value")
         return None
 
@@ -145,26 +175,21 @@ class ChannelAuditor:
             if got != want:
                 self._fail(entry, f"grad of shape {got} answers no training embeddings (expected {want})")
 
-    def _is_raw_value(self, words: np.ndarray) -> np.ndarray:
-        """Per word (in sorted order): is it the bit pattern of a raw feature value? Only counts and
-        ``any`` are used, so the order does not matter."""
-        if self._values.shape[0] == 0:
-            return np.zeros(words.shape, dtype=bool)
-        words = np.sort(words)  # sorted queries: searchsorted walks the table once (6x faster)
-        pos = np.minimum(np.searchsorted(self._values, words), self._values.shape[0] - 1)
-        return self._values[pos] == words
+    def _raw_values(self, words: np.ndarray) -> int:
+        """How many of the uint32 ``words`` are the bit pattern of a raw feature value."""
+        return self._values.count(words)
 
-    def _check_bytes(self, entry: LogEntry, body: bytes, offsets: int = 4) -> None:
+    def _check_bytes(self, entry: LogEntry, body: bytes, offsets: int = 4, text: bool = True) -> None:
         for offset in range(offsets):
             n = (len(body) - offset) // 4
             if n < 2:
                 continue
             words = np.frombuffer(body, dtype=np.uint32, count=n, offset=offset)
-            keys = np.sort(_pair_keys(words))
-            pos = np.minimum(np.searchsorted(self._pairs, keys), self._pairs.shape[0] - 1)
-            if (self._pairs[pos] == keys).any():
+            if self._pairs.count(_pair_keys(words)):
                 self._fail(entry, "two adjacent raw feature values of one user cross the channel")
                 break
+        if not text:
+            return
         if self._item_re is not None and self._item_re.search(body):
             self._fail(entry, "a song/artist key of party A crosses the channel")
         found = {m.decode() for m in self._key_re.findall(body)}

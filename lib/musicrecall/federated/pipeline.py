@@ -7,9 +7,10 @@ HitRate@200, checkpoints keyed by a content hash); the federated ones differ onl
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from musicrecall.cache import content_key
 from musicrecall.config import n_threads, set_threads
 from musicrecall.evaluation import evaluate_scores, paired_bootstrap_lift
 from musicrecall.evaluation.metrics import bootstrap_ci
@@ -145,7 +147,7 @@ def lift(a: dict[str, Any], b: dict[str, Any], metric: str, n_boot: int = 1000, 
 def run_key(*parts: Any, rc: RunConfig) -> str:
     """Content hash of a run (data key, model name, settings, the code of models and protocol)."""
     from musicrecall import federated
-    from musicrecall.cache import content_key, source_fingerprint
+    from musicrecall.cache import source_fingerprint
     from musicrecall.models import dssm, losses, mmoe
 
     return content_key(*parts, asdict(rc), source_fingerprint(federated, dssm, mmoe, losses))
@@ -162,22 +164,46 @@ class ColdStartData:
     cold: EvalSetup
     codes: np.ndarray
     cards: list[int]
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False)  # derived setups, built once per world
 
 
 def load_cold_start(dataset: str, profile: str, seed: int, max_plays: int, effects=None) -> ColdStartData:
     """Prepare a world and build the setups; cold users have at most ``max_plays`` fit-window plays."""
     from musicrecall.data import prepare
+
+    prep = prepare(dataset, profile=profile, seed=seed, effects=effects)
+    ds, ev = prep.dataset, prep.clean.events
+    return ColdStartData(ds, ev, *eval_setups(ev, ds.items, max_plays))
+
+
+_SETUPS: dict[str, tuple] = {}  # the last content key's setups (one entry: the worlds of one notebook)
+
+
+def frames_key(*frames: pl.DataFrame) -> str:
+    """Content hash of data frames: their schemas and the hash of every row, in order."""
+    h = hashlib.sha256()
+    for f in frames:
+        h.update(repr(f.schema).encode())
+        h.update(f.hash_rows(seed=0).to_numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def eval_setups(ev: pl.DataFrame, items: pl.DataFrame, max_plays: int
+                ) -> tuple[EvalSetup, EvalSetup, EvalSetup, np.ndarray, list[int], dict[Any, Any]]:
+    """``(valid, test, cold, codes, cards, memo)`` of these plays and songs, built once per content: the
+    placebo world differs from the signal world only by party B's table, so it reuses these (~5 s)."""
     from musicrecall.experiment import make_eval_setup
     from musicrecall.federated.coldstart import cold_users
     from musicrecall.models.dssm import item_feature_matrix
 
-    prep = prepare(dataset, profile=profile, seed=seed, effects=effects)
-    ds, ev = prep.dataset, prep.clean.events
-    n = ds.items.height
-    valid, test = make_eval_setup(ev, n, stage="valid"), make_eval_setup(ev, n, stage="test")
-    cold = make_eval_setup(ev, n, stage="test", users=cold_users(test.fit, test.targets["all"].users, max_plays))
-    codes, cards = item_feature_matrix(ds.items)
-    return ColdStartData(ds, ev, valid, test, cold, codes, cards)
+    key = content_key(frames_key(ev, items), max_plays)
+    if key not in _SETUPS:
+        n = items.height
+        valid, test = make_eval_setup(ev, n, stage="valid"), make_eval_setup(ev, n, stage="test")
+        cold = make_eval_setup(ev, n, stage="test", users=cold_users(test.fit, test.targets["all"].users, max_plays))
+        _SETUPS.clear()
+        _SETUPS[key] = (valid, test, cold, *item_feature_matrix(items), {})
+    return _SETUPS[key]
 
 
 @dataclass
@@ -257,7 +283,10 @@ def train_and_report(model: torch.nn.Module, data: ColdStartData, fed: Federatio
 
     val_users = np.asarray([u for u in data.valid.targets["all"].users if int(u) in fed.aligned], dtype=np.int64)
     val_users = np.random.default_rng([rc.seed, 3]).permutation(val_users)[:max_valid_users]  # bounded cost
-    vsetup = make_eval_setup(data.events, data.ds.items.height, stage="valid", users=val_users)
+    vkey = ("valid_setup", val_users.tobytes())  # the same users for every model of a world: build once
+    if vkey not in data.memo:
+        data.memo[vkey] = make_eval_setup(data.events, data.ds.items.height, stage="valid", users=val_users)
+    vsetup = data.memo[vkey]
     validate = validator(model, vsetup, user_input, fed.aligned, k)
     sampler = NegativeSampler(data.valid.popularity, seed=rc.seed)
     key = run_key(data.ds.key, name, Path(fed.b_path).name, rc=rc) if cache else None

@@ -85,7 +85,8 @@ class PartyB:
         cfg = dict(msg.meta)
         torch.manual_seed(int(cfg["seed"]))  # the same init as a centralised tower built with this seed
         tower = UserTower(self.features.shape[1], dim=int(cfg["dim"]), hidden=int(cfg["hidden"]))
-        opt = torch.optim.AdamW(tower.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
+        opt = torch.optim.AdamW(tower.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]),
+                                fused=True)  # the kernel of musicrecall.training.train, as the central tower
         gen = torch.Generator().manual_seed(int(cfg["seed"]) + 7919)
         self.towers[cfg["name"]] = _TowerState(tower, opt, cfg, gen, np.zeros(self.aligned_rows.shape[0], np.int64))
         return "ok", {}, {"n_in": int(self.features.shape[1])}

@@ -199,3 +199,54 @@ def test_neighbour_slot_shares_finds_a_hub_of_rare_songs():
 def test_median_popularity_rank():
     pop = np.array([5.0, 50.0, 1.0, 20.0])  # ranks: song1 0, song3 1, song0 2, song2 3
     assert kg.median_popularity_rank(np.array([[1, 3, -1], [2, 0, 1]]), pop) == 1.0
+
+
+def _reference_recommend(rec: kg.ItemToItemRecall, users: np.ndarray, k: int, exclude) -> np.ndarray:
+    """The former sparse path: every candidate (merged songs and the whole fallback) through
+    :func:`kg.topk_from_candidates`. The fast path must give the very same lists."""
+    from musicrecall.evaluation.metrics import _exclude_arrays
+    from musicrecall.kg.recall import _in_rows
+
+    ex = _exclude_arrays(exclude, len(users))
+    n = len(rec.popularity)
+    pop_order = np.lexsort((np.arange(n), -rec.popularity))
+    r, s, rk = rec._seed_arrays(users)
+    nb, sim = rec.nb_ids[s], rec.nb_sims[s]
+    w = (0.5 ** (rk / rec.half_life))[:, None] * np.where(np.isfinite(sim), sim, 0.0)
+    valid = nb >= 0
+    cr, ci, cs = np.broadcast_to(r[:, None], nb.shape)[valid], nb[valid], w[valid]
+    uniq, inv = np.unique(cr * n + ci, return_inverse=True)
+    cr, ci, cs = uniq // n, uniq % n, np.bincount(inv, weights=cs)
+    n_ex = 0 if ex is None else int(np.diff(ex[0]).max(initial=0))
+    fill = pop_order[: min(n, k + n_ex)]
+    floor = -(cs.max(initial=0.0) + abs(cs.min(initial=0.0)) + 2.0)
+    fr, fi = np.repeat(np.arange(len(users)), len(fill)), np.tile(fill, len(users))
+    fs = floor - np.tile(np.arange(len(fill)), len(users)) / (len(fill) + 1.0)
+    rows, items, scores = np.r_[cr, fr], np.r_[ci, fi], np.r_[cs, fs]
+    if ex is not None:
+        keep = ~_in_rows(rows, items, ex[0], ex[1])
+        rows, items, scores = rows[keep], items[keep], scores[keep]
+    return kg.topk_from_candidates(rows, items, scores, len(users), k)
+
+
+def test_fast_i2i_ranking_gives_the_reference_lists():
+    rng = np.random.default_rng(3)
+    n_items, n_users = 300, 120
+    ev = pl.DataFrame({"user_id": rng.integers(0, n_users, 4000), "song_id": rng.integers(0, n_items, 4000),
+                       "ts": [datetime(2024, 1, 1, tzinfo=UTC) + timedelta(minutes=int(m)) for m in rng.integers(0, 10**5, 4000)],
+                       "full_play": rng.random(4000) < 0.7})
+    vecs = rng.normal(size=(n_items, 6)).astype(np.float32)
+    vecs[::7] = vecs[1::7][: len(vecs[::7])]  # duplicated vectors: tied similarities
+    has = rng.random(n_items) < 0.9
+    popularity = rng.integers(0, 20, n_items).astype(float)  # many ties: the id breaks them
+    users = np.r_[rng.permutation(n_users)[:100], [n_users + 5]]  # one user without any history
+    for k, half_life, neighbours in ((10, 5.0, 8), (50, 2.0, 30), (400, 5.0, 30)):  # k > catalogue too
+        rec = kg.ItemToItemRecall.build(vecs, has, ev, popularity, n_neighbors=neighbours, max_seeds=12,
+                                        half_life=half_life, index="flat")
+        rec.batch_users = 37  # several batches, the last one short
+        lengths = rng.integers(0, 40, len(users))
+        exclude = (np.r_[0, np.cumsum(lengths)], rng.integers(0, n_items, lengths.sum()))
+        for ex in (None, exclude):
+            got = rec._recommend(users, k, ex)
+            np.testing.assert_array_equal(got, _reference_recommend(rec, users, k, ex))
+        assert (got[:, : min(k, n_items - 40)] >= 0).all()

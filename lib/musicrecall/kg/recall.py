@@ -122,7 +122,8 @@ class ItemToItemRecall:
 
     def _recommend(self, users: np.ndarray, k: int, exclude: ExcludeLike) -> np.ndarray:
         ex = _exclude_arrays(exclude, len(users))
-        pop_order = np.lexsort((np.arange(len(self.popularity)), -self.popularity))
+        n = len(self.popularity)
+        pop_order = np.lexsort((np.arange(n), -self.popularity))
         out = np.full((len(users), k), -1, dtype=np.int64)
         rows_all, songs_all, ranks_all = self._seed_arrays(users)
         for b0 in range(0, len(users), self.batch_users):
@@ -132,24 +133,60 @@ class ItemToItemRecall:
             nb, sim = self.nb_ids[s], self.nb_sims[s]
             w = (0.5 ** (rk / self.half_life))[:, None] * np.where(np.isfinite(sim), sim, 0.0)
             valid = nb >= 0
-            cr, ci, cs = np.broadcast_to(r[:, None], nb.shape)[valid], nb[valid], w[valid]
-            if len(cr):  # sum the contributions of all seeds to each (user, song)
-                key = cr * len(self.popularity) + ci
-                uniq, inv = np.unique(key, return_inverse=True)
-                cr, ci = uniq // len(self.popularity), uniq % len(self.popularity)
-                cs = np.bincount(inv, weights=cs)
-            n_ex = 0 if ex is None else int(np.diff(ex[0][b0 : b1 + 1]).max(initial=0))
-            fill = pop_order[: min(len(pop_order), k + n_ex)]
-            floor = -(cs.max(initial=0.0) + abs(cs.min(initial=0.0)) + 2.0)  # below every merged score
-            fr = np.repeat(np.arange(b1 - b0), len(fill))
-            fi = np.tile(fill, b1 - b0)
-            fs = floor - np.tile(np.arange(len(fill)), b1 - b0) / (len(fill) + 1.0)
-            rows, items, scores = np.r_[cr, fr], np.r_[ci, fi], np.r_[cs, fs]
-            if ex is not None:
-                drop = _in_rows(rows, items, ex[0][b0 : b1 + 1] - ex[0][b0], ex[1][ex[0][b0] : ex[0][b1]])
-                rows, items, scores = rows[~drop], items[~drop], scores[~drop]
-            out[b0:b1] = topk_from_candidates(rows, items, scores, b1 - b0, k)
+            cell = np.broadcast_to(r[:, None], nb.shape)[valid] * n + nb[valid]
+            # the contributions of all seeds to each (user, song); cells in (user, song) order
+            hit, inv = np.unique(cell, return_inverse=True)
+            ex_ptr = None if ex is None else ex[0][b0 : b1 + 1] - ex[0][b0]
+            ex_idx = None if ex is None else ex[1][ex[0][b0] : ex[0][b1]]
+            n_ex = 0 if ex is None else int(np.diff(ex_ptr).max(initial=0))
+            fill = pop_order[: min(n, k + n_ex)]
+            merged = np.bincount(inv, weights=w[valid], minlength=len(hit))
+            out[b0:b1] = _rank_batch(hit, merged, fill, n, b1 - b0, k, ex_ptr, ex_idx)
         return out
+
+
+def _rank_batch(cells: np.ndarray, scores: np.ndarray, fill: np.ndarray, n: int, n_rows: int, k: int,
+                ex_ptr: np.ndarray | None, ex_idx: np.ndarray | None) -> np.ndarray:
+    """Lists ``[n_rows, k]``: each row's merged songs (``cells = row * n + song``, sorted, unique) by score,
+    ties by lower id, then the ``fill`` songs it lacks, in order; excluded songs removed; ``-1`` padded.
+
+    Same lists as :func:`topk_from_candidates` over the merged songs plus fallback scores below them all,
+    without sorting every candidate: only each row's best ``k`` (and ties at the cut) are sorted.
+    """
+    rows, items = cells // n, cells % n
+    if ex_idx is not None and len(ex_idx):
+        keep = ~_in_rows(rows, items, ex_ptr, ex_idx)
+        rows, items, scores, cells = rows[keep], items[keep], scores[keep], cells[keep]
+    out = np.full((n_rows, k), -1, dtype=np.int64)
+    counts = np.bincount(rows, minlength=n_rows)
+    start = np.r_[0, np.cumsum(counts)[:-1]]
+    width = int(counts.max(initial=0))
+    if width:  # rows padded to the longest: the k-th best score of each row bounds what must be sorted
+        grid = np.full((n_rows, width), -np.inf)
+        grid[rows, np.arange(len(rows)) - start[rows]] = scores
+        kk = min(k, width)
+        kth = -np.partition(-grid, kk - 1, axis=1)[:, kk - 1]
+        top = scores >= kth[rows]  # ties at the cut included, so the id tie-break is exact
+        tr, ti, ts = rows[top], items[top], scores[top]
+        order = np.lexsort((ti, -ts, tr))
+        tr, ti = tr[order], ti[order]
+        rank = np.arange(len(tr)) - np.searchsorted(tr, np.arange(n_rows))[tr]
+        ok = rank < k
+        out[tr[ok], rank[ok]] = ti[ok]
+    taken = np.minimum(counts, k)
+    if len(fill) and (taken < k).any():  # the fallback: songs the row has not merged, in popularity order
+        fr = np.repeat(np.arange(n_rows), len(fill))
+        fi = np.tile(fill, n_rows)
+        q = fr * n + fi
+        pos = np.minimum(np.searchsorted(cells, q), max(len(cells) - 1, 0))
+        new = cells[pos] != q if len(cells) else np.ones(len(q), dtype=bool)
+        if ex_idx is not None and len(ex_idx):
+            new &= ~_in_rows(fr, fi, ex_ptr, ex_idx)
+        fr, fi = fr[new], fi[new]
+        slot = taken[fr] + np.arange(len(fr)) - np.searchsorted(fr, np.arange(n_rows))[fr]
+        ok = slot < k
+        out[fr[ok], slot[ok]] = fi[ok]
+    return out
 
 
 def _in_rows(rows: np.ndarray, items: np.ndarray, indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Command line for the Spark backend; runs locally or under spark-submit.
 
     python -m musicrecall.spark clean --events EVENTS --items ITEMS --now 2026-03-01T00:00:00Z --out OUT
-    python -m musicrecall.spark corpus --clean OUT --triples TRIPLES --n-items N --out CORPUS [--gamma 0.3]
+    python -m musicrecall.spark corpus --clean OUT --triples TRIPLES --n-items N --out CORPUS [--gamma 0.2]
 
 On a cluster (the driver needs musicrecall installed; executors need nothing, no Python UDF is used):
 

@@ -140,6 +140,12 @@ def test_world_embeddings_threads_and_cache_give_the_same_rows(tmp_path, monkeyp
     two = S.world_embeddings(world, ids, clip_s=4.0, cache=True)
     np.testing.assert_array_equal(one, two)
     assert len(list(tmp_path.rglob("*.npy"))) == len(ids) and not list(tmp_path.rglob("*.tmp.npy"))
+    import musicrecall.world as W
+
+    def no_render(*_a, **_k):
+        raise AssertionError("a cached song was rendered again")
+
+    monkeypatch.setattr(W, "render_audio", no_render)  # the second call may only read the cache
     again = S.world_embeddings(world, ids[::-1], clip_s=4.0, cache=True)
     np.testing.assert_array_equal(again, two[::-1])
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from musicrecall.audio.tfbundle import BundleError, read_bundle, read_index
 from musicrecall.audio.validation import REFERENCE, port_check
 from musicrecall.models.musicnn import MTT_LABELS, MusiCNN, find_checkpoint
+from musicrecall.models.tfbundle import BundleError, read_bundle, read_index
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@
   simulated world when that folder is absent (``audio_source="auto"``).
 * :mod:`.validation`: vocal AUC against sung lines or vocal sections, the port check, bad-file
   fixtures, figures.
-* :mod:`.tfbundle`: a TensorFlow V2 checkpoint reader without TensorFlow.
+* :mod:`musicrecall.models.tfbundle` (beside the model that reads it): a TensorFlow V2 checkpoint reader without TensorFlow.
 """
 
 from .corpus import Corpus, embed_files, list_audio

@@ -110,7 +110,7 @@ class MusiCNN(nn.Module):
     @classmethod
     def from_checkpoint(cls, folder: str | Path | None = None) -> MusiCNN:
         """Load from a checkpoint folder (default: :func:`find_checkpoint`)."""
-        from musicrecall.audio.tfbundle import read_bundle
+        from musicrecall.models.tfbundle import read_bundle
 
         folder = Path(folder) if folder is not None else find_checkpoint()
         model = cls(read_bundle(str(folder) + "/"))

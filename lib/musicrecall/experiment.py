@@ -1,7 +1,11 @@
 """The evaluation harness every notebook shares: one split, three target kinds, one results table.
 
-``make_eval_setup`` cuts the cleaned plays by global time and builds, for the test (or validation)
-window, the targets of each kind:
+``make_eval_setup`` splits the cleaned plays (:func:`musicrecall.evaluation.choose_split`: ``split="auto"``
+keeps the global 7-day time split when the log has a clock and populated windows, uses time quantiles
+when those windows are empty or tiny, and a per-user split by position for order-only data; or name
+``"time"``, ``"quantile"``, ``"position"``, ``"leave_last_out"``), refuses an empty or tiny window
+before any training (:class:`musicrecall.evaluation.WindowTooSmallError`), and builds, for the test
+(or validation) window, the targets of each kind:
 
 * ``all``: every song the user full-played in the window;
 * ``discovery``: only songs the user never played before the window; known songs are masked from the
@@ -10,6 +14,10 @@ window, the targets of each kind:
 
 ``evaluate_recommender`` ranks the full catalogue for each evaluated user (never sampled metrics) and
 returns HitRate/Recall/NDCG@K with bootstrap CIs, plus coverage and novelty, per kind.
+
+``setup.split_name`` and the one-line ``setup.describe_split()`` name the split (print and record
+them); ``setup.check_no_leakage(frame)`` checks a fitting frame against the stage's cut (global or per
+user).
 """
 
 from __future__ import annotations
@@ -21,17 +29,20 @@ import numpy as np
 import polars as pl
 
 from musicrecall.evaluation import (
+    MIN_WINDOW_EVENTS,
+    MIN_WINDOW_USERS,
     Split,
     Targets,
     UserItemCSR,
     build_targets,
+    check_window,
+    choose_split,
     coverage,
     evaluate_lists,
     exclusion_csr,
     item_popularity,
     novelty,
     summarize,
-    temporal_split,
 )
 
 KINDS = ("all", "discovery", "repeat")
@@ -57,13 +68,46 @@ class EvalSetup:
         """Users with at least one target of any kind."""
         return np.unique(np.concatenate([t.users for t in self.targets.values()]))
 
+    @property
+    def split_name(self) -> str:
+        """The split kind: "time", "quantile", "position" or "leave_last_out"."""
+        return self.split.name
 
-def make_eval_setup(events: pl.DataFrame, n_items: int, stage: str = "test", valid_days: int = 7,
-                    test_days: int = 7, users: np.ndarray | None = None) -> EvalSetup:
-    """Split cleaned plays by global time and build the targets of ``stage`` ("valid" or "test")."""
-    split = temporal_split(events, valid_days=valid_days, test_days=test_days)
-    fit = split.fit_frame(stage)
-    window = split.valid if stage == "valid" else split.test
+    def describe_split(self) -> str:
+        """One line naming the split, its parameters, window sizes and why it was chosen."""
+        return self.split.describe_split()
+
+    def check_no_leakage(self, frame: pl.DataFrame | None = None, name: str = "fit") -> None:
+        """Raise :class:`musicrecall.evaluation.LeakageError` if ``frame`` (default ``self.fit``) reaches this
+        stage's cut (the global cut, or each user's own cut for per-user splits)."""
+        self.split.check_no_leakage(self.fit if frame is None else frame, self.stage, name=name)  # type: ignore[arg-type]
+
+
+def make_eval_setup(events: pl.DataFrame, n_items: int, stage: str = "test", valid_days: float = 7,
+                    test_days: float = 7, users: np.ndarray | None = None, *, split: str | Split = "auto",
+                    time_kind: str = "auto", valid_frac: float = 0.1, test_frac: float = 0.1,
+                    min_window_events: int = MIN_WINDOW_EVENTS, min_window_users: int = MIN_WINDOW_USERS,
+                    check: bool = True) -> EvalSetup:
+    """Split cleaned plays and build the targets of ``stage`` ("valid" or "test").
+
+    ``split``: "auto" (default; see :func:`musicrecall.evaluation.choose_split`), "time" (``valid_days`` /
+    ``test_days``), "quantile" / "position" (``valid_frac`` / ``test_frac``), "leave_last_out", or a
+    :class:`musicrecall.evaluation.Split` already made (reuse it for the valid and test setups).
+    ``time_kind``: "clock", "ordinal" (order only; e.g. a dataset's ``meta.json``) or "auto" (detected from
+    the data). With ``check`` (default) an empty or tiny ``stage`` window raises
+    :class:`musicrecall.evaluation.WindowTooSmallError` naming the window, its size and the parameter to
+    change, before any model is trained.
+    """
+    if stage not in ("valid", "test"):
+        raise ValueError(f"stage must be 'valid' or 'test', got {stage!r}")
+    if not isinstance(split, Split):
+        split = choose_split(events, split, time_kind=time_kind, valid_days=valid_days,  # type: ignore[arg-type]
+                             test_days=test_days, valid_frac=valid_frac, test_frac=test_frac,
+                             min_events=min_window_events, min_users=min_window_users)
+    if check:
+        check_window(split, stage, min_window_events, min_window_users)  # type: ignore[arg-type]
+    fit = split.fit_frame(stage)  # type: ignore[arg-type]
+    window = split.eval_frame(stage)  # type: ignore[arg-type]
     targets, exclude = {}, {}
     for kind in KINDS:
         targets[kind] = build_targets(fit, window, users=users, kind=kind)

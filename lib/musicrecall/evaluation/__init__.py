@@ -1,6 +1,9 @@
 """Honest offline evaluation for music recall (candidate generation).
 
-* :mod:`.split` — global temporal split (train < t_valid <= valid < t_test <= test) and leakage guards.
+* :mod:`.split` — splits that fit the data: global time split (train < t_valid <= valid < t_test <= test),
+  time quantiles, per-user position and leave-last-out for order-only data; :func:`choose_split`
+  ("auto"), the empty/tiny-window guard (:class:`WindowTooSmallError`) and leakage guards (global or
+  per user).
 * :mod:`.metrics` — targets (all / discovery / repeat), exact full-catalogue top-k, HitRate / Recall /
   NDCG per user, bootstrap and paired-bootstrap intervals, coverage and novelty.
 * :mod:`.search` — exact and faiss (HNSW / IVF) inner-product search, ANN recall.
@@ -28,9 +31,35 @@ from .metrics import (
     topk_scores,
 )
 from .search import ExactIndex, FaissIndex, ann_recall, ann_recall_by_score, ann_report
-from .split import LeakageError, Split, Stage, check_no_leakage, temporal_split
+from .split import (
+    MIN_WINDOW_EVENTS,
+    MIN_WINDOW_USERS,
+    SPLITS,
+    LeakageError,
+    Split,
+    Stage,
+    WindowTooSmallError,
+    check_no_leakage,
+    check_window,
+    choose_split,
+    detect_time_kind,
+    position_split,
+    quantile_split,
+    temporal_split,
+    window_problem,
+)
 
 __all__ = [
+    "MIN_WINDOW_EVENTS",
+    "MIN_WINDOW_USERS",
+    "SPLITS",
+    "WindowTooSmallError",
+    "check_window",
+    "choose_split",
+    "detect_time_kind",
+    "position_split",
+    "quantile_split",
+    "window_problem",
     "ExactIndex",
     "FaissIndex",
     "ItemCFRecall",

@@ -85,6 +85,7 @@ class Corpus:
     n_sessions: int
     n_walks: int
     song_counts: np.ndarray  # int64 [n_items]: occurrences of each song in the session sentences
+    n_short_sessions: int = 0  # sessions with full plays but fewer than ``min_len`` songs (dropped)
 
     @property
     def n_tokens(self) -> int:
@@ -104,25 +105,40 @@ def song_tokens(ids: np.ndarray) -> np.ndarray:
     return np.char.add(SONG_PREFIX, np.asarray(ids).astype(np.int64).astype(str)).astype(object)
 
 
-def session_frame(events: pl.DataFrame, min_len: int = CORPUS_MIN_LEN) -> pl.DataFrame:
-    """One row per kept session: ``session_id`` and ``songs`` (list of song ids in play order)."""
+def session_frame(events: pl.DataFrame, min_len: int = CORPUS_MIN_LEN, *, keep_short: bool = False) -> pl.DataFrame:
+    """One row per kept session: ``session_id`` and ``songs`` (list of song ids in play order);
+    ``keep_short`` also keeps the sessions shorter than ``min_len``."""
     ev = events.filter(pl.col("full_play").fill_null(False)).sort("session_id", "ts")
     # a song replayed back to back is one listening moment, not a co-occurrence
     ev = ev.filter((pl.col("song_id") != pl.col("song_id").shift(1))
                    | (pl.col("session_id") != pl.col("session_id").shift(1)) | pl.col("song_id").shift(1).is_null())
     sess = ev.group_by("session_id", maintain_order=True).agg(pl.col("song_id").alias("songs"))
-    return sess.filter(pl.col("songs").list.len() >= min_len)
+    return sess if keep_short else sess.filter(pl.col("songs").list.len() >= min_len)
 
 
 def session_sentences(events: pl.DataFrame, n_items: int, min_len: int = CORPUS_MIN_LEN, seed: int = 0) -> Corpus:
     """The plain Song2Vec corpus (seeded shuffle of the session sentences)."""
-    sess = session_frame(events, min_len)
+    every = session_frame(events, min_len, keep_short=True)
+    sess = every.filter(pl.col("songs").list.len() >= min_len)
     flat = sess["songs"].explode().to_numpy().astype(np.int64)
     counts = np.bincount(flat, minlength=n_items).astype(np.int64)
     lengths = sess["songs"].list.len().to_numpy()
     tokens = np.split(song_tokens(flat), np.cumsum(lengths)[:-1]) if len(lengths) else []
     order = np.random.default_rng([seed, 0]).permutation(len(tokens))
-    return Corpus([tokens[i].tolist() for i in order], len(tokens), 0, counts)
+    return Corpus([tokens[i].tolist() for i in order], len(tokens), 0, counts, every.height - sess.height)
+
+
+def check_sessions(corpus: Corpus, min_len: int = CORPUS_MIN_LEN) -> None:
+    """Raise a clear error when no session gives a skip-gram pair (gensim would only say "you must first
+    build vocabulary"): it names the cause and the parameter to change."""
+    if corpus.n_sessions > 0:
+        return
+    raise ValueError(
+        f"Song2Vec: empty session corpus: none of the {corpus.n_short_sessions:,} sessions with a full play has "
+        f"{min_len} or more distinct consecutive full plays, so there is no skip-gram pair to train on. Sessions are "
+        "cut where the gap between plays exceeds `session_gap_min` (musicrecall.rules.CleaningConfig, a notebook "
+        "parameter): raise it (a log with one play per session needs a wider gap). For order-only data (no clock) "
+        "a session is the user's plays in order; check that the import kept the order and that plays are full plays.")
 
 
 def _stochastic_round(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -187,7 +203,7 @@ def build_corpus(events: pl.DataFrame, triples: pl.DataFrame, n_items: int, cfg:
     keys = np.concatenate([np.arange(plain.n_sessions, dtype=np.float64), pos - 0.5])
     order = np.argsort(keys, kind="stable")
     allsent = plain.sentences + walks
-    return Corpus([allsent[i] for i in order], plain.n_sessions, len(walks), plain.song_counts)
+    return Corpus([allsent[i] for i in order], plain.n_sessions, len(walks), plain.song_counts, plain.n_short_sessions)
 
 
 def triples_from_items(items: pl.DataFrame) -> pl.DataFrame:

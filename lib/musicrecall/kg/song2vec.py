@@ -29,7 +29,7 @@ from gensim.models import Word2Vec
 
 from musicrecall.cache import content_key
 from musicrecall.config import DATA_DIR
-from musicrecall.kg.corpus import SONG_PREFIX, Corpus, KGConfig, song_triples
+from musicrecall.kg.corpus import SONG_PREFIX, Corpus, KGConfig, check_sessions, song_triples
 
 CACHE_VERSION = 1
 
@@ -81,7 +81,11 @@ def _stable_hash(s: str) -> int:
 
 
 def train_word2vec(corpus: Corpus, cfg: Song2VecConfig, workers: int = 1) -> tuple[Word2Vec, float, tuple[int, int]]:
-    """Build the vocabulary and train; returns the model, training seconds and (effective, raw) words."""
+    """Build the vocabulary and train; returns the model, training seconds and (effective, raw) words.
+
+    A corpus without any session sentence is a clear error naming ``session_gap_min`` (:func:`check_sessions`).
+    """
+    check_sessions(corpus)
     model = Word2Vec(vector_size=cfg.dim, window=cfg.window, sg=1, hs=0, negative=cfg.negative,
                      ns_exponent=cfg.ns_exponent, sample=cfg.sample, alpha=cfg.alpha, min_count=cfg.min_count,
                      seed=cfg.seed, workers=workers, epochs=cfg.epochs, hashfxn=_stable_hash)

@@ -12,7 +12,8 @@ rules on Apache Spark and ``tests/test_spark.py`` requires both engines to agree
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from musicrecall.schema import EVENTS_SCHEMA
 
 __all__ = ["INVALID_REASONS", "NOISE_REASONS", "REASONS", "CleaningConfig", "CleanResult", "clean_log",
            "accounting_table", "add_labels", "sessionise", "noise_detection_report", "entry_summary",
-           "entry_samples", "config_dict"]
+           "entry_samples", "config_dict", "config_for_time_kind"]
 
 # The rule definitions live in musicrecall.rules (shared with the Spark engine); re-exported here.
 _CONTENT = list(CONTENT_COLUMNS)
@@ -277,6 +278,21 @@ def entry_samples(events: pl.DataFrame, entry: str) -> pl.DataFrame:
     cols = ["user_id", "song_id", "ts", "entry", "session_id", "pos_in_session", "play_ms", "song_ms",
             "full_play", "skip", "strong_pos", "strong_neg", "action"]
     return events.filter(pl.col("entry") == entry).select(cols)
+
+
+def config_for_time_kind(cfg: CleaningConfig, time_kind: str) -> tuple[CleaningConfig, list[str]]:
+    """The cleaning thresholds that apply to a log whose time is a ``"clock"`` or ``"ordinal"`` (order only).
+
+    Order-only data (positions written as times, see :func:`musicrecall.evaluation.detect_time_kind`) has
+    no cadence and no calendar day, so the two bot rules (plays per active day, regular gaps) would flag
+    every heavy listener: they are switched off. Sessions cannot be cut by a clock either: each user's plays
+    form one session in listening order. Returns the config and one line per change, for the notebook to print.
+    """
+    if time_kind != "ordinal":
+        return cfg, []
+    off = replace(cfg, bot_max_plays_per_day=math.inf, bot_min_plays=2**62)
+    return off, ["order-only data (no clock): the bot rules (plays per day, regular gaps) are off, and each "
+                 "user's plays form one session in listening order (session_gap_min cannot cut them)"]
 
 
 def config_dict(cfg: CleaningConfig) -> dict:

@@ -79,6 +79,7 @@ class Prepared:
 
     dataset: Dataset
     clean: CleanResult
+    notes: list[str] = field(default_factory=list)  # how cleaning was adapted to the data (one line each)
 
 
 ENGINES = ("polars", "spark")
@@ -106,7 +107,9 @@ def prepare(dataset: str = "world", profile: str = "small", seed: int = 0, effec
     if engine not in ENGINES:
         raise ValueError(f"engine {engine!r}: expected one of {ENGINES}")
     ds = load_dataset(dataset, profile, seed, effects)
-    cfg = config or CleaningConfig()
+    from musicrecall.evaluation import detect_time_kind
+
+    cfg, notes = cleaning_module.config_for_time_kind(config or CleaningConfig(), detect_time_kind(ds.events))
     key = content_key(ds.key, asdict(cfg), _engine_fingerprint(engine))
     processed, interim = DATA_DIR / "processed" / f"clean-{key}", DATA_DIR / "interim" / f"clean-{key}"
     if (processed / "clean_events.parquet").exists() and (interim / "quarantine.parquet").exists():
@@ -123,4 +126,4 @@ def prepare(dataset: str = "world", profile: str = "small", seed: int = 0, effec
     else:
         result = clean_log(ds.events, ds.items, ds.now, cfg)
         result.write(processed, interim)
-    return Prepared(ds, result)
+    return Prepared(ds, result, notes)

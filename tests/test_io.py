@@ -168,10 +168,12 @@ def test_round_trip(tmp_path: Path, extended: ImportResult, basic: ImportResult)
     for name, res in (("ext", extended), ("basic", basic)):
         out = save_dataset(res, tmp_path / name)
         assert sorted(p.name for p in out.iterdir()) == [
-            "events.parquet", "items.parquet", "rejected.parquet", "triples.parquet", "users.parquet"]
+            "events.parquet", "items.parquet", "meta.json", "rejected.parquet", "triples.parquet", "users.parquet"]
         back = load_dataset_dir(out)
         for table in ("events", "items", "users", "triples", "rejected"):
             assert_frame_equal(back[table], getattr(res, table))
+        assert back["meta"]["time_kind"] == "clock" and back["meta"]["source"].startswith("spotify")
+        assert back["meta"]["accounting"]["rows_read"] == res.events.height + res.rejected.height
     (tmp_path / "ext" / "users.parquet").unlink()
     with pytest.raises(InputError, match="users.parquet"):
         load_dataset_dir(tmp_path / "ext")

@@ -14,12 +14,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 
@@ -83,6 +84,10 @@ class ImportResult:
         triples: :data:`~musicrecall.schema.TRIPLES_SCHEMA` (``song_artist`` and ``song_album``).
         rejected: rows that did not become events: ``source_file, source_row, reason, raw``.
         files: one row per file read: ``source_file, user_key, rows_read, note``.
+        meta: what the dataset is: ``time_kind`` (``"clock"``: real timestamps; ``"ordinal"``: order
+            only, ``ts`` is a fixed epoch plus the play's position in seconds), ``source`` (the
+            importer), and whatever else the importer records. :func:`save_dataset` writes it to
+            ``meta.json`` with the accounting; :func:`load_dataset_dir` returns it as ``"meta"``.
     """
 
     events: pl.DataFrame
@@ -91,6 +96,7 @@ class ImportResult:
     triples: pl.DataFrame
     rejected: pl.DataFrame
     files: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=FILES_SCHEMA))
+    meta: dict[str, Any] = field(default_factory=lambda: {"time_kind": "clock", "source": "unknown"})
 
     def accounting(self) -> pl.DataFrame:
         """Per ``source_file``: ``rows_read``, ``events``, ``rejected`` and ``rejected_<reason>`` columns.
@@ -187,8 +193,26 @@ def resolve_inputs(
     return root, sorted(by_user.items())
 
 
+def key_ids(keys: pl.Series, id_name: str) -> pl.DataFrame:
+    """Contiguous ids ``0..n-1`` for the distinct non-null ``keys``: ``{key name, id_name}``.
+
+    Keys that all read as integers (sparse source ids such as 30Music's) are numbered in numeric
+    order, so the ids keep the source's order; any other keys in text order. Either way the mapping
+    depends only on the set of keys, not on the order they were read in.
+    """
+    u = keys.drop_nulls().unique().to_frame()
+    name = keys.name
+    as_int = u.get_column(name).str.strip_chars().cast(pl.Int64, strict=False)
+    if u.height and as_int.null_count() == 0:
+        u = u.with_columns(as_int.alias("_n")).sort("_n", name).drop("_n")
+    else:
+        u = u.sort(name)
+    return u.with_row_index(id_name).with_columns(pl.col(id_name).cast(pl.Int64)).select(name, id_name)
+
+
 def assemble_result(
-    parsed: pl.DataFrame, rejected: pl.DataFrame, files: pl.DataFrame, user_keys: Iterable[str]
+    parsed: pl.DataFrame, rejected: pl.DataFrame, files: pl.DataFrame, user_keys: Iterable[str],
+    catalog: Any | None = None, meta: Mapping[str, Any] | None = None,
 ) -> ImportResult:
     """Assign contiguous ids and build the canonical tables from normalised rows.
 
@@ -198,36 +222,57 @@ def assemble_result(
         rejected: :data:`REJECTED_SCHEMA` rows.
         files: :data:`FILES_SCHEMA` rows, in reading order (defines the event order).
         user_keys: every user imported, including users whose files held no valid rows.
+        catalog: a :class:`musicrecall.io.catalog.Catalog`: its songs become items (also those never
+            played), its item columns win over the log's, and its relation columns become triples.
+        meta: recorded in :attr:`ImportResult.meta` (default ``time_kind="clock"``).
 
-    Song ids are ``0..n-1`` in ``song_key`` order; user ids ``0..m-1`` in ``user_key`` order. An item's
-    title / artist / album are the first non-null values in reading order.
+    Song ids are ``0..n-1`` over the played and catalogue songs (see :func:`key_ids`); user ids
+    ``0..m-1`` likewise. An item's title / artist / album are the catalogue's, else the first non-null
+    values in reading order. Triples: ``song_artist`` / ``song_album`` from those values plus one
+    ``song_<relation>`` per catalogue relation column.
     """
-    users = (
-        pl.DataFrame({"user_key": sorted(set(user_keys))}, schema={"user_key": pl.String()})
-        .with_row_index("user_id")
-        .with_columns(pl.col("user_id").cast(pl.Int64))
-    )
+    users = key_ids(pl.Series("user_key", sorted(set(user_keys)), dtype=pl.String), "user_id")
     order = files.select("source_file").with_row_index("_file_ord")
     parsed = parsed.join(order, on="source_file", how="left").sort("_file_ord", "source_row").drop("_file_ord")
-    items = (
-        parsed.group_by("song_key", maintain_order=True)
-        .agg(pl.col(c).drop_nulls().first() for c in ("title", "artist", "album"))
-        .sort("song_key")
-        .with_row_index("song_id")
-        .with_columns(pl.col("song_id").cast(pl.Int64))
-    )
+    for c in ("title", "artist", "album"):
+        if c not in parsed.columns:
+            parsed = parsed.with_columns(pl.lit(None, dtype=pl.String).alias(c))
+    from_log = parsed.group_by("song_key", maintain_order=True).agg(
+        pl.col(c).drop_nulls().first() for c in ("title", "artist", "album"))
+    if catalog is not None:
+        cat_items = catalog.items
+        keys = pl.concat([from_log.get_column("song_key"), cat_items.get_column("song_key")])
+        log_only = from_log.join(cat_items.select("song_key"), on="song_key", how="anti")
+        items = pl.concat([cat_items, log_only], how="diagonal_relaxed")
+        # the log fills what the catalogue leaves empty
+        items = items.join(from_log, on="song_key", how="left", suffix="_log").with_columns(
+            pl.coalesce(c, f"{c}_log").alias(c) for c in ("title", "artist", "album")
+        ).drop([f"{c}_log" for c in ("title", "artist", "album")])
+    else:
+        keys = from_log.get_column("song_key")
+        items = from_log
+    ids = key_ids(keys, "song_id")
+    items = items.join(ids, on="song_key", how="left").sort("song_id")
     events = parsed.join(users, on="user_key", how="left").join(
-        items.select("song_key", "song_id"), on="song_key", how="left", maintain_order="left"
+        ids, on="song_key", how="left", maintain_order="left"
     )
     head = pl.lit("song:") + pl.col("song_id").cast(pl.String)
+    relations = [("song_artist", "artist:", "artist"), ("song_album", "album:", "album")]
+    if catalog is not None:
+        relations += [(f"song_{r}", f"{r}:", r) for r in catalog.relations if r not in ("artist", "album")]
     triples = pl.concat(
         [
             items.filter(pl.col(col).is_not_null()).select(
-                head.alias("head"), pl.lit(rel).alias("relation"), (pl.lit(pre) + pl.col(col)).alias("tail")
+                head.alias("head"), pl.lit(rel).alias("relation"),
+                (pl.lit(pre) + pl.col(col).cast(pl.String)).alias("tail"),
             )
-            for rel, pre, col in (("song_artist", "artist:", "artist"), ("song_album", "album:", "album"))
+            for rel, pre, col in relations if col in items.columns
         ]
     )
+    info = {"time_kind": "clock", "source": "unknown"}
+    info.update(meta or {})
+    if catalog is not None:
+        info["catalog"] = catalog.describe()
     result = ImportResult(
         events=conform(events, "events"),
         items=conform(items, "items"),
@@ -235,6 +280,7 @@ def assemble_result(
         triples=conform(triples, "triples"),
         rejected=rejected.select(pl.col(c).cast(t) for c, t in REJECTED_SCHEMA.items()),
         files=files.select(pl.col(c).cast(t) for c, t in FILES_SCHEMA.items()),
+        meta=info,
     )
     acc = result.accounting()
     bad = acc.filter(pl.col("rows_read") != pl.col("events") + pl.col("rejected"))
@@ -410,48 +456,133 @@ def _atomic_write_parquet(df: pl.DataFrame, target: Path) -> None:
             tmp.unlink()
 
 
-def save_dataset(result_or_tables: ImportResult | Mapping[str, pl.DataFrame], directory: PathLike) -> Path:
-    """Write ``events/items/users/triples.parquet`` (and ``rejected.parquet`` if given) to ``directory``.
+DATASET_FILES: tuple[str, ...] = (*(f"{t}.parquet" for t in TABLES), "rejected.parquet", "meta.json")
 
+
+def existing_dataset(directory: PathLike) -> list[str]:
+    """Names of dataset files already in ``directory`` (empty when it does not exist or holds none)."""
+    d = Path(directory)
+    return [n for n in DATASET_FILES if (d / n).exists()] if d.is_dir() else []
+
+
+def minimal_users(events: pl.DataFrame) -> pl.DataFrame:
+    """A users table with one row per ``user_id`` of ``events`` (``user_key`` = the id as text)."""
+    ids = events.get_column("user_id").drop_nulls().unique().sort()
+    return pl.DataFrame({"user_id": ids}).with_columns(pl.col("user_id").cast(pl.String).alias("user_key"))
+
+
+def _accounting_summary(result: ImportResult) -> dict[str, Any]:
+    acc = result.accounting()
+    by_reason = result.rejected.group_by("reason").len().sort("reason")
+    skipped = acc.filter(pl.col("rows_read").is_null() | pl.col("note").str.starts_with("skipped"))
+    return {
+        "rows_read": int(acc.get_column("rows_read").fill_null(0).sum()),
+        "events": result.events.height,
+        "rejected": result.rejected.height,
+        "rejected_by_reason": {r: int(n) for r, n in by_reason.iter_rows()},
+        "files": acc.height,
+        "files_skipped": [{"source_file": f, "note": n} for f, n in skipped.select("source_file", "note").iter_rows()],
+    }
+
+
+def save_dataset(
+    result_or_tables: ImportResult | Mapping[str, Any], directory: PathLike, overwrite: bool = True
+) -> Path:
+    """Write ``events/items/users/triples.parquet``, ``rejected.parquet`` (if any) and ``meta.json``.
+
+    ``users`` may be missing (tables from the generic importers): one row per ``user_id`` of the
+    events is written instead. ``meta.json`` records ``time_kind`` (``"clock"`` or ``"ordinal"``),
+    ``source`` and, for an :class:`ImportResult`, the accounting (rows read, events, rejected by
+    reason, skipped files); for a mapping it is ``tables["meta"]`` or ``{"time_kind": "clock"}``.
     Each table is conformed to its canonical schema and written to a temporary file that is then
-    moved into place with :func:`os.replace`, so a reader never sees a half-written file. Returns the
-    folder, which :func:`load_dataset_dir` (and the notebooks' ``dataset`` parameter) accept.
+    moved into place with :func:`os.replace`, so a reader never sees a half-written file. With
+    ``overwrite=False`` a folder that already holds a dataset (or a path that is a file) raises
+    :class:`InputError`. Returns the folder, which :func:`load_dataset_dir` (and the notebooks'
+    ``dataset`` parameter) accept.
     """
-    tables = result_or_tables.tables() if isinstance(result_or_tables, ImportResult) else dict(result_or_tables)
-    missing = [t for t in TABLES if t not in tables]
+    if isinstance(result_or_tables, ImportResult):
+        tables: dict[str, Any] = dict(result_or_tables.tables())
+        meta = dict(result_or_tables.meta)
+        meta["accounting"] = _accounting_summary(result_or_tables)
+    else:
+        tables = dict(result_or_tables)
+        meta = dict(tables.pop("meta", None) or {"time_kind": "clock", "source": "tables"})
+    if tables.get("users") is None and tables.get("events") is not None:
+        tables["users"] = minimal_users(tables["events"])
+    missing = [t for t in TABLES if tables.get(t) is None]
     if missing:
         raise ValueError(f"save_dataset: missing table(s) {missing}")
+    meta.setdefault("time_kind", "clock")
+    if meta["time_kind"] not in ("clock", "ordinal"):
+        raise ValueError(f"save_dataset: time_kind must be 'clock' or 'ordinal', not {meta['time_kind']!r}")
     out = Path(directory)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, None, "exists and is a file: give a folder for the dataset")
+    if not overwrite and existing_dataset(out):
+        raise InputError(out, None, f"already holds a dataset ({', '.join(existing_dataset(out))}); "
+                         "choose another folder or overwrite it (--overwrite)")
     out.mkdir(parents=True, exist_ok=True)
     for name in TABLES:
         _atomic_write_parquet(conform(tables[name], name), out / f"{name}.parquet")
     if tables.get("rejected") is not None:
         rej = tables["rejected"].select(pl.col(c).cast(t) for c, t in REJECTED_SCHEMA.items())
         _atomic_write_parquet(rej, out / "rejected.parquet")
+    elif (out / "rejected.parquet").exists():  # a previous import's rejections are not this one's
+        (out / "rejected.parquet").unlink()
+    tmp = out / f".meta.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(meta, indent=1, default=str))
+    os.replace(tmp, out / "meta.json")
     return out
 
 
-def load_dataset_dir(directory: PathLike) -> dict[str, pl.DataFrame]:
-    """Read a folder written by :func:`save_dataset`: ``{"events", "items", "users", "triples"}`` frames.
+def load_meta(directory: PathLike) -> dict[str, Any]:
+    """``meta.json`` of a dataset folder; a folder written before it existed is taken as clock time."""
+    p = Path(directory) / "meta.json"
+    if not p.is_file():
+        return {"time_kind": "clock", "source": "unknown (no meta.json)"}
+    try:
+        meta = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise InputError(p, None, f"is not valid JSON: {err}") from err
+    if not isinstance(meta, dict) or meta.get("time_kind") not in ("clock", "ordinal"):
+        raise InputError(p, None, "needs an object with time_kind 'clock' or 'ordinal'")
+    return meta
 
-    ``rejected`` is included when ``rejected.parquet`` exists. Raises :class:`InputError` naming the
-    file when a table is missing or does not fit the canonical schema.
+
+def load_dataset_dir(directory: PathLike, validate: bool = True) -> dict[str, Any]:
+    """Read a folder written by :func:`save_dataset`: ``events``, ``items``, ``users``, ``triples`` frames.
+
+    ``rejected`` is included when ``rejected.parquet`` exists, and ``meta`` (a dict, see
+    :func:`load_meta`) always. Raises :class:`InputError` naming the file when a table is missing or
+    does not fit the canonical schema, and (``validate=True``) when the catalogue is inconsistent
+    (see :func:`musicrecall.io.validate.validate_tables`).
     """
     d = Path(directory)
     if not d.is_dir():
         raise InputError(d, None, "is not a dataset folder")
-    out: dict[str, pl.DataFrame] = {}
+    out: dict[str, Any] = {}
+    raw: dict[str, pl.DataFrame] = {}
     for name in TABLES:
         p = d / f"{name}.parquet"
         if not p.is_file():
             raise InputError(p, None, f"missing: a dataset folder needs {', '.join(t + '.parquet' for t in TABLES)}")
         try:
-            out[name] = conform(pl.read_parquet(p), name)
-        except (ValueError, pl.exceptions.PolarsError, OSError) as err:
-            raise InputError(p, None, f"does not fit the {name} schema: {err}") from err
+            raw[name] = pl.read_parquet(p)
+        except (pl.exceptions.PolarsError, OSError) as err:
+            raise InputError(p, None, f"cannot be read: {err}") from err
+    if validate:
+        from musicrecall.io.validate import validate_tables
+
+        validate_tables(raw, d)
+    for name, df in raw.items():
+        try:
+            out[name] = conform(df, name)
+        except (ValueError, pl.exceptions.PolarsError) as err:
+            raise InputError(d / f"{name}.parquet", None, f"does not fit the {name} schema: {err}") from err
     rej = d / "rejected.parquet"
     if rej.is_file():
         out["rejected"] = pl.read_parquet(rej)
+    out["meta"] = load_meta(d)
     return out
 
 

@@ -95,4 +95,4 @@ def import_lastfm_1k(path: PathLike, source_root: PathLike | None = None) -> Imp
          "note": ["several users in one file" if len(users) > 1 else None]},
         schema=FILES_SCHEMA,
     )
-    return assemble_result(ok, rejected, files, users)
+    return assemble_result(ok, rejected, files, users, meta={"time_kind": "clock", "source": "lastfm-1k"})

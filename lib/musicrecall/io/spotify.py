@@ -217,7 +217,8 @@ def _raw(rec: Any) -> str:
 
 
 def _finish(
-    frames: list[pl.DataFrame], rejected: list[pl.DataFrame], files: list[dict[str, Any]], users: list[str]
+    frames: list[pl.DataFrame], rejected: list[pl.DataFrame], files: list[dict[str, Any]], users: list[str],
+    source: str = "spotify",
 ) -> ImportResult:
     parsed = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
     if parsed.is_empty() and not parsed.columns:
@@ -226,7 +227,8 @@ def _finish(
                     "album": pl.String(), "source_file": pl.String(), "source_row": pl.Int64()}
         )
     rej = pl.concat(rejected) if rejected else pl.DataFrame(schema=REJECTED_SCHEMA)
-    return assemble_result(parsed, rej, pl.DataFrame(files, schema=FILES_SCHEMA), users)
+    return assemble_result(parsed, rej, pl.DataFrame(files, schema=FILES_SCHEMA), users,
+                           meta={"time_kind": "clock", "source": source})
 
 
 def _split(
@@ -364,7 +366,8 @@ def _import(
             rejected.append(rej)
             files.append({"source_file": source_file, "user_key": ukey,
                           "rows_read": len(records) + (brk is not None), "note": _note(len(records), brk)})
-    return _finish(frames, rejected, files, users)
+    kind = "spotify-extended" if make_frame is _extended_frame else "spotify-basic"
+    return _finish(frames, rejected, files, users, kind)
 
 
 def import_spotify_extended(

@@ -1,0 +1,203 @@
+"""Reading a generic table file record by record, so one bad record never costs the ones after it.
+
+:func:`read_records` returns every readable record as a row (columns as text for text formats, native
+types for Parquet) with its 0-based record index ``_row``, plus the records it could not read, each with
+a reason: ``bad_encoding`` (bytes that are not UTF-8), ``blank_line``, ``bad_format`` (a CSV record
+with the wrong number of fields), ``truncated`` (the last record of a text file without a final line
+break, or of a JSON array cut mid-record), ``malformed_json``, ``not_a_record`` (a JSON value that is
+not an object). ``rows_read`` is the true record count: rows + rejected. A duplicate column name
+raises :class:`~musicrecall.io.errors.InputError` (which of the two is meant cannot be known).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from musicrecall.io.errors import InputError
+from musicrecall.io.text import bad_utf8_positions, decode_lines, read_bytes
+
+_REJ = {"source_row": pl.Int64, "reason": pl.String, "raw": pl.String}
+
+
+@dataclass
+class Records:
+    """What :func:`read_records` read: ``frame`` (with ``_row``), ``rejected`` rows, counts and a note."""
+
+    frame: pl.DataFrame
+    rejected: pl.DataFrame
+    rows_read: int
+    note: str | None = None
+
+
+def check_columns(path: Path, names: list[str]) -> None:
+    """:class:`InputError` for an empty or duplicate column name (compared without case and spaces)."""
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):
+        key = str(n).strip().lower()
+        if not key:
+            raise InputError(path, None, f"header column {i + 1} has no name")
+        if key in seen:
+            raise InputError(path, None, f"duplicate column name {n!r} (columns {seen[key] + 1} and {i + 1}): "
+                             "which one holds the data is ambiguous; rename one")
+        seen[key] = i
+
+
+def _bad_lines(data: bytes) -> set[int]:
+    pos = bad_utf8_positions(data)
+    if not pos:
+        return set()
+    newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+    return set(np.searchsorted(newlines, np.array(pos), side="left").tolist())
+
+
+def _read_csv(path: Path, sep: str) -> Records:
+    data = read_bytes(path)
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    bad = _bad_lines(data)
+    text = data.decode("utf-8", errors="replace")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=False)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise InputError(path, None, "no header line") from None
+    if any(line < reader.line_num for line in bad):
+        raise InputError(path, None, "the header line holds bytes that are not UTF-8")
+    names = [h.strip() for h in header]
+    check_columns(path, names)
+    width = len(names)
+    cols: list[list[str | None]] = [[] for _ in names]
+    rows: list[int] = []
+    rej: list[tuple[int, str, str]] = []
+    prev = reader.line_num
+    idx = -1
+    last_ok = False
+    for idx, rec in enumerate(reader):  # noqa: B007 - idx is used after the loop
+        cur = reader.line_num
+        raw = sep.join(rec)
+        if bad and any(line in bad for line in range(prev, cur)):
+            lines = [line for line in range(prev, cur) if line in bad]
+            raw_bytes = data.split(b"\n")[lines[0]] if len(lines) else b""
+            rej.append((idx, "bad_encoding", f"file line {lines[0] + 1}: " +
+                        raw_bytes.rstrip(b"\r").decode("utf-8", "backslashreplace")))
+            last_ok = False
+        elif not rec or (len(rec) == 1 and not rec[0].strip() and width > 1):
+            rej.append((idx, "blank_line", f"file line {prev + 1}"))
+            last_ok = False
+        elif len(rec) != width:
+            rej.append((idx, "bad_format", f"file line {prev + 1}: {len(rec)} field(s), the header has {width}: {raw}"))
+            last_ok = False
+        else:
+            for c, v in zip(cols, rec, strict=True):
+                c.append(v)
+            rows.append(idx)
+            last_ok = True
+        prev = cur
+    n = idx + 1
+    note = None
+    if n and not data.endswith((b"\n", b"\r")):
+        note = "the file does not end with a line break: its last record may be cut and is quarantined"
+        if last_ok:  # the fragment of a cut file parses as a record: never keep it
+            rows.pop()
+            for c in cols:
+                c.pop()
+            rej.append((n - 1, "truncated", "last record, no line break after it (file cut?)"))
+        else:
+            last = rej.pop()
+            rej.append((last[0], "truncated", f"{last[1]}; last record, no line break after it: {last[2]}"))
+    frame = pl.DataFrame({name: pl.Series(name, c, dtype=pl.String) for name, c in zip(names, cols, strict=True)})
+    frame = frame.with_columns(pl.Series("_row", rows, dtype=pl.Int64))
+    return Records(frame, pl.DataFrame(rej, schema=_REJ, orient="row"), n, note)
+
+
+def _json_text(v: Any) -> str | None:
+    if v is None or isinstance(v, str):
+        return v
+    return json.dumps(v)
+
+
+def _from_objects(path: Path, records: list[tuple[int, Any]]) -> tuple[pl.DataFrame, list[tuple[int, str, str]]]:
+    """Objects as text columns (non-strings as their JSON text, so types stay checkable)."""
+    keys: dict[str, None] = {}
+    rej: list[tuple[int, str, str]] = []
+    good: list[tuple[int, dict[str, Any]]] = []
+    for i, r in records:
+        if isinstance(r, dict):
+            good.append((i, r))
+            keys.update(dict.fromkeys(r))
+        else:
+            rej.append((i, "not_a_record", json.dumps(r)[:10_000]))
+    names = list(keys)
+    check_columns(path, names)
+    data = {k: pl.Series(k, [_json_text(r.get(k)) for _, r in good], dtype=pl.String) for k in names}
+    frame = pl.DataFrame(data).with_columns(pl.Series("_row", [i for i, _ in good], dtype=pl.Int64))
+    return frame, rej
+
+
+def _read_ndjson(path: Path) -> Records:
+    lines = decode_lines(read_bytes(path))
+    objs: list[tuple[int, Any]] = []
+    rej: list[tuple[int, str, str]] = []
+    ends_nl = path.read_bytes().endswith(b"\n")
+    n = lines.height
+    for i, line, raw in lines.iter_rows():
+        if raw is not None:
+            rej.append((i, "bad_encoding", raw))
+        elif not line.strip():
+            rej.append((i, "blank_line", ""))
+        else:
+            try:
+                objs.append((i, json.loads(line)))
+            except json.JSONDecodeError as err:
+                reason = "truncated" if i == n - 1 and not ends_nl else "malformed_json"
+                rej.append((i, reason, f"{err.msg}: {line[:10_000]}"))
+    frame, more = _from_objects(path, objs)
+    return Records(frame, pl.DataFrame(rej + more, schema=_REJ, orient="row").sort("source_row"), n)
+
+
+def _read_json(path: Path) -> Records:
+    from musicrecall.io.spotify import read_json_records
+
+    records, brk = read_json_records(path, "quarantine")
+    frame, rej = _from_objects(path, list(enumerate(records)))
+    n = len(records)
+    note = None
+    if brk is not None:
+        extra = getattr(brk, "rejected", None) or [(brk.row, brk.reason, brk.raw)]
+        rej += extra
+        n = getattr(brk, "rows_read", n + 1)
+        note = f"{brk.reason} at record {brk.row}"
+    return Records(frame, pl.DataFrame(rej, schema=_REJ, orient="row").sort("source_row"), n, note)
+
+
+def read_records(path: Path) -> Records:
+    """Read ``path`` by its suffix: ``.csv``; ``.tsv`` / ``.txt`` / ``.inter`` (tab); ``.parquet`` / ``.pq``;
+    ``.json`` (an array of objects); ``.jsonl`` / ``.ndjson`` (one object per line)."""
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        if not path.is_file():
+            raise InputError(path, None, "does not exist or is not a file")
+        try:
+            df = pl.read_parquet(path)
+        except (pl.exceptions.PolarsError, OSError) as err:
+            raise InputError(path, None, f"cannot be read as Parquet: {err}") from err
+        check_columns(path, df.columns)
+        df = df.with_row_index("_row").with_columns(pl.col("_row").cast(pl.Int64))
+        return Records(df, pl.DataFrame(schema=_REJ), df.height)
+    if suffix == ".csv":
+        return _read_csv(path, ",")
+    if suffix in (".tsv", ".txt", ".inter"):
+        return _read_csv(path, "\t")
+    if suffix == ".json":
+        return _read_json(path)
+    if suffix in (".jsonl", ".ndjson"):
+        return _read_ndjson(path)
+    raise InputError(path, None, f"unknown table format {suffix!r} (expected .csv, .tsv, .parquet, .json, .jsonl)")

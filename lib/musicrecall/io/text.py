@@ -1,0 +1,95 @@
+"""Reading line-oriented text files exactly: every line accounted for, bad bytes found, never replaced.
+
+:func:`read_lines` gives one row per line with its 0-based line number, the text (``None`` when the
+line holds bytes that are not UTF-8) and, for such lines, the raw bytes spelt with ``\\x..`` escapes.
+A line with an invalid byte is a record the importer quarantines (reason ``bad_encoding``); the
+next line is read normally, so one bad byte never costs the rest of the file. Decoding is done once
+for the whole file in C; only the positions of bad bytes are visited in Python.
+"""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from musicrecall.io.errors import InputError
+
+_BAD_POSITIONS: list[int] = []
+
+
+def _record_bad(err: UnicodeError) -> tuple[str, int]:
+    # Registered as a codec error handler: remember where the bad bytes are, keep decoding.
+    assert isinstance(err, UnicodeDecodeError)
+    _BAD_POSITIONS.append(err.start)
+    return "\ufffd", err.end
+
+
+codecs.register_error("musicrecall_record", _record_bad)
+
+
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes; :class:`InputError` when it is missing, a folder or empty."""
+    if not path.is_file():
+        raise InputError(path, None, "does not exist or is not a file")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise InputError(path, None, f"cannot be read: {err}") from err
+    if not data.strip():
+        raise InputError(path, None, f"empty file ({len(data)} bytes)")
+    return data
+
+
+def decode_lines(data: bytes) -> pl.DataFrame:
+    """Split ``data`` into lines: ``line_no`` (0-based), ``line`` (null if not UTF-8), ``raw`` (escaped text).
+
+    A UTF-8 byte-order mark at the start is dropped, ``\\r\\n`` endings are accepted, and a final line
+    terminator does not make an extra empty line. ``raw`` is set only for lines that are not UTF-8.
+    """
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    _BAD_POSITIONS.clear()
+    text = data.decode("utf-8", errors="musicrecall_record")
+    bad_pos = np.array(_BAD_POSITIONS, dtype=np.int64)
+    _BAD_POSITIONS.clear()
+    if text.endswith("\n"):
+        text = text[:-1]
+    lines = pl.Series("line", [text], dtype=pl.String).str.split("\n").explode().str.strip_suffix("\r")
+    df = pl.DataFrame({"line": lines}).with_row_index("line_no").with_columns(pl.col("line_no").cast(pl.Int64))
+    if bad_pos.size == 0:
+        return df.with_columns(pl.lit(None, dtype=pl.String).alias("raw"))
+    newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+    bad_lines = np.unique(np.searchsorted(newlines, bad_pos, side="left"))
+    starts = np.concatenate([[0], newlines + 1])
+    ends = np.concatenate([newlines, [len(data)]])
+    raws = [data[starts[i]:ends[i]].rstrip(b"\r").decode("utf-8", "backslashreplace") for i in bad_lines]
+    fix = pl.DataFrame({"line_no": bad_lines.astype(np.int64), "raw": raws}, schema={"line_no": pl.Int64, "raw": pl.String})
+    df = df.join(fix, on="line_no", how="left", maintain_order="left")
+    return df.with_columns(pl.when(pl.col("raw").is_null()).then(pl.col("line")).alias("line"))
+
+
+def read_lines(path: Path) -> pl.DataFrame:
+    """:func:`decode_lines` of the file at ``path`` (:class:`InputError` if missing or empty)."""
+    return decode_lines(read_bytes(path))
+
+
+def bad_utf8_positions(data: bytes) -> list[int]:
+    """Byte offsets of every invalid UTF-8 sequence in ``data`` (empty when it is valid)."""
+    _BAD_POSITIONS.clear()
+    data.decode("utf-8", errors="musicrecall_record")
+    out = list(_BAD_POSITIONS)
+    _BAD_POSITIONS.clear()
+    return out
+
+
+def ends_with_newline(path: Path) -> bool:
+    """Whether the file's last byte is a line break (a text file cut mid-record usually is not)."""
+    with path.open("rb") as fh:
+        fh.seek(0, 2)
+        if fh.tell() == 0:
+            return True
+        fh.seek(-1, 2)
+        return fh.read(1) in (b"\n", b"\r")

@@ -64,7 +64,9 @@ from musicrecall.io.generic import (
 from musicrecall.io.text import ends_with_newline, read_lines
 from musicrecall.io.timeconv import epoch_to_ts
 
-ORDINAL_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+# Positions are written as seconds from the Unix epoch: no music log is that old, so
+# musicrecall.evaluation.detect_time_kind also recognises the data as ordinal without meta.json.
+ORDINAL_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 USER_NAMES = ("user_id", "user", "userid", "user_key", "uid")
 ITEM_NAMES = ("item_id", "item", "song_id", "song", "song_key", "track_id", "track", "iid")
 TS_NAMES = ("timestamp", "ts", "time", "datetime")

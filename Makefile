@@ -5,6 +5,10 @@ PY := $(VENV)/bin/python
 PROFILE ?= small
 NB ?=
 ARGS ?=
+# A folder of imported data (musicrecall.io): runs write to reports/datasets/<name>/, never over the world's.
+DATASET ?=
+ONLY ?=
+RUN_ARGS = $(if $(DATASET),--dataset "$(DATASET)") $(if $(ONLY),--only $(ONLY))
 STAMP := $(VENV)/.installed
 
 .PHONY: run test nb lab clean lint bench install audio-corpus
@@ -20,13 +24,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The whole workbook on the world, or with DATASET=<folder> the notebooks that apply to imported data
+# (00-04, 06, 08; ONLY=01,02 picks others).
 run: $(STAMP)
-	$(PY) -m musicrecall.report run --profile $(PROFILE)
+	$(PY) -m musicrecall.report run --profile $(PROFILE) $(RUN_ARGS) $(ARGS)
 
-# One notebook with other parameters, e.g.  make nb NB=01 ARGS="-p seed 7"
+# One notebook with other parameters, e.g.  make nb NB=01 ARGS="-p seed 7"  (DATASET=<folder> as for run)
 nb: $(STAMP)
-	@test -n "$(NB)" || (echo 'usage: make nb NB=01 ARGS="-p seed 7"'; exit 2)
-	$(PY) -m musicrecall.report run --profile $(PROFILE) --only $(NB) $(ARGS)
+	@test -n "$(NB)" || (echo 'usage: make nb NB=01 ARGS="-p seed 7" [DATASET=<folder>]'; exit 2)
+	$(PY) -m musicrecall.report run --profile $(PROFILE) --only $(NB) $(if $(DATASET),--dataset "$(DATASET)") $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from musicrecall.io import load_dataset_dir, save_dataset
-from musicrecall.report.runner import run_all
+from musicrecall.report.runner import run_all, run_reports_dir
 from musicrecall.world import generate_world
 
 
@@ -28,7 +28,7 @@ def imported(tmp_path_factory):
 def test_kg_notebook_runs_on_imported_triples(imported, tmp_path):
     runs = run_all("tiny", only=["02"], extra={"dataset": str(imported)}, reports_dir=tmp_path)
     assert [r.status for r in runs] == ["ok"], [r.error for r in runs]
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = json.loads((run_reports_dir(str(imported), tmp_path) / "metrics.json").read_text())  # its own folder
     rec = metrics["notebooks"]["02_kg_song2vec"]["records"][0]
     values = {m["name"]: m["value"] for m in rec["metrics"]}
     assert "kg_song2vec_all_hr@200" in values and "plain_song2vec_all_hr@200" in values

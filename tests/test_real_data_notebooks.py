@@ -8,7 +8,7 @@ import pytest
 
 from musicrecall.config import SHARED_DIR
 from musicrecall.io import import_spotify_extended, save_dataset
-from musicrecall.report.runner import run_all
+from musicrecall.report.runner import run_all, run_reports_dir
 
 EXTENDED = SHARED_DIR / "data" / "spotify" / "extended"
 
@@ -27,7 +27,7 @@ def test_cleaning_notebook_runs_on_a_real_export(real_dataset, tmp_path):
                    reports_dir=tmp_path)
     assert {r.name: r.status for r in runs} == {"00_simulated_world": "ok", "01_log_cleaning": "ok"}, \
         [r.error for r in runs]
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = json.loads((run_reports_dir(str(real_dataset), tmp_path) / "metrics.json").read_text())  # its own folder
     values = {m["name"]: m["value"] for rec in metrics["notebooks"]["01_log_cleaning"]["records"] for m in rec["metrics"]}
     # 1538 + 35 + 1470 records in the two users' files; podcasts are rejected by the importer, not here.
     assert values["rows_in"] == values["rows_kept"] + values["rows_removed"]

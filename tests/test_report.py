@@ -98,3 +98,130 @@ def test_key_figures_are_saved_with_captions_and_shown_in_the_summary_page(tmp_p
     assert "1 notebook(s) failed" in summary and "03_y" in summary and "1.5 min" in summary
     assert '<img src="figures/02_x-1.png"' in page and "The headline" in page
     assert "<b>90 s</b>" in page  # runtime total
+
+
+# --- NaN and missing values -------------------------------------------------------------------------
+
+
+def test_an_unmeasurable_value_is_null_with_its_reason_and_a_nan_interval_is_null():
+    m = metric("nmi_vs_genre", float("nan"), note="imported data has no genre")
+    assert m["value"] is None and m["note"] == "imported data has no genre"
+    m = metric("hr@200", 0.2, (float("nan"), 0.3))
+    assert m["ci_lo"] is None and m["ci_hi"] is None
+    with pytest.raises(ValueError, match="not finite"):
+        metric("hr@200", float("inf"), note="why")
+    payload = build_record("01_x", [m, metric("x", None, note="n/a here")], profile="tiny")
+    text = json.dumps(payload, allow_nan=False)  # strict JSON: no NaN, no "nan"
+    assert "nan" not in text.lower().replace("n/a", "")
+
+
+def test_nan_strings_of_older_runs_are_read_as_null_and_shown_as_na(tmp_path):
+    """Regression: jupyter's packer stored a NaN interval as the string "nan"; every later `make nb`
+    then failed formatting it in report/record.py."""
+    from musicrecall.report.runner import build_indexes, load_metrics
+
+    rec = build_record("02_x", [metric("lift", 0.05, (0.01, 0.09))], profile="tiny")
+    rec["metrics"][0].update(ci_lo="nan", ci_hi="nan")
+    rec["metrics"].append({"name": "nmi", "value": "nan", "ci_lo": None, "ci_hi": None, "unit": "", "world": "default",
+                           "note": ""})
+    run = {"name": "02_x", "status": "ok", "seconds": 1.0, "parameters": {"profile": "tiny"}, "error": "",
+           "records": [rec], "figures": []}
+    (tmp_path / "metrics.json").write_text(json.dumps({"notebooks": {"02_x": run}}))
+    metrics = load_metrics(tmp_path)
+    got = {m["name"]: m for m in metrics["notebooks"]["02_x"]["records"][0]["metrics"]}
+    assert got["lift"]["ci_lo"] is None and got["nmi"]["value"] is None
+    page = build_indexes(tmp_path).read_text()
+    assert "nmi: <b>n/a</b>" in page and ">nan<" not in page
+
+
+# --- runs on imported data: their own folder ---------------------------------------------------------
+
+
+def _fake_notebooks(folder, names=("00_a", "01_b")):
+    """Tiny notebooks that honour the contract: a parameters cell and a last cell recording metrics."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        params = nbformat.v4.new_code_cell('profile = "small"\nseed = 0\ndataset = "world"\nfail = False')
+        params.metadata["tags"] = ["parameters"]
+        body = nbformat.v4.new_code_cell(
+            "from musicrecall.report import metric, record_metrics\n"
+            "assert not fail, 'asked to fail'\n"
+            f"record_metrics({name!r}, [metric('share', 0.5 if dataset == 'world' else 0.25)], profile=profile,"
+            " dataset=dataset, seed=seed)")
+        nb = nbformat.v4.new_notebook(cells=[params, body])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, folder / f"{name}.ipynb")
+    return folder
+
+
+def test_parse_only_and_dataset_names(tmp_path):
+    from musicrecall.report.runner import dataset_name, parse_only, run_reports_dir
+
+    assert parse_only("01,02, 03") == ["01", "02", "03"] and parse_only(["01,02", "04"]) == ["01", "02", "04"]
+    assert parse_only(None) is None and parse_only([]) is None
+    (tmp_path / "30music").mkdir()
+    assert dataset_name(str(tmp_path / "30music")) == "30music"
+    assert dataset_name(str(tmp_path / "30music" / "sequences.txt")) == "30music-sequences"
+    assert run_reports_dir("world", tmp_path) == tmp_path
+    first = run_reports_dir(str(tmp_path / "30music"), tmp_path / "r")
+    assert first == tmp_path / "r" / "datasets" / "30music"
+    first.mkdir(parents=True)
+    (first / "metrics.json").write_text(json.dumps({"notebooks": {}, "dataset": {"source": "/elsewhere/30music"}}))
+    other = run_reports_dir(str(tmp_path / "30music"), tmp_path / "r")
+    assert other != first and other.name.startswith("30music-")  # same name, another source: its own folder
+
+
+def test_a_dataset_run_writes_its_own_folder_and_never_touches_the_world(tmp_path):
+    from musicrecall.report.runner import run_all
+
+    nbs = _fake_notebooks(tmp_path / "nbs")
+    reports = tmp_path / "reports"
+    world = run_all("tiny", reports_dir=reports, notebooks_dir=nbs)
+    assert [r.status for r in world] == ["ok", "ok"], [r.error for r in world]
+    world_before = (reports / "metrics.json").read_text()
+    data = tmp_path / "mylog"
+    data.mkdir()
+    runs = run_all("tiny", only="01", extra={"dataset": str(data)}, reports_dir=reports, notebooks_dir=nbs)
+    assert [r.name for r in runs] == ["01_b"] and runs[0].status == "ok", runs[0].error
+    assert (reports / "metrics.json").read_text() == world_before  # the world's results are untouched
+    own = reports / "datasets" / "mylog"
+    metrics = json.loads((own / "metrics.json").read_text())
+    assert metrics["dataset"] == {"name": "mylog", "source": str(data.resolve())}
+    assert metrics["notebooks"]["01_b"]["records"][0]["metrics"][0]["value"] == 0.25
+    assert (own / "01_b.html").exists() and (own / "01_b.ipynb").exists() and (own / "index.html").exists()
+    assert not (reports / "01_b.ipynb").read_text().count(str(data))  # the world's notebook is the world's
+    top = (reports / "index.html").read_text()
+    assert "mylog (real data)" in top and 'href="datasets/mylog/01_b.html"' in top and 'href="01_b.html"' in top
+
+
+def test_dataset_runs_default_to_the_notebooks_that_apply_to_imported_data(tmp_path):
+    from musicrecall.report.runner import DATASET_NOTEBOOKS, run_all
+
+    nbs = _fake_notebooks(tmp_path / "nbs", names=("00_a", "05_audio", "07_fed"))
+    data = tmp_path / "mylog"
+    data.mkdir()
+    runs = run_all("tiny", extra={"dataset": str(data)}, reports_dir=tmp_path / "r", notebooks_dir=nbs)
+    assert [r.name for r in runs] == ["00_a"]  # 05 and 07 do not apply to an imported log
+    assert DATASET_NOTEBOOKS == ("00", "01", "02", "03", "04", "06", "08")
+
+
+def test_the_world_page_ignores_imported_entries_of_older_runs(tmp_path):
+    rec_world = build_record("01_x", [metric("share", 0.5)], profile="tiny")
+    rec_real = build_record("02_y", [metric("share", 0.25)], profile="tiny", dataset="/data/me")
+    run = lambda n, r: {"name": n, "status": "ok", "seconds": 1.0, "parameters": {}, "error": "",  # noqa: E731
+                        "records": [r], "figures": [{"file": f"figures/{n}-1.png", "caption": n}]}
+    page = build_index({"notebooks": {"01_x": run("01_x", rec_world), "02_y": run("02_y", rec_real)}},
+                       tmp_path / "index.html").read_text()
+    assert "figures/01_x-1.png" in page and "02_y" not in page
+
+
+def test_cli_dataset_option_and_comma_separated_only(monkeypatch, tmp_path):
+    import musicrecall.report.__main__ as cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "run_all", lambda profile, only=None, extra=None: seen.update(only=only, extra=extra) or [])
+    monkeypatch.setattr(cli, "REPORTS_DIR", tmp_path / "reports")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "--profile", "tiny", "--dataset", "logs/me", "--only", "01,02,03"]) == 0
+    assert seen["only"] == ["01", "02", "03"]
+    assert seen["extra"]["dataset"] == str(tmp_path / "logs" / "me")

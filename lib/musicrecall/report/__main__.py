@@ -1,4 +1,8 @@
-"""Command line: ``python -m musicrecall.report run [--profile P] [--only NN ...] [-p name value ...]``."""
+"""Command line: ``python -m musicrecall.report run [--profile P] [--dataset PATH] [--only NN,NN ...] [-p name value ...]``.
+
+``--dataset`` (same as ``-p dataset PATH``) runs on imported data; its reports go to
+``reports/datasets/<name>/`` and it runs notebooks 00-04, 06 and 08 unless ``--only`` says otherwise.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from musicrecall.report.index import build_index
-from musicrecall.report.runner import REPORTS_DIR, load_metrics, run_all
+from musicrecall.report.runner import REPORTS_DIR, build_indexes, parse_only, run_all, run_reports_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,21 +20,26 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute notebooks with papermill and export reports")
     run.add_argument("--profile", default="small", choices=["tiny", "small", "medium"])
-    run.add_argument("--only", nargs="*", help="notebook number prefixes, e.g. 01 03")
+    run.add_argument("--only", nargs="*", help="notebook number prefixes, e.g. 01 03 or 01,02,03")
+    run.add_argument("--dataset", help="a folder of imported data (default: the simulated world)")
     # papermill-style parameters; values are parsed as YAML (7 -> int, 0.5 -> float, a/b -> str)
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     sub.add_parser("index", help="rebuild reports/index.html from reports/metrics.json")
     args = parser.parse_args(argv)
     if args.command == "index":
-        build_index(load_metrics(), REPORTS_DIR / "index.html")
+        build_indexes(REPORTS_DIR)
         return 0
     extra = {name: yaml.safe_load(value) for name, value in args.parameter}
+    if args.dataset:
+        extra["dataset"] = args.dataset
     # Notebooks run with notebooks/ as their working directory: make a dataset path absolute from here.
     if isinstance(extra.get("dataset"), str) and extra["dataset"] != "world":
         extra["dataset"] = str(Path(extra["dataset"]).expanduser().resolve())
-    runs = run_all(args.profile, only=args.only or None, extra=extra)
+    runs = run_all(args.profile, only=parse_only(args.only), extra=extra)
     failed = [r.name for r in runs if r.status != "ok"]
-    print(f"[musicrecall] {len(runs) - len(failed)} ok, {len(failed)} failed; open {REPORTS_DIR / 'index.html'}")
+    page = run_reports_dir(extra.get("dataset", "world"), REPORTS_DIR) / "index.html"
+    print(f"[musicrecall] {len(runs) - len(failed)} ok, {len(failed)} failed; open {page} (all runs: "
+          f"{REPORTS_DIR / 'index.html'})")
     return 1 if failed else 0
 
 

@@ -18,14 +18,39 @@ from musicrecall.report.claims import CLAIMS_BY_ID, VERDICTS
 METRICS_MIME = "application/vnd.musicrecall.metrics+json"
 
 
-def metric(name: str, value: float, ci: tuple[float, float] | None = None, *, unit: str = "",
+def finite_or_none(x: Any) -> float | None:
+    """``x`` as a float, or ``None`` (JSON null) when it is missing or not a finite number.
+
+    Also reads what older runs wrote: jupyter's message packer turns NaN into the *string* ``"nan"``
+    (``jupyter_client.jsonutil.json_clean``), and such strings must never reach number formatting.
+    """
+    if x is None or isinstance(x, bool):
+        return None if x is None else float(x)
+    try:
+        value = float(x)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def metric(name: str, value: float | None, ci: tuple[float, float] | None = None, *, unit: str = "",
            world: str = "default", note: str = "") -> dict[str, Any]:
-    """One headline metric. ``ci`` is a 95% interval; ``world`` names the (placebo) world it comes from."""
-    value = float(value)
-    if not math.isfinite(value):
+    """One headline metric. ``ci`` is a 95% interval; ``world`` names the (placebo) world it comes from.
+
+    A value that could not be measured (NaN or ``None``, e.g. clustering against a genre that imported
+    data lacks) is recorded as JSON null and shown as "n/a", but only with a ``note`` saying why: a NaN
+    without a reason is a bug and raises. An interval with a non-finite bound is recorded as null.
+    """
+    if value is not None and not isinstance(value, bool) and math.isinf(float(value)):
         raise ValueError(f"metric {name!r} is not finite: {value}")
-    lo, hi = (float(ci[0]), float(ci[1])) if ci is not None else (None, None)
-    return {"name": name, "value": value, "ci_lo": lo, "ci_hi": hi, "unit": unit, "world": world, "note": note}
+    clean = finite_or_none(value)
+    if clean is None and not note:
+        raise ValueError(f"metric {name!r} is not finite: {value} (if it cannot be measured on this data, "
+                         "pass note= with the reason; it is then recorded as null and shown as n/a)")
+    lo, hi = (finite_or_none(ci[0]), finite_or_none(ci[1])) if ci is not None else (None, None)
+    if lo is None or hi is None:
+        lo = hi = None
+    return {"name": name, "value": clean, "ci_lo": lo, "ci_hi": hi, "unit": unit, "world": world, "note": note}
 
 
 def record_claim(claim_id: str, *, ours: str, placebo: str, verdict: str, real: str = "",
@@ -38,21 +63,51 @@ def record_claim(claim_id: str, *, ours: str, placebo: str, verdict: str, real: 
     return {"id": claim_id, "ours": ours, "placebo": placebo, "real": real, "verdict": verdict, "note": note}
 
 
-def _fmt(x: float | None) -> str:
-    return "" if x is None else f"{x:.4g}"
+NA = "n/a"
+
+
+def _fmt(x: Any) -> str:
+    """A recorded number for display; null, NaN and old ``"nan"`` strings read as "n/a"."""
+    value = finite_or_none(x)
+    return NA if value is None else f"{value:.4g}"
 
 
 def format_ci(m: dict[str, Any]) -> str:
     """``[lo, hi]`` of a recorded metric, or an empty string when it has no interval."""
-    return "" if m.get("ci_lo") is None else f"[{_fmt(m['ci_lo'])}, {_fmt(m['ci_hi'])}]"
+    lo, hi = finite_or_none(m.get("ci_lo")), finite_or_none(m.get("ci_hi"))
+    return "" if lo is None or hi is None else f"[{_fmt(lo)}, {_fmt(hi)}]"
+
+
+def sanitize_json(obj: Any) -> Any:
+    """A copy of ``obj`` where every non-finite float (and the ``"nan"``/``"inf"`` strings older runs
+    stored for them in number fields) is ``None``: what goes into ``metrics.json`` is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: (finite_or_none(v) if k in _NUMBER_FIELDS and isinstance(v, str) else sanitize_json(v))
+                for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [sanitize_json(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+# Fields that hold numbers in a record; a string there ("nan", "inf") is a NaN written by an older run.
+_NUMBER_FIELDS = frozenset({"value", "ci_lo", "ci_hi", "lo", "hi", "seconds"})
+
+
+def dumps(obj: Any) -> str:
+    """Strict JSON (NaN never written, neither as ``NaN`` nor as ``"nan"``)."""
+    return json.dumps(sanitize_json(obj), indent=1, sort_keys=True, allow_nan=False)
 
 
 def build_record(notebook: str, metrics: list[dict[str, Any]], *, profile: str, dataset: str = "world",
                  seed: int = 0, claims: list[dict[str, str]] | None = None) -> dict[str, Any]:
     """The JSON payload of one notebook's headline metrics (and claims-ledger rows, if any)."""
-    payload = {"notebook": notebook, "profile": profile, "dataset": str(dataset), "seed": seed,
-               "metrics": metrics, "claims": claims or []}
-    json.dumps(payload)  # fail here, in the notebook, if something is not serialisable
+    payload = sanitize_json({"notebook": notebook, "profile": profile, "dataset": str(dataset), "seed": seed,
+                             "metrics": metrics, "claims": claims or []})
+    # Fail here, in the notebook, if something is not serialisable; NaN is null by now, so jupyter's
+    # packer cannot turn it into the string "nan".
+    json.dumps(payload, allow_nan=False)
     return payload
 
 

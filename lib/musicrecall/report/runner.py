@@ -2,13 +2,20 @@
 
 ``python -m musicrecall.report run --profile small`` is what ``make run`` calls;
 ``python -m musicrecall.report run --only 01 -p seed 7`` reruns one notebook with other parameters.
+
+Runs on the simulated world write to ``reports/``; a run on imported data (``--dataset <folder>`` or
+``-p dataset <folder>``) writes to its own folder ``reports/datasets/<name>/`` with its own executed
+notebooks, HTML, figures and ``metrics.json``, so it can never replace the world's results.
+``reports/index.html`` lists the world run and every dataset run side by side.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,9 +25,66 @@ import nbformat
 
 from musicrecall.config import REPO_ROOT, REPORTS_DIR
 from musicrecall.report.html import export_html
-from musicrecall.report.record import METRICS_MIME
+from musicrecall.report.record import METRICS_MIME, dumps, sanitize_json
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+WORLD = "world"
+# The notebooks that apply to imported data (05 embeds audio files and 07 needs a second party's data,
+# which an imported listening log does not have). ``--only`` overrides it.
+DATASET_NOTEBOOKS = ("00", "01", "02", "03", "04", "06", "08")
+DATASETS_SUBDIR = "datasets"
+
+
+def is_world(dataset: Any) -> bool:
+    """Whether a ``dataset`` parameter names the simulated world (the default)."""
+    return dataset is None or str(dataset) in ("", WORLD)
+
+
+def resolve_dataset(dataset: str) -> str:
+    """An imported dataset's absolute path (notebooks run with ``notebooks/`` as working directory);
+    a relative path that does not exist from here is read from the repository root, as ``prepare`` does."""
+    path = Path(dataset).expanduser()
+    if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
+        path = REPO_ROOT / path
+    return str(path.resolve())
+
+
+def dataset_name(dataset: str) -> str:
+    """The report folder name of an imported dataset: its folder's name (a file: folder and file stem)."""
+    path = Path(dataset)
+    raw = path.name if not path.suffix or path.is_dir() else f"{path.parent.name}-{path.stem}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", raw).strip("._") or "dataset"
+
+
+def run_reports_dir(dataset: Any = WORLD, reports_dir: Path = REPORTS_DIR) -> Path:
+    """Where a run on ``dataset`` writes: ``reports_dir`` for the world, else
+    ``reports_dir/datasets/<name>/`` (with a short hash of the path when another source took the name)."""
+    if is_world(dataset):
+        return reports_dir
+    source = resolve_dataset(str(dataset))
+    base = reports_dir / DATASETS_SUBDIR / dataset_name(source)
+    recorded = load_metrics(base).get("dataset", {}).get("source")
+    if recorded is None or recorded == source:
+        return base
+    return base.with_name(f"{base.name}-{hashlib.sha1(source.encode()).hexdigest()[:8]}")
+
+
+def dataset_runs(reports_dir: Path = REPORTS_DIR) -> dict[str, dict[str, Any]]:
+    """The metrics of every dataset run under ``reports_dir/datasets/``, by report folder name."""
+    root = reports_dir / DATASETS_SUBDIR
+    runs = {}
+    for path in sorted(root.glob("*/metrics.json")) if root.is_dir() else []:
+        runs[path.parent.name] = load_metrics(path.parent)
+    return runs
+
+
+def parse_only(only: list[str] | str | None) -> list[str] | None:
+    """``["01", "02"]``, ``"01,02"`` or ``["01,02", "03"]`` -> ``["01", "02", "03"]``; empty -> None."""
+    if only is None:
+        return None
+    items = [only] if isinstance(only, str) else only
+    out = [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+    return out or None
 
 
 @dataclass
@@ -93,7 +157,7 @@ def extract_key_figures(nb: nbformat.NotebookNode, name: str, reports_dir: Path,
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
 
@@ -126,32 +190,60 @@ def run_notebook(path: Path, parameters: dict[str, Any], reports_dir: Path = REP
 
 
 def load_metrics(reports_dir: Path = REPORTS_DIR) -> dict[str, Any]:
+    """``reports_dir/metrics.json``, with NaN (``NaN`` or the string ``"nan"`` of older runs) read as null."""
     path = reports_dir / "metrics.json"
     if path.exists():
-        return json.loads(path.read_text())
+        metrics = sanitize_json(json.loads(path.read_text()))
+        metrics.setdefault("notebooks", {})
+        return metrics
     return {"notebooks": {}}
 
 
-def run_all(profile: str, only: list[str] | None = None, extra: dict[str, Any] | None = None,
-            reports_dir: Path = REPORTS_DIR, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[NotebookRun]:
-    """Run notebooks in order; merge results into ``metrics.json`` and rebuild ``index.html``."""
+def build_indexes(reports_dir: Path = REPORTS_DIR) -> Path:
+    """Rebuild ``index.html`` of every dataset run and the top ``reports_dir/index.html`` (world and
+    datasets side by side); returns the top page."""
     from musicrecall.report.index import build_index
 
+    datasets = dataset_runs(reports_dir)
+    for name, metrics in datasets.items():
+        build_index(metrics, reports_dir / DATASETS_SUBDIR / name / "index.html")
+    return build_index(load_metrics(reports_dir), reports_dir / "index.html", datasets=datasets)
+
+
+def run_all(profile: str, only: list[str] | str | None = None, extra: dict[str, Any] | None = None,
+            reports_dir: Path = REPORTS_DIR, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[NotebookRun]:
+    """Run notebooks in order; merge results into ``metrics.json`` and rebuild the index pages.
+
+    ``reports_dir`` is the reports root. With ``extra={"dataset": <folder>}`` the run writes to
+    :func:`run_reports_dir` (``reports_dir/datasets/<name>/``) and runs :data:`DATASET_NOTEBOOKS`
+    unless ``only`` says otherwise; the world's ``metrics.json`` is left untouched.
+    """
+    extra = dict(extra or {})
+    only = parse_only(only)
+    full = only is None  # a full run replaces everything, so removed notebooks do not linger
+    dataset = extra.get("dataset", WORLD)
+    if is_world(dataset):
+        out_dir = reports_dir
+    else:
+        extra["dataset"] = resolve_dataset(str(dataset))
+        out_dir = run_reports_dir(extra["dataset"], reports_dir)
+        only = only or list(DATASET_NOTEBOOKS)
     # Kernels inherit the environment: a user's MPLBACKEND=Agg would silently drop every figure.
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     runs = []
     for path in list_notebooks(notebooks_dir, only):
-        params = {"profile": profile, **(extra or {})}
+        params = {"profile": profile, **extra}
         print(f"[musicrecall] running {path.name} with {params}", flush=True)
-        run = run_notebook(path, params, reports_dir)
+        run = run_notebook(path, params, out_dir)
         print(f"[musicrecall]   {run.status} in {run.seconds:.1f}s {run.error}", flush=True)
         runs.append(run)
-    metrics = load_metrics(reports_dir)
-    if only is None:  # a full run replaces everything, so removed notebooks do not linger
-        metrics = {"notebooks": {}}
+    metrics = {"notebooks": {}} if full else load_metrics(out_dir)
+    if not is_world(dataset):
+        metrics["dataset"] = {"name": out_dir.name, "source": extra["dataset"]}
     for run in runs:
         metrics["notebooks"][run.name] = asdict(run)
     metrics["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    _atomic_write(reports_dir / "metrics.json", json.dumps(metrics, indent=1, sort_keys=True))
-    build_index(metrics, reports_dir / "index.html")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out_dir / "metrics.json", dumps(metrics))
+    build_indexes(reports_dir)
     return runs

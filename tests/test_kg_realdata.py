@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -25,3 +26,35 @@ def test_sessions_of_one_play_are_a_clear_error_naming_session_gap_min():
     with pytest.raises(ValueError, match="session_gap_min") as err:
         kg.fit_song2vec(corpus, 7, kg.Song2VecConfig(dim=4, epochs=1), cache=False)
     assert "30 sessions" in str(err.value)
+
+
+def _artist_album_catalogue(n: int = 12) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A real-log catalogue: song->artist/album maps only (genre and language unknown)."""
+    items = pl.DataFrame({"song_id": list(range(n)), "artist": [f"a{s // 4}" for s in range(n)],
+                          "album": [f"b{s // 2}" for s in range(n)], "genre": [None] * n, "language": [None] * n},
+                         schema_overrides={"genre": pl.String, "language": pl.String})
+    triples = pl.concat([items.select(head=pl.format("song:{}", "song_id"), relation=pl.lit(f"song_{r}"),
+                                      tail=pl.format(f"{r}:{{}}", r)) for r in ("artist", "album")])
+    return items, triples
+
+
+def test_catalogue_relations_use_what_the_data_has():
+    items, triples = _artist_album_catalogue()
+    rel = kg.catalogue_relations(items, 12)
+    assert sorted(rel) == ["album", "artist"]  # genre / language are unknown, so they are not relations here
+    # the same relations from the triples alone (a catalogue kept only as a KG)
+    from_kg = kg.catalogue_relations(items.select("song_id"), 12, triples)
+    assert sorted(from_kg) == ["album", "artist"]
+    np.testing.assert_array_equal(from_kg["artist"] >= 0, np.ones(12, dtype=bool))
+    assert (from_kg["artist"][[0, 1, 2, 3]] == from_kg["artist"][0]).all() and from_kg["artist"][4] != from_kg["artist"][0]
+
+
+def test_badcase_on_artist_album_only_data():
+    items, _ = _artist_album_catalogue()
+    codes = kg.catalogue_relations(items, 12)
+    # song 0: neighbours 1 (same album), 3 (same artist), 8 (neither)
+    rate = kg.badcase_per_seed(np.array([0]), np.array([[1, 3, 8]]), codes)
+    assert rate.tolist() == [pytest.approx(1 / 3)]
+    # with the old genre/language/artist columns it still works where only artist is known
+    assert kg.badcase_per_seed(np.array([0]), np.array([[1, 3, 8]]), kg.attribute_codes(items, 12)).tolist() == [
+        pytest.approx(1 / 3)]

@@ -13,6 +13,7 @@ from musicrecall.models.mind import (
     CapsuleRouting,
     MINDConfig,
     ablation_verdict,
+    clustering_labels,
     clustering_quality,
     dynamic_k,
     mind_loss,
@@ -230,3 +231,38 @@ def test_fit_mind_is_reproducible_for_a_seed():
     torch.manual_seed(2)  # whatever the caller's RNG state
     b = fit_mind(ev, None, 40, cfg, None, tc, per_user=4, batch_size=16, n_neg=8)[0].item_vectors()
     assert np.array_equal(a, b)
+
+
+def test_side_info_uses_artist_and_album_when_genre_and_language_are_unknown():
+    # a real song->artist/album catalogue: genre and language are null, so as side info they were a constant
+    items = pl.DataFrame({"song_id": [0, 1, 2, 3], "artist": ["x", "x", "y", "z"], "album": ["p", "q", "r", "s"],
+                          "genre": [None] * 4, "language": [None] * 4},
+                         schema_overrides={"genre": pl.String, "language": pl.String})
+    codes = side_codes(items)
+    assert tuple(codes) == ("artist", "album")
+    assert codes["artist"].tolist()[0] == codes["artist"].tolist()[1] != codes["artist"].tolist()[2]
+    # the world's genre and language stay the side info when present
+    world = items.with_columns(genre=pl.Series(["g", "h", "g", "h"]), language=pl.Series(["en", "en", "zh", "zh"]))
+    assert tuple(side_codes(world)) == ("genre", "language")
+    assert side_codes(items.select("song_id")) == {}
+
+
+def test_clustering_check_warns_instead_of_a_silent_nan():
+    rng = np.random.default_rng(0)
+    with pytest.warns(UserWarning, match="not computable"):
+        out = clustering_quality(rng.normal(size=(50, 8)), np.zeros(50, dtype=np.int64), n_sample=50)
+    assert np.isnan(out["silhouette"]) and np.isnan(out["nmi"])
+
+
+def test_clustering_labels_pick_a_relation_the_data_has():
+    songs = np.arange(400)
+    artist = np.arange(400) // 4  # 100 artists of 4 songs, too many to cluster on
+    artist[:120] = np.arange(120) // 20  # 6 big artists of 20 songs
+    rel, picked, labels, note = clustering_labels({"artist": artist}, songs, max_labels=20, min_per_label=5)
+    assert rel == "artist" and picked.tolist() == list(range(120)) and len(set(labels.tolist())) == 6
+    assert "most common" in note
+    genre = np.arange(400) % 3
+    rel, picked, _, note = clustering_labels({"artist": artist, "genre": genre}, songs)
+    assert rel == "genre" and picked.shape[0] == 400  # genre (3 values) comes first, on every song
+    rel, picked, _, note = clustering_labels({"artist": np.full(400, -1)}, songs)
+    assert rel == "" and picked.shape[0] == 0 and "no catalogue relation" in note

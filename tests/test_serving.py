@@ -10,6 +10,7 @@ from musicrecall.evaluation import ExactIndex, UserItemCSR
 from musicrecall.serving import (
     genre_coverage,
     global_merge,
+    history_interests,
     interest_coverage,
     interest_quotas,
     merged_lists,
@@ -148,3 +149,21 @@ def test_quota_verdict():
     assert quota_verdict((0.2, 0.1, 0.3), (-0.05, -0.08, -0.02), (0.0, -0.01, 0.01)) == "partly"
     assert quota_verdict((0.2, 0.1, 0.3), (0.0, -0.01, 0.01), (0.2, 0.1, 0.3)) == "partly"
     assert quota_verdict((0.0, -0.1, 0.1), (0.0, -0.01, 0.01), None) == "not reproduced"
+
+
+def test_relation_coverage_stays_a_share_when_the_relation_has_more_values_than_slots():
+    # 1,000 artists, lists of 4 songs: the share is of the 4 artists a list could hold, not of 1,000
+    artist = np.arange(1000)
+    assert genre_coverage(np.array([[0, 1, 2, 3], [5, 5, 5, -1]]), artist, 1000).tolist() == [1.0, 0.25]
+
+
+def test_history_interests_stand_in_for_ground_truth_on_real_data():
+    # user 0: 6 plays of artist 0, 3 of artist 1, 1 of artist 2; user 1: only artist 2
+    artist = np.array([0, 0, 1, 2])
+    fit = pl.DataFrame({"user_id": [0] * 10 + [1] * 3, "song_id": [0, 1, 0, 1, 0, 1, 2, 2, 2, 3, 3, 3, 3],
+                        "full_play": [True] * 13})
+    truth = history_interests(fit, artist, max_interests=4, min_share=0.2)
+    assert truth.sort("user_id", "cluster").rows() == [(0, 0), (0, 1), (1, 2)]  # artist 2 is 10% of user 0
+    lists = np.array([[0, 1, 3], [3, 0, 1]])
+    cov = interest_coverage(lists, np.array([0, 1]), artist, truth, min_songs=1)
+    assert cov.tolist() == [0.5, 1.0]

@@ -154,11 +154,29 @@ def _csr(lists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def genre_coverage(lists: np.ndarray, song_genre: np.ndarray, n_genres: int) -> np.ndarray:
-    """Per user: share of all ``n_genres`` genres present in the list (float [U])."""
+    """Per user: share of all ``n_genres`` genres present in the list (float [U]).
+
+    Works for any catalogue relation (artist, album, ...); when it has more values than a list has slots,
+    the share is of the ``k`` values a list could at most hold, so it stays in [0, 1] and comparable.
+    """
     g = np.where(lists >= 0, song_genre[np.maximum(lists, 0)], -1)
     present = np.zeros((lists.shape[0], n_genres + 1), dtype=bool)
     present[np.arange(lists.shape[0])[:, None], g] = True  # -1 lands in the spare last column
-    return present[:, :n_genres].sum(1) / n_genres
+    return present[:, :n_genres].sum(1) / min(n_genres, lists.shape[1])
+
+
+def history_interests(fit: pl.DataFrame, song_codes: np.ndarray, max_interests: int = 4,
+                      min_share: float = 0.1) -> pl.DataFrame:
+    """A stand-in for ground-truth interests on real data: each user's most played values of a catalogue
+    relation (e.g. artists) among their full plays in ``fit``, at most ``max_interests`` of them, each
+    with at least ``min_share`` of the user's plays. Columns ``user_id``, ``cluster`` (the relation code),
+    the layout of the world's ``truth["user_interests"]``, so :func:`interest_coverage` reads either."""
+    ev = fit.filter(pl.col("full_play").fill_null(False)).select("user_id", "song_id")
+    code = song_codes[ev["song_id"].to_numpy()]
+    ev = ev.with_columns(cluster=pl.Series(code, dtype=pl.Int64)).filter(pl.col("cluster") >= 0)
+    per = ev.group_by("user_id", "cluster").len().with_columns(share=pl.col("len") / pl.col("len").sum().over("user_id"))
+    per = per.filter(pl.col("share") >= min_share).sort(["user_id", "len", "cluster"], descending=[False, True, False])
+    return per.group_by("user_id", maintain_order=True).head(max_interests).select("user_id", "cluster")
 
 
 def interest_coverage(lists: np.ndarray, users: np.ndarray, song_cluster: np.ndarray,

@@ -11,6 +11,7 @@ from musicrecall.kg.badcase import (
     attribute_codes,
     badcase_per_seed,
     badcase_seeds,
+    catalogue_relations,
     neighbours_side_by_side,
     true_codes,
 )
@@ -53,7 +54,7 @@ from musicrecall.kg.song2vec import (
 __all__ = [
     "DEFAULT_WEIGHTS", "SONG_PREFIX", "Corpus", "Fitted", "ItemToItemRecall", "KGConfig", "RecallConfig",
     "Song2VecConfig", "SongEmbedding", "attribute_codes", "badcase_per_seed", "badcase_seeds", "badcase_summary",
-    "build_corpus", "c1_verdict", "entity_mean_vectors", "evaluate_models", "fit_model", "fit_song2vec",
+    "build_corpus", "catalogue_relations", "c1_verdict", "entity_mean_vectors", "evaluate_models", "fit_model", "fit_song2vec",
     "gamma_sweep", "lift", "median_popularity_rank", "neighbour_slot_shares", "neighbour_table", "neighbours_side_by_side", "quick_hr", "recent_seeds",
     "relation_walks", "restricted_table", "session_sentences", "slice_eval", "song_groups", "topk_from_candidates",
     "train_word2vec", "triples_from_items", "true_codes", "tune_song2vec",

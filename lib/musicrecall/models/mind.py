@@ -355,14 +355,55 @@ def played_songs(events: pl.DataFrame, n_items: int, min_plays: int = 5) -> np.n
     return np.flatnonzero(counts >= min_plays)
 
 
+CLUSTER_RELATIONS = ("genre", "language", "artist", "album")  # coarse first: a genre groups many songs
+
+
+def clustering_labels(codes: Mapping[str, np.ndarray], songs: np.ndarray, max_labels: int = 20,
+                      min_per_label: int = 5, relations: tuple[str, ...] = CLUSTER_RELATIONS
+                      ) -> tuple[str, np.ndarray, np.ndarray, str]:
+    """Which catalogue relation the clustering check judges song embeddings against, on which songs.
+
+    ``codes``: relation -> code per song id (``-1`` unknown, e.g. from
+    :func:`musicrecall.kg.catalogue_relations`). The first relation of ``relations`` that labels at least
+    two groups is used: all its songs when it has at most ``max_labels`` values (genre on the simulated
+    world), else the songs of its ``max_labels`` most common values with at least ``min_per_label`` songs
+    each (artists on a real log: k-means with thousands of clusters on a few thousand songs says nothing).
+    Returns ``(relation, songs, labels, note)``; ``relation == ""`` when no check can be computed, and the
+    note says why.
+    """
+    songs = np.asarray(songs, dtype=np.int64)
+    for rel in relations:
+        if rel not in codes:
+            continue
+        lab = np.asarray(codes[rel])[songs]
+        known = songs[lab >= 0]
+        vals, counts = np.unique(lab[lab >= 0], return_counts=True)
+        if vals.shape[0] <= max_labels:
+            pick, note = vals, f"{rel} ({vals.shape[0]} values, {known.shape[0]:,} songs)"
+        else:
+            big = np.argsort(-counts, kind="stable")[:max_labels]
+            pick = vals[big][counts[big] >= min_per_label]
+            note = (f"{rel}: the songs of its {pick.shape[0]} most common values with >= {min_per_label} songs "
+                    f"each (of {vals.shape[0]:,} values)")
+        mask = np.isin(np.asarray(codes[rel])[known], pick)
+        if pick.shape[0] >= 2 and mask.sum() > pick.shape[0]:
+            return rel, known[mask], np.asarray(codes[rel])[known[mask]], note
+    have = ", ".join(r for r in relations if r in codes) or "none"
+    return "", songs[:0], songs[:0], (f"no catalogue relation labels two or more groups of the {songs.shape[0]:,} "
+                                      f"played songs (relations found: {have})")
+
+
 def clustering_quality(vecs: np.ndarray, labels: np.ndarray, n_sample: int = 3000, seed: int = 0
                        ) -> dict[str, float]:
     """How well song embeddings group by a label (genre): cosine **silhouette** of the label partition,
     and **NMI** between k-means clusters (k = number of labels, on L2-normalised vectors) and the label.
 
     Silhouette is in [-1, 1] (> 0: songs are closer to their own genre than to the nearest other one);
-    NMI in [0, 1]. Both on a seeded sample of ``n_sample`` songs.
+    NMI in [0, 1]. Both on a seeded sample of ``n_sample`` songs. A score that cannot be computed (fewer
+    than two labels, or no more songs than labels) is NaN *with a warning that says why*.
     """
+    import warnings
+
     from sklearn.cluster import KMeans
     from sklearn.metrics import normalized_mutual_info_score, silhouette_score
 
@@ -371,7 +412,11 @@ def clustering_quality(vecs: np.ndarray, labels: np.ndarray, n_sample: int = 300
     x, y = vecs[pick].astype(np.float64), np.asarray(labels)[pick]
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     n_lab = int(np.unique(y).shape[0])
-    sil = float(silhouette_score(x, y, metric="cosine")) if 1 < n_lab < x.shape[0] else float("nan")
+    if not 1 < n_lab < x.shape[0]:
+        warnings.warn(f"clustering check not computable: {x.shape[0]} songs with {n_lab} distinct label(s); "
+                      "silhouette and NMI need two or more labels and more songs than labels", stacklevel=2)
+        return {"silhouette": float("nan"), "nmi": float("nan"), "n_songs": int(x.shape[0])}
+    sil = float(silhouette_score(x, y, metric="cosine"))
     km = KMeans(n_clusters=max(n_lab, 1), n_init=3, random_state=seed).fit(x)
     return {"silhouette": sil, "nmi": float(normalized_mutual_info_score(y, km.labels_)), "n_songs": int(x.shape[0])}
 

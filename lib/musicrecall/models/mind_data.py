@@ -81,11 +81,29 @@ def last_histories(seqs: Sequences, users: np.ndarray, max_len: int, pad: int) -
     return _windows(seqs.items, starts, ends, max_len, pad)
 
 
-def side_codes(items: pl.DataFrame, columns: tuple[str, ...] = ("genre", "language")) -> dict[str, np.ndarray]:
-    """Integer codes (``0..n_values-1``, nulls as their own code) of categorical item columns, by ``song_id``."""
+SIDE_PREFERRED = ("genre", "language")  # the talk's side info
+SIDE_FALLBACK = ("artist", "album")  # what real song->artist/album maps have instead
+
+
+def side_columns(items: pl.DataFrame, preferred: tuple[str, ...] = SIDE_PREFERRED,
+                 fallback: tuple[str, ...] = SIDE_FALLBACK) -> tuple[str, ...]:
+    """The item columns worth feeding as side info: those of ``preferred`` with at least two distinct values,
+    else those of ``fallback`` (a constant column is no information, only a bias). Empty when the catalogue
+    has no relation at all (then a model runs without side info, and the notebook says so)."""
+    def useful(col: str) -> bool:
+        return col in items.columns and items[col].drop_nulls().n_unique() >= 2
+
+    return tuple(c for c in preferred if useful(c)) or tuple(c for c in fallback if useful(c))
+
+
+def side_codes(items: pl.DataFrame, columns: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """Integer codes (``0..n_values-1``, nulls as their own code) of categorical item columns, by ``song_id``.
+
+    ``columns=None`` picks them with :func:`side_columns`: genre and language when the catalogue has them,
+    else artist and album."""
     items = items.sort("song_id")
     out = {}
-    for col in columns:
+    for col in side_columns(items) if columns is None else columns:
         values = items[col].cast(pl.String).fill_null("<null>").to_numpy()
         out[col] = np.unique(values, return_inverse=True)[1].astype(np.int64)
     return out

@@ -232,8 +232,11 @@ def test_malformed_json_mid_file(tmp_path: Path) -> None:
         import_spotify_extended(path)
     assert err.value.row == 2
     res = import_spotify_extended(path, on_error="quarantine")
-    assert_balanced(res)
-    assert res.events.height == 2 and res.rejected["reason"].to_list() == ["malformed_json"]
+    acc = assert_balanced(res)
+    # the reader resynchronises after the broken record: record 3 is kept, not lost with the tail
+    assert res.events["source_row"].to_list() == [0, 1, 3] and acc["rows_read"].to_list() == [4]
+    assert res.rejected.select("source_row", "reason").rows() == [(2, "malformed_json")]
+    assert '"ts": oops' in res.rejected["raw"][0]
 
 
 def test_empty_files(tmp_path: Path) -> None:
@@ -307,7 +310,9 @@ def test_basic_bad_rows_and_encoding(tmp_path: Path) -> None:
         import_spotify_basic(path)
     res = import_spotify_basic(path, on_error="quarantine")
     assert_balanced(res)
-    assert res.events.height == 1 and res.rejected["reason"].to_list()[-1] == "bad_encoding"
+    assert res.events.height == 1 and dict(res.rejected.select("source_row", "reason").iter_rows()) == {
+        1: "missing_track", 2: "missing_track", 3: "bad_encoding", 4: "bad_play_ms", 5: "not_music", 6: "not_a_record"}
+    assert "\\xff\\xfe" in res.rejected.filter(pl.col("source_row") == 3)["raw"][0]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -147,7 +148,8 @@ def resolve_inputs(
     * a list of files: grouped by parent folder name unless ``user_key`` is given; root = the
       deepest common folder.
 
-    ``source_file`` values are the file paths relative to ``root``.
+    ``source_file`` values are the file paths relative to ``root``. A file reached by two paths
+    (given twice, or through a symlink) is listed once, by its resolved path.
     """
 
     def matches(p: Path) -> bool:
@@ -159,12 +161,22 @@ def resolve_inputs(
             raise InputError(p, None, "does not exist")
         if p.is_file():
             return p.parent, [(user_key or p.parent.name, [p])]
-        direct = sorted((f for f in p.iterdir() if matches(f)), key=natural_key)
+        seen: set[Path] = set()
+
+        def once(fs: Iterable[Path]) -> list[Path]:  # the same file by two paths (a symlink) is read once
+            out = []
+            for f in sorted(fs, key=natural_key):
+                if f.resolve() not in seen:
+                    seen.add(f.resolve())
+                    out.append(f)
+            return out
+
+        direct = once(f for f in p.iterdir() if matches(f))
         if direct:
             return p, [(user_key or p.name, direct)]
         groups = []
         for sub in sorted((d for d in p.iterdir() if d.is_dir()), key=natural_key):
-            files = sorted((f for f in sub.rglob("*") if matches(f)), key=natural_key)
+            files = once(f for f in sub.rglob("*") if matches(f))
             if files:
                 groups.append((sub.name, files))
         if not groups:
@@ -179,7 +191,7 @@ def resolve_inputs(
         f = Path(item)
         if not f.is_file():
             raise InputError(f, None, "does not exist or is not a file")
-        if f not in files:
+        if f.resolve() not in [g.resolve() for g in files]:  # the same file given twice is read once
             files.append(f)
     if not files:
         raise ValueError("no input files given")
@@ -304,7 +316,14 @@ _FALSE = ("false", "f", "0", "no", "n")
 
 
 def _read_table(path: Path) -> tuple[pl.DataFrame, int]:
-    """Read CSV (all columns as strings) or Parquet; return the frame and the header line count."""
+    """Read CSV (all columns as strings) or Parquet; return the frame and the header line count.
+
+    Bytes that are not UTF-8 and duplicate column names raise :class:`InputError` naming the file and
+    the line / columns (polars would silently rename a duplicate to ``<name>_duplicated_0``).
+    """
+    from musicrecall.io.tables import check_columns
+    from musicrecall.io.text import bad_utf8_positions
+
     if not path.is_file():
         raise InputError(path, None, "does not exist or is not a file")
     if path.stat().st_size == 0:
@@ -312,9 +331,20 @@ def _read_table(path: Path) -> tuple[pl.DataFrame, int]:
     suffix = path.suffix.lower()
     try:
         if suffix in (".parquet", ".pq"):
-            return pl.read_parquet(path), 0
+            df = pl.read_parquet(path)
+            check_columns(path, df.columns)
+            return df, 0
         if suffix in (".csv", ".tsv", ".txt"):
             sep = "\t" if suffix == ".tsv" else ","
+            data = path.read_bytes()
+            bad = bad_utf8_positions(data)
+            if bad:
+                line = data.count(b"\n", 0, bad[0])
+                raise InputError(path, max(line - 1, 0), f"bytes that are not UTF-8 at byte {bad[0]} (file line "
+                                 f"{line + 1}, data row {max(line - 1, 0)}); {len(bad)} bad sequence(s); re-save as "
+                                 "UTF-8 or use import_log(..., on_error='quarantine') to quarantine those rows")
+            header = data.decode("utf-8-sig").split("\n", 1)[0].rstrip("\r")
+            check_columns(path, next(csv.reader([header], delimiter=sep)))
             return pl.read_csv(path, separator=sep, infer_schema=False, encoding="utf8"), 1
     except (pl.exceptions.PolarsError, OSError) as err:
         raise InputError(path, None, f"cannot be read: {err}") from err
@@ -322,35 +352,26 @@ def _read_table(path: Path) -> tuple[pl.DataFrame, int]:
 
 
 def _to_ts(s: pl.Series) -> pl.Series:
-    """Convert a timestamp column of any sensible dtype to ``Datetime("ms", "UTC")`` (bad -> null)."""
-    dt = s.dtype
-    if isinstance(dt, pl.Datetime):
-        s = s.dt.replace_time_zone("UTC") if dt.time_zone is None else s.dt.convert_time_zone("UTC")
-        return s.cast(_TS_DTYPE)
-    if dt == pl.Date:
-        return s.cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
-    if dt.is_integer():
-        return pl.from_epoch(s.cast(pl.Int64), time_unit="ms").dt.replace_time_zone("UTC")
-    if dt.is_float():
-        ok = s.is_not_null() & (s == s.round(0))
-        ms = pl.Series(s.name, s.cast(pl.Int64, strict=False)).set(~ok, None)
-        return pl.from_epoch(ms, time_unit="ms").dt.replace_time_zone("UTC")
-    if dt == pl.String:
-        frame = s.to_frame("v").select(
-            pl.when(pl.col("v").str.contains(r"^\s*-?\d+\s*$"))
-            .then(
-                pl.from_epoch(pl.col("v").str.strip_chars().cast(pl.Int64, strict=False), time_unit="ms")
-                .dt.replace_time_zone("UTC")
-            )
-            .otherwise(parse_ts(pl.col("v")))
-            .alias(s.name)
-        )
-        return frame.to_series()
-    return pl.Series(s.name, [None] * len(s), dtype=_TS_DTYPE)
+    """Convert a timestamp column of any sensible dtype to ``Datetime("ms", "UTC")`` (bad -> null).
+
+    Numbers (and numeric strings) are epoch times whose unit is detected from the column's magnitude
+    (:func:`musicrecall.io.timeconv.epoch_to_ts`: epoch seconds never become 1970-01-20); values
+    outside 1990..2100 in that unit are bad.
+    """
+    from musicrecall.io.log import text_ts
+
+    ts, _reason = text_ts(s, None, "", s.name)
+    return ts
 
 
-def _to_dtype(s: pl.Series, dtype: pl.DataType) -> pl.Series:
-    """Cast ``s`` to ``dtype`` leniently (bad -> null); the caller detects new nulls."""
+def _to_dtype(s: pl.Series, dtype: pl.DataType, name: str = "") -> pl.Series:
+    """Cast ``s`` to ``dtype`` leniently (bad -> null); the caller detects new nulls.
+
+    Integers are exact on every path: 2.5 (text, float or Parquet) is bad, never 2; millisecond
+    columns beyond a day (:data:`~musicrecall.io.timeconv.PLAY_MS_MAX`) are bad.
+    """
+    from musicrecall.io.timeconv import exact_int, ms_values
+
     if isinstance(dtype, pl.Datetime):
         return _to_ts(s)
     if dtype == pl.Boolean and s.dtype == pl.String:
@@ -363,14 +384,21 @@ def _to_dtype(s: pl.Series, dtype: pl.DataType) -> pl.Series:
             )
             .to_series()
         )
-    if dtype.is_integer() and s.dtype == pl.String:
-        stripped = s.str.strip_chars()
-        as_int = stripped.cast(pl.Int64, strict=False)
-        as_float = stripped.cast(pl.Float64, strict=False)  # "12.0" is a fine integer
-        integral = as_float.is_not_null() & (as_float == as_float.round(0))
-        fallback = pl.Series(s.name, as_float.cast(pl.Int64, strict=False)).set(~integral, None)
-        return as_int.fill_null(fallback).cast(dtype, strict=False)
+    if dtype.is_integer():
+        if name in ("play_ms", "song_ms", "duration_ms"):
+            return ms_values(s, name)[0].cast(dtype, strict=False)
+        ints, _ok = exact_int(s)
+        return ints.cast(dtype, strict=False)
     return s.cast(dtype, strict=False)
+
+
+_HINTS = {
+    "ts": " (ISO-8601, or an epoch number in 1990..2100; seconds / ms / us / ns told apart by magnitude)",
+    "play_ms": " (an exact integer of milliseconds within ±86,400,000)",
+    "song_ms": " (an exact integer of milliseconds within ±86,400,000)",
+    "duration_ms": " (an exact integer of milliseconds within ±86,400,000)",
+    "song_id": " (an exact integer)", "user_id": " (an exact integer)",
+}
 
 
 def coerce_table(df: pl.DataFrame, table: str, path: Path, header_lines: int = 0) -> pl.DataFrame:
@@ -397,13 +425,13 @@ def coerce_table(df: pl.DataFrame, table: str, path: Path, header_lines: int = 0
         src = df.get_column(name)
         if src.dtype == pl.String and dtype != pl.String:
             src = src.str.strip_chars().replace("", None)  # a blank cell is a missing value, not a bad one
-        out = _to_dtype(src, dtype)
+        out = _to_dtype(src, dtype, name)
         bad = src.is_not_null() & out.is_null()
         if bad.any():
             row = int(bad.arg_max() or 0)
             line = f", file line {row + 1 + header_lines}" if header_lines else ""
             raise InputError(
-                path, row, f"column {name!r}: value {src[row]!r} is not a valid {dtype}{line} "
+                path, row, f"column {name!r}: value {src[row]!r} is not a valid {dtype}{_HINTS.get(name, '')}{line} "
                 f"({int(bad.sum())} bad value(s) in this column)"
             )
         cols[name] = out

@@ -3,13 +3,20 @@
 Format: UTF-8, tab-separated, no header, six columns
 ``userid, timestamp (ISO-8601 Z), artist MBID, artist name, track MBID, track name``. The timestamp is
 the scrobble time (Last.fm records when the track started). Names may contain quotes, so the file is
-read line by line (no CSV quoting) and split on tabs, vectorised in polars.
+read line by line (no CSV quoting) and split on tabs, vectorised in polars; one bad line never
+affects the next.
 
-* ``song_key`` = track MBID, or ``"<artist> — <track>"`` when the MBID is empty;
+* ``song_key`` = track MBID, or ``"<artist> — <track>"`` when the MBID is empty (``—`` and ``\\``
+  inside names escaped with ``\\``, so names containing " — " cannot merge two songs);
 * ``user_key`` = the Last.fm user id; ``play_ms`` and ``song_ms`` are unknown (null);
-* rejected reasons: ``bad_columns`` (not exactly six tab-separated fields, including blank lines),
-  ``bad_ts`` (timestamp not a date-time), ``missing_user`` (empty user id), ``missing_track`` (no
-  track MBID and no track name).
+* rejected reasons: ``bad_encoding`` (the line holds bytes that are not UTF-8, e.g. a latin-1
+  "Café": never decoded into a replacement character; ``raw`` shows ``Caf\\xe9``), ``truncated`` (the
+  last line of a file that does not end with a line break: it may be cut), ``bad_columns`` (not
+  exactly six tab-separated fields, including blank lines), ``missing_user`` (empty user id),
+  ``bad_ts`` (timestamp not a date-time), ``ts_out_of_range`` (before 1990 or from 2100),
+  ``missing_track`` (no track MBID and no track name). The first two stop the import with
+  ``on_error="raise"`` (default) and are rejected with ``"quarantine"``; the others are rejected in
+  both modes.
 
 ``source_row`` is the 0-based line number, so the rejected ``raw`` line can be found in the file.
 """
@@ -20,71 +27,79 @@ from pathlib import Path
 
 import polars as pl
 
-from musicrecall.io.errors import InputError
 from musicrecall.io.generic import (
     FILES_SCHEMA,
     REJECTED_SCHEMA,
     ImportResult,
+    OnError,
     PathLike,
     assemble_result,
     parse_ts,
 )
+from musicrecall.io.timeconv import PLAUSIBLE_TS
 
 LASTFM_COLUMNS = ("user_key", "ts_raw", "artist_mbid", "artist", "track_mbid", "title")
 
 
-def _read_lines(path: Path) -> pl.Series:
-    """Every line of ``path`` (blank lines as null), without the line terminator."""
-    if not path.is_file():
-        raise InputError(path, None, "does not exist or is not a file")
-    if path.stat().st_size == 0:
-        raise InputError(path, None, "empty file (0 bytes)")
-    try:
-        # A separator that never occurs in text and no quoting: each line is one string field.
-        lines = pl.read_csv(
-            path, has_header=False, separator="\x1f", quote_char=None, infer_schema=False,
-            new_columns=["line"], encoding="utf8-lossy", truncate_ragged_lines=True,
-        ).get_column("line")
-    except pl.exceptions.PolarsError as err:
-        raise InputError(path, None, f"cannot be read as text lines: {err}") from err
-    return lines.str.strip_suffix("\r")
+def _read_lines(path: Path) -> pl.DataFrame:
+    """Every line of ``path``: ``line`` (null when not UTF-8) and ``raw`` (``\\xNN``-escaped bad lines)."""
+    from musicrecall.io.text import read_lines
+
+    return read_lines(path)
 
 
-def import_lastfm_1k(path: PathLike, source_root: PathLike | None = None) -> ImportResult:
+def import_lastfm_1k(
+    path: PathLike, source_root: PathLike | None = None, on_error: OnError = "raise"
+) -> ImportResult:
     """Import a Last.fm-1K listening-history TSV.
 
     Args:
         path: the ``userid-timestamp-artid-artname-traid-traname.tsv`` file.
         source_root: ``source_file`` is the path relative to this folder (default: the file's folder).
+        on_error: ``"raise"``: a line that is not UTF-8 or a cut last line raises :class:`InputError`
+            naming file and line; ``"quarantine"``: it is rejected (``bad_encoding`` / ``truncated``).
+            Lines with bad values (``bad_columns``, ``bad_ts``, ...) are rejected in both modes.
 
     Returns:
         An :class:`ImportResult` with one user per Last.fm user id; items carry ``title`` and
         ``artist`` (no album, so only ``song_artist`` triples).
     """
+    from musicrecall.io.sequences import check_on_error, raise_first
+    from musicrecall.io.spotify import song_key_expr
+    from musicrecall.io.text import ends_with_newline
+
+    check_on_error(on_error)
     p = Path(path)
     lines = _read_lines(p)
     root = Path(source_root) if source_root is not None else p.parent
     source_file = p.resolve().relative_to(root.resolve()).as_posix()
-    df = pl.DataFrame({"line": lines}).with_columns(
-        pl.int_range(pl.len(), dtype=pl.Int64).alias("source_row"),
-        pl.col("line").str.split("\t").alias("parts"),
+    cut = not ends_with_newline(p)
+    df = lines.select(
+        pl.col("line_no").alias("source_row"), pl.col("line").str.split("\t").alias("parts"), "line", "raw",
     )
     nonempty = lambda e: pl.when(e.str.strip_chars() != "").then(e.str.strip_chars())  # noqa: E731
     df = df.with_columns(
         (pl.col("parts").list.len() == len(LASTFM_COLUMNS)).fill_null(False).alias("shape_ok"),
         *[nonempty(pl.col("parts").list.get(i, null_on_oob=True)).alias(c) for i, c in enumerate(LASTFM_COLUMNS)],
     ).with_columns(parse_ts(pl.col("ts_raw")).alias("ts"))
+    lo, hi = PLAUSIBLE_TS
     df = df.with_columns(
-        pl.when(~pl.col("shape_ok")).then(pl.lit("bad_columns"))
+        pl.when(pl.col("raw").is_not_null()).then(pl.lit("bad_encoding"))
+        .when(pl.lit(cut) & (pl.col("source_row") == df.height - 1)).then(pl.lit("truncated"))
+        .when(~pl.col("shape_ok")).then(pl.lit("bad_columns"))
         .when(pl.col("user_key").is_null()).then(pl.lit("missing_user"))
         .when(pl.col("ts").is_null()).then(pl.lit("bad_ts"))
+        .when((pl.col("ts") < lo) | (pl.col("ts") >= hi)).then(pl.lit("ts_out_of_range"))
         .when(pl.col("track_mbid").is_null() & pl.col("title").is_null()).then(pl.lit("missing_track"))
         .alias("reason"),
-        pl.coalesce("track_mbid", pl.col("artist").fill_null("") + pl.lit(" — ") + pl.col("title")).alias("song_key"),
+        pl.coalesce("track_mbid", song_key_expr(pl.col("artist").fill_null(""), pl.col("title"))).alias("song_key"),
+        pl.coalesce("raw", "line").alias("line"),
     )
     rejected = df.filter(pl.col("reason").is_not_null()).select(
         pl.lit(source_file).alias("source_file"), "source_row", "reason", pl.col("line").fill_null("").alias("raw")
     ).select(pl.col(c).cast(t) for c, t in REJECTED_SCHEMA.items())
+    if on_error == "raise":
+        raise_first(p, rejected.with_columns(pl.col("source_row").alias("line_no")))
     ok = df.filter(pl.col("reason").is_null()).select(
         "user_key", "song_key", "title", "artist", pl.lit(None, dtype=pl.String).alias("album"), "ts",
         pl.lit(None, dtype=pl.Int64).alias("play_ms"), pl.lit(source_file).alias("source_file"), "source_row",

@@ -18,35 +18,42 @@ logs no entry point and no explicit feedback). ``platform``, ``shuffle``, ``offl
 zone the file does not state. **Assumption: it is UTC** (if your export is in local time, shift
 ``events.ts`` by your offset; sessions and ordering are unaffected by a constant shift).
 ``ts = endTime - msPlayed``, exact to within the minute rounding of ``endTime``. There is no track
-URI, so ``song_key`` is ``"<artist> — <track>"``; podcast episodes in the music files cannot be
-told apart from songs.
+URI, so ``song_key`` is ``"<artist> — <track>"`` (a ``—`` or ``\\`` inside a name is escaped with ``\\``,
+so an artist or title containing " — " cannot merge two songs); podcast episodes in the music files
+cannot be told apart from songs.
 
 Rows that cannot become events are rejected with a reason (first matching, in this order):
 
 ==================  ===========================================================================
+``bad_encoding``    the record holds bytes that are not UTF-8 (``raw`` shows them as ``\\xNN``)
+``malformed_json``  the record (or data after the closing ``]``) is not valid JSON
+``truncated``       the file ends inside this record (cut): the fragment is never kept
 ``not_a_record``    the array element is not a JSON object
 ``not_music``       a podcast episode or audiobook (no track URI; episode/audiobook fields set)
 ``missing_track``   no track URI (extended) / null or "Unknown Track"/"Unknown Artist" (basic)
 ``bad_ts``          ``ts`` / ``endTime`` missing, not a string, or not a valid date-time
-``bad_play_ms``     ``ms_played`` / ``msPlayed`` missing or not an integer (negative values are
-                    kept: :func:`musicrecall.cleaning.clean_log` quarantines them)
+``ts_out_of_range``  a date-time before 1990 or from 2100 on
+``bad_play_ms``     ``ms_played`` / ``msPlayed`` missing or not an exact integer (2.5, "1000", true;
+                    negative values are kept: :func:`musicrecall.cleaning.clean_log` quarantines them)
+``play_ms_out_of_range``  more than a day in magnitude (1e13, 2**63-1, 1e20 would overflow later)
 ``bad_skipped``     ``skipped`` is neither a boolean, 0/1 nor null
-``truncated``       (``on_error="quarantine"``) the unparseable tail of a file cut mid-record
-``malformed_json``  (``on_error="quarantine"``) invalid JSON before the end of the file
-``bad_encoding``    (``on_error="quarantine"``) bytes that are not UTF-8
 ==================  ===========================================================================
 
-File-level problems (missing, 0 bytes, not a JSON array, and with the default ``on_error="raise"``
-malformed / truncated JSON) raise :class:`~musicrecall.io.errors.InputError` naming the file, the
-index of the record where parsing stopped (= number of complete records before it) and the byte.
+The first three are found by the reader (:mod:`musicrecall.io.jsonarray`), which resynchronises at the
+next record, so one broken record never costs the records after it and ``rows_read`` is the true
+record count. With the default ``on_error="raise"`` they raise
+:class:`~musicrecall.io.errors.InputError` naming the file, the record index (= number of records
+before it) and the byte; with ``"quarantine"`` they are rejected like the others. File-level problems
+(missing, 0 bytes, not a JSON array) raise in both modes. Streaming-history files of another export
+kind in the folder (extended, account data, video) are listed in the accounting as skipped, with the
+reason; a file reached by two paths is read once.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,127 +62,37 @@ import polars as pl
 from musicrecall.io.errors import InputError
 from musicrecall.io.generic import (
     FILES_SCHEMA,
-    RAW_MAX_CHARS,
     REJECTED_SCHEMA,
     ImportResult,
     OnError,
     PathLike,
     assemble_result,
+    natural_key,
     parse_ts,
     resolve_inputs,
 )
+from musicrecall.io.jsonarray import JsonRecords, read_json_array
+from musicrecall.io.timeconv import PLAUSIBLE_TS, PLAY_MS_MAX
 
 EXTENDED_PATTERNS = ("Streaming_History_Audio_*.json", "endsong_*.json")
 BASIC_PATTERNS = ("StreamingHistory*.json",)
+VIDEO_PATTERNS = ("Streaming_History_Video_*.json",)
+# Streaming-history files of each export kind: found beside the kind being imported, they are listed
+# in the accounting as skipped (rows_read null) with the importer that reads them.
+KINDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "extended": (EXTENDED_PATTERNS, "Spotify extended streaming history: import with import_spotify_extended "
+                                    "(python -m musicrecall.io spotify-extended)"),
+    "basic": (BASIC_PATTERNS, "Spotify account-data streaming history: import with import_spotify_basic "
+                              "(python -m musicrecall.io spotify-basic)"),
+    "video": (VIDEO_PATTERNS, "Spotify video streaming history: video plays are not music listening"),
+}
 UNKNOWN_TRACK = "Unknown Track"
 UNKNOWN_ARTIST = "Unknown Artist"
-_WS = re.compile(r"\s*")
 
 
-@dataclass
-class JsonBreak:
-    """Where a JSON array stopped parsing: the index of the first incomplete record and why."""
-
-    row: int
-    reason: str  # truncated / malformed_json / bad_encoding
-    raw: str
-
-
-def _fail_message(text: str, pos: int, row: int, msg: str) -> str:
-    line = text.count("\n", 0, pos) + 1
-    col = pos - (text.rfind("\n", 0, pos) + 1) + 1
-    byte = len(text[:pos].encode("utf-8"))
-    return f"{msg} at byte {byte} (line {line}, column {col}); {row} complete record(s) before it"
-
-
-def read_json_records(path: Path, on_error: OnError = "raise") -> tuple[list[Any], JsonBreak | None]:
-    """Read a file holding one JSON array; return its elements and, in quarantine mode, the break.
-
-    The whole file is parsed with :func:`json.loads` first; only if that fails is it re-scanned
-    element by element with :meth:`json.JSONDecoder.raw_decode` to find how many complete records
-    precede the problem. With ``on_error="raise"`` that becomes an :class:`InputError`; with
-    ``"quarantine"`` the complete records are returned together with a :class:`JsonBreak`.
-    """
-    if on_error not in ("raise", "quarantine"):
-        raise ValueError(f"on_error must be 'raise' or 'quarantine', not {on_error!r}")
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise InputError(path, None, f"cannot be read: {err}") from err
-    if not data.strip():
-        raise InputError(path, None, f"empty file ({len(data)} bytes): expected a JSON array of records")
-    forced_reason = None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        if on_error == "raise":
-            raise InputError(path, None, f"not UTF-8 at byte {err.start}: {err.reason}") from err
-        text = data[: err.start].decode("utf-8-sig")
-        forced_reason = "bad_encoding"
-    if forced_reason is None:
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError:
-            pass
-        else:
-            if not isinstance(obj, list):
-                raise InputError(path, None, f"top-level JSON value is a {type(obj).__name__}, expected an array")
-            return obj, None
-    return _scan(path, text, on_error, forced_reason)
-
-
-def _scan(path: Path, text: str, on_error: OnError, forced_reason: str | None) -> tuple[list[Any], JsonBreak | None]:
-    decoder = json.JSONDecoder()
-    records: list[Any] = []
-    n = len(text)
-    i = _WS.match(text, 0).end()  # type: ignore[union-attr]
-    if i >= n or text[i] != "[":  # not an array at all: nothing to keep, an error in every mode
-        raise InputError(path, 0 if i < n else None, _fail_message(text, i, 0, "expected a JSON array ('[')"))
-    i = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
-    start = i
-    after_close = False
-    err_pos, msg = n, "file ends inside the array"
-    if i < n and text[i] == "]":
-        j = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
-        start, err_pos, msg, after_close = j, j, "unexpected data after the closing ']'", True
-    else:
-        while i < n:
-            start = i
-            try:
-                obj, j = decoder.raw_decode(text, i)
-            except json.JSONDecodeError as err:
-                err_pos, msg = err.pos, f"invalid JSON ({err.msg})"
-                break
-            records.append(obj)
-            i = _WS.match(text, j).end()  # type: ignore[union-attr]
-            if i >= n:
-                start, err_pos, msg = i, i, "file ends after a record (no ',' or ']')"
-                break
-            if text[i] == ",":
-                i = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
-                start = i
-                err_pos, msg = n, "file ends after ','"
-                continue
-            if text[i] == "]":
-                j = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
-                start, err_pos, msg, after_close = j, j, "unexpected data after the closing ']'", True
-                break
-            start, err_pos, msg = i, i, f"expected ',' or ']' after a record, found {text[i]!r}"
-            break
-    row = len(records)
-    if forced_reason == "bad_encoding":
-        msg = "bytes that are not UTF-8"
-        err_pos = n
-    if on_error == "raise":
-        raise InputError(path, row, _fail_message(text, err_pos, row, msg))
-    if forced_reason:
-        reason = forced_reason
-    elif not after_close and not text.rstrip().endswith("]"):
-        reason = "truncated"  # a complete array ends with ']': the file was cut
-    else:
-        reason = "malformed_json"
-    raw = text[start : start + RAW_MAX_CHARS]
-    return records, JsonBreak(row=row, reason=reason, raw=raw)
+def read_json_records(path: Path, on_error: OnError = "raise") -> JsonRecords:
+    """The records of one export file (see :func:`musicrecall.io.jsonarray.read_json_array`)."""
+    return read_json_array(path, on_error)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -190,15 +107,22 @@ def _text(v: Any) -> str | None:
     return json.dumps(v, ensure_ascii=False)
 
 
-def _int_ms(v: Any) -> tuple[int | None, bool]:
-    """(value, ok) for a millisecond count: ints and integral floats are ok; anything else is not."""
-    if isinstance(v, bool):
-        return None, False
-    if isinstance(v, int):
-        return v, True
-    if isinstance(v, float) and v.is_integer():
-        return int(v), True
-    return None, False
+def _int_ms(v: Any) -> tuple[int | None, str | None]:
+    """(value, reason) for a millisecond count: ints and integral floats within a day are kept.
+
+    ``"bad_play_ms"`` for anything that is not an exact integer (text, 2.5, true, null, NaN);
+    ``"play_ms_out_of_range"`` beyond :data:`~musicrecall.io.timeconv.PLAY_MS_MAX` in magnitude (1e13,
+    2**63-1 or 1e20 would overflow or wrap in int64 sums later).
+    """
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None, "bad_play_ms"
+    if isinstance(v, float) and v == v and abs(v) > PLAY_MS_MAX:  # also inf; NaN is not a number of ms
+        return None, "play_ms_out_of_range"
+    if isinstance(v, float) and not v.is_integer():
+        return None, "bad_play_ms"
+    if abs(int(v)) > PLAY_MS_MAX:
+        return None, "play_ms_out_of_range"
+    return int(v), None
 
 
 def _bool(v: Any) -> tuple[bool | None, bool]:
@@ -231,28 +155,44 @@ def _finish(
                            meta={"time_kind": "clock", "source": source})
 
 
-def _split(
-    df: pl.DataFrame, records: list[Any], brk: JsonBreak | None, source_file: str
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Split a per-record frame with a ``reason`` column into accepted rows and rejected rows."""
+def _split(df: pl.DataFrame, read: JsonRecords, source_file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split a per-record frame with a ``reason`` column into accepted rows and rejected rows.
+
+    Records the reader could not parse (``read.breaks``) are rejected with the reader's reason and raw
+    text instead of the frame's.
+    """
+    records = read.records
+    if read.breaks:
+        brk = pl.DataFrame({"source_row": [b.row for b in read.breaks], "b_reason": [b.reason for b in read.breaks]},
+                           schema={"source_row": pl.Int64, "b_reason": pl.String})
+        df = df.join(brk, on="source_row", how="left", maintain_order="left").with_columns(
+            pl.coalesce("b_reason", "reason").alias("reason")).drop("b_reason")
+    broken_raw = {b.row: b.raw for b in read.breaks}
     bad = df.filter(pl.col("reason").is_not_null()).select("source_row", "reason")
-    raws = [_raw(records[i]) for i in bad.get_column("source_row").to_list()]
+    raws = [broken_raw[i] if i in broken_raw else _raw(records[i]) for i in bad.get_column("source_row").to_list()]
     rej = bad.with_columns(pl.lit(source_file).alias("source_file"), pl.Series("raw", raws, dtype=pl.String))
-    if brk is not None:
-        rej = pl.concat(
-            [rej, pl.DataFrame({"source_row": [brk.row], "reason": [brk.reason], "raw": [brk.raw],
-                                "source_file": [source_file]}, schema_overrides={"source_row": pl.Int64})],
-            how="diagonal_relaxed",
-        )
     rej = rej.select(pl.col(c).cast(t) for c, t in REJECTED_SCHEMA.items())
     ok = df.filter(pl.col("reason").is_null()).drop("reason")
     return ok, rej
 
 
-def _note(n_records: int, brk: JsonBreak | None) -> str | None:
-    if brk is not None:
-        return f"{brk.reason} at record {brk.row}: {brk.row} complete record(s) kept"
-    return "empty array: no records" if n_records == 0 else None
+def _note(read: JsonRecords) -> str | None:
+    if read.note is not None:
+        return read.note
+    return "empty array: no records" if not read.records else None
+
+
+def _ts_reason(end_ts: pl.Expr) -> pl.Expr:
+    lo, hi = PLAUSIBLE_TS
+    return (pl.when(end_ts.is_null()).then(pl.lit("bad_ts"))
+            .when((end_ts < lo) | (end_ts >= hi)).then(pl.lit("ts_out_of_range")))
+
+
+def song_key_expr(*parts: pl.Expr) -> pl.Expr:
+    """``"<part> — <part>"`` with ``\\`` and ``—`` inside the parts escaped, so no two different
+    (artist, title) pairs share a key: "A — B" + "C" and "A" + "B — C" stay two songs."""
+    esc = [p.str.replace_all("\\", "\\\\", literal=True).str.replace_all("—", "\\—", literal=True) for p in parts]
+    return pl.concat_str(esc, separator=" — ")
 
 
 def _extended_frame(records: list[Any], user_key: str, source_file: str) -> pl.DataFrame:
@@ -274,10 +214,10 @@ def _extended_frame(records: list[Any], user_key: str, source_file: str) -> pl.D
             continue
         ts = r.get("ts")
         cols["ts_raw"][i] = ts if isinstance(ts, str) else None
-        ms, ms_ok = _int_ms(r.get("ms_played"))
+        ms, ms_reason = _int_ms(r.get("ms_played"))
         skipped, sk_ok = _bool(r.get("skipped"))
-        if not ms_ok:
-            post[i] = "bad_play_ms"
+        if ms_reason:
+            post[i] = ms_reason
         elif not sk_ok:
             post[i] = "bad_skipped"
         cols["play_ms"][i] = ms
@@ -301,7 +241,7 @@ def _extended_frame(records: list[Any], user_key: str, source_file: str) -> pl.D
         "song_key", "title", "artist", "album",
         (pl.col("end_ts") - pl.duration(milliseconds=pl.col("play_ms").fill_null(0))).alias("ts"),
         "play_ms", "reason_start", "reason_end", "skipped",
-        pl.coalesce("pre", pl.when(pl.col("end_ts").is_null()).then(pl.lit("bad_ts")), "post").alias("reason"),
+        pl.coalesce("pre", _ts_reason(pl.col("end_ts")), "post").alias("reason"),
     )
 
 
@@ -327,9 +267,8 @@ def _basic_frame(records: list[Any], user_key: str, source_file: str) -> pl.Data
             continue
         end = r.get("endTime")
         end_raw[i] = end if isinstance(end, str) else None
-        ms, ok = _int_ms(r.get("msPlayed"))
-        if not ok:
-            post[i] = "bad_play_ms"
+        ms, ms_reason = _int_ms(r.get("msPlayed"))
+        post[i] = ms_reason
         play[i] = ms
         artist[i], title[i] = a, t
     df = pl.DataFrame(
@@ -342,11 +281,11 @@ def _basic_frame(records: list[Any], user_key: str, source_file: str) -> pl.Data
         pl.lit(user_key).alias("user_key"),
         pl.int_range(pl.len(), dtype=pl.Int64).alias("source_row"),
         pl.lit(source_file).alias("source_file"),
-        (pl.col("artist") + pl.lit(" — ") + pl.col("title")).alias("song_key"),
+        song_key_expr(pl.col("artist"), pl.col("title")).alias("song_key"),
         "title", "artist", pl.lit(None, dtype=pl.String).alias("album"),
         (pl.col("end_ts") - pl.duration(milliseconds=pl.col("play_ms").fill_null(0))).alias("ts"),
         "play_ms",
-        pl.coalesce("pre", pl.when(pl.col("end_ts").is_null()).then(pl.lit("bad_ts")), "post").alias("reason"),
+        pl.coalesce("pre", _ts_reason(pl.col("end_ts")), "post").alias("reason"),
     )
 
 
@@ -354,20 +293,49 @@ def _import(
     paths_or_dir: PathLike | Sequence[PathLike], user_key: str | None, on_error: OnError,
     patterns: Sequence[str], make_frame: Callable[[list[Any], str, str], pl.DataFrame],
 ) -> ImportResult:
-    root, groups = resolve_inputs(paths_or_dir, patterns, user_key)
+    try:
+        root, groups = resolve_inputs(paths_or_dir, patterns, user_key)
+    except InputError as err:
+        others = _other_kinds(paths_or_dir, patterns, None)
+        if others:
+            kinds = sorted({note.split(":")[0] for _, _, note in others})
+            raise InputError(err.path, None, f"{err}; it holds {len(others)} file(s) of another kind "
+                             f"({'; '.join(kinds)})") from err
+        raise
     frames, rejected, files, users = [], [], [], []
     for ukey, paths in groups:
         users.append(ukey)
         for p in paths:
             source_file = p.relative_to(root).as_posix()
-            records, brk = read_json_records(p, on_error)
-            ok, rej = _split(make_frame(records, ukey, source_file), records, brk, source_file)
+            read = read_json_records(p, on_error)
+            ok, rej = _split(make_frame(read.records, ukey, source_file), read, source_file)
             frames.append(ok)
             rejected.append(rej)
             files.append({"source_file": source_file, "user_key": ukey,
-                          "rows_read": len(records) + (brk is not None), "note": _note(len(records), brk)})
+                          "rows_read": len(read.records), "note": _note(read)})
+    for rel, ukey, note in _other_kinds(paths_or_dir, patterns, root):
+        files.append({"source_file": rel, "user_key": ukey, "rows_read": None, "note": f"skipped: {note}"})
     kind = "spotify-extended" if make_frame is _extended_frame else "spotify-basic"
     return _finish(frames, rejected, files, users, kind)
+
+
+def _other_kinds(
+    paths_or_dir: PathLike | Sequence[PathLike], own: Sequence[str], root: Path | None
+) -> list[tuple[str, str, str]]:
+    """Streaming-history files of another export kind under a folder input: ``(path, user, note)``."""
+    if not isinstance(paths_or_dir, (str, os.PathLike)) or not Path(paths_or_dir).is_dir():
+        return []
+    base = Path(paths_or_dir)
+    out = []
+    for f in sorted(base.rglob("*.json"), key=natural_key):
+        if not f.is_file() or any(f.match(p) for p in own):
+            continue
+        for _kind, (pats, note) in KINDS.items():
+            if any(f.match(p) for p in pats):
+                rel = f.relative_to(root if root is not None else base).as_posix()
+                out.append((rel, f.parent.name, note))
+                break
+    return out
 
 
 def import_spotify_extended(

@@ -107,9 +107,8 @@ def _read_csv(path: Path, sep: str) -> Records:
         note = "the file does not end with a line break: its last record may be cut and is quarantined"
         if last_ok:  # the fragment of a cut file parses as a record: never keep it
             rows.pop()
-            for c in cols:
-                c.pop()
-            rej.append((n - 1, "truncated", "last record, no line break after it (file cut?)"))
+            values = [c.pop() or "" for c in cols]
+            rej.append((n - 1, "truncated", f"last record, no line break after it (file cut?): {sep.join(values)}"))
         else:
             last = rej.pop()
             rej.append((last[0], "truncated", f"{last[1]}; last record, no line break after it: {last[2]}"))
@@ -164,18 +163,13 @@ def _read_ndjson(path: Path) -> Records:
 
 
 def _read_json(path: Path) -> Records:
-    from musicrecall.io.spotify import read_json_records
+    from musicrecall.io.jsonarray import BROKEN, read_json_array
 
-    records, brk = read_json_records(path, "quarantine")
-    frame, rej = _from_objects(path, list(enumerate(records)))
-    n = len(records)
-    note = None
-    if brk is not None:
-        extra = getattr(brk, "rejected", None) or [(brk.row, brk.reason, brk.raw)]
-        rej += extra
-        n = getattr(brk, "rows_read", n + 1)
-        note = f"{brk.reason} at record {brk.row}"
-    return Records(frame, pl.DataFrame(rej, schema=_REJ, orient="row").sort("source_row"), n, note)
+    read = read_json_array(path, "quarantine")
+    frame, rej = _from_objects(path, [(i, r) for i, r in enumerate(read.records) if r is not BROKEN])
+    rej += [(b.row, b.reason, b.raw) for b in read.breaks]
+    return Records(frame, pl.DataFrame(rej, schema=_REJ, orient="row").sort("source_row"), len(read.records),
+                   read.note)
 
 
 def read_records(path: Path) -> Records:

@@ -7,12 +7,15 @@
 * :mod:`.metrics` — targets (all / discovery / repeat), exact full-catalogue top-k, HitRate / Recall /
   NDCG per user, bootstrap and paired-bootstrap intervals, coverage and novelty.
 * :mod:`.search` — exact and faiss (HNSW / IVF) inner-product search, ANN recall.
-* :mod:`.baselines` — popularity and item-based CF recall.
+* :mod:`.baselines` — popularity, item-based CF and previous-song Markov recall.
+* :mod:`.rolling` — rolling next-play evaluation of sequence models (every window play a target, scored
+  from the plays before it; slices within session / new session / repeat / discovery; paired lifts) and
+  the RecBole-style leave-last-out protocol.
 """
 
 from __future__ import annotations
 
-from .baselines import ItemCFRecall, PopularityRecall
+from .baselines import ItemCFRecall, MarkovRecall, PopularityRecall
 from .metrics import (
     Targets,
     UserItemCSR,
@@ -29,6 +32,17 @@ from .metrics import (
     stage_targets,
     summarize,
     topk_scores,
+)
+from .rolling import (
+    SLICES,
+    RollingResult,
+    RollingTargets,
+    leave_last_out_eval,
+    model_score_fn,
+    rolling_lift,
+    rolling_lift_table,
+    rolling_next_play,
+    rolling_targets,
 )
 from .search import ExactIndex, FaissIndex, ann_recall, ann_recall_by_score, ann_report
 from .split import (
@@ -50,6 +64,16 @@ from .split import (
 )
 
 __all__ = [
+    "SLICES",
+    "MarkovRecall",
+    "RollingResult",
+    "RollingTargets",
+    "leave_last_out_eval",
+    "model_score_fn",
+    "rolling_lift",
+    "rolling_lift_table",
+    "rolling_next_play",
+    "rolling_targets",
     "MIN_WINDOW_EVENTS",
     "MIN_WINDOW_USERS",
     "SPLITS",

@@ -1,4 +1,4 @@
-"""Non-learned recall baselines every model must beat: popularity and item-based CF.
+"""Non-learned recall baselines every model must beat: popularity, item-based CF and a previous-song Markov chain.
 
 * :class:`PopularityRecall` — most full-played songs in the fit window, optionally with an
   exponential recency decay (half-life in days).
@@ -15,8 +15,17 @@
   ``sum_h w_h * S[h, j]`` over their ``max_history`` most recent distinct full plays ``h`` with
   recency weights ``w_h = 0.5^(rank_h / recency_half_life)``.
 
-Both rank the entire catalogue (masking ``exclude``); ties and users without signal fall back to
-popularity order, so every list is full and deterministic.
+* :class:`MarkovRecall` — the previous-song (first-order Markov, item-to-item transition) baseline: how
+  often song ``j`` followed song ``i`` in the fit data, scored from the user's last play and backed off
+  to popularity. The Markov-chain part of FPMC (Rendle, Freudenthaler & Schmidt-Thieme, *Factorizing
+  personalized Markov chains for next-basket recommendation*, WWW 2010) without factorisation; simple
+  transition rules of this kind are strong next-item baselines (Ludewig & Jannach, *Evaluation of
+  session-based recommendation algorithms*, UMUAI 2018). A sequence model must beat it before it can
+  claim that order matters.
+
+All rank the entire catalogue (masking ``exclude``); ties and users without signal fall back to
+popularity order, so every list is full and deterministic. Popularity and Markov also expose
+``score(histories, lengths)`` for :func:`musicrecall.evaluation.rolling_next_play`.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ import torch
 
 from .metrics import ExcludeLike, UserItemCSR, _compact_rows, _exclude_arrays, _hit_matrix
 
-__all__ = ["ItemCFRecall", "PopularityRecall"]
+__all__ = ["ItemCFRecall", "MarkovRecall", "PopularityRecall"]
 
 
 def _positives(events: pl.DataFrame, label: str | None) -> pl.DataFrame:
@@ -107,6 +116,15 @@ class PopularityRecall:
         self._rank = _rank_scores(self.scores)
         self._order = np.argsort(-self._rank, kind="stable")
         return self
+
+    def score(self, histories: np.ndarray, lengths: np.ndarray | None = None) -> torch.Tensor:
+        """Rolling-evaluation scores: the same popularity order for every history (float32 ``[B, n_items]``,
+        a read-only expanded view)."""
+        if self.scores is None:
+            raise RuntimeError("call fit() first")
+        if not hasattr(self, "_rank_t"):
+            self._rank_t = torch.from_numpy(self._rank.astype(np.float32))
+        return self._rank_t.expand(len(histories), -1)  # a view: no [B, n_items] copy
 
     def recommend(
         self, users: np.ndarray | Sequence[int], k: int, exclude: ExcludeLike = None, batch: int = 2048
@@ -319,3 +337,107 @@ class ItemCFRecall:
         idx[r[keep], rank[keep]] = c[keep]
         sims[r[keep], rank[keep]] = v[keep]
         return idx, sims
+
+
+class MarkovRecall:
+    """Previous-song transition counts, scored from the last play, backed off to popularity.
+
+    ``score_ij`` = number of times song ``j`` directly followed song ``i`` in a user's ``label`` plays of
+    the fit data (``within_session=True``: only when both plays are in the same session). The ranking of
+    a user whose last play is ``i`` is row ``i`` by count, ties and unseen songs in popularity order
+    (full plays of the fit data); a user without a last play gets popularity.
+    """
+
+    def __init__(self, label: str | None = "full_play", within_session: bool = False):
+        self.label = label
+        self.within_session = within_session
+        self.trans: sp.csr_matrix | None = None
+
+    def fit(
+        self,
+        train_events: pl.DataFrame,
+        n_items: int | None = None,
+        *,
+        user_col: str = "user_id",
+        item_col: str = "song_id",
+        ts_col: str = "ts",
+    ) -> MarkovRecall:
+        """Count transitions between consecutive ``label`` plays of each user (ordered by time, stable)."""
+        ev = _positives(train_events, self.label)
+        if self.within_session and "session_id" not in ev.columns:
+            raise KeyError("within_session=True needs a session_id column")
+        n = _n_items(train_events, n_items, item_col)
+        self.n_items = n
+        cols = [user_col, item_col, ts_col] + (["session_id"] if self.within_session else [])
+        ev = ev.select(cols).sort([user_col, ts_col], maintain_order=True)
+        u = ev[user_col].to_numpy().astype(np.int64)
+        it = ev[item_col].to_numpy().astype(np.int64)
+        same = u[1:] == u[:-1]
+        if self.within_session:
+            sess = ev["session_id"].to_numpy()
+            same &= sess[1:] == sess[:-1]
+        prev, nxt = it[:-1][same], it[1:][same]
+        self.trans = sp.csr_matrix((np.ones(prev.shape[0], dtype=np.float64), (prev, nxt)), shape=(n, n))
+        self.trans.sum_duplicates()
+        self.n_transitions = int(prev.shape[0])
+        pop = np.bincount(it, minlength=n).astype(np.float64)
+        # Back-off strictly below one transition: popularity rank scaled into (0, 0.5].
+        self._backoff = 0.5 * _rank_scores(pop)
+        last = ev.group_by(user_col, maintain_order=True).last()
+        self._last_users = last[user_col].to_numpy().astype(np.int64)
+        self._last_items = last[item_col].to_numpy().astype(np.int64)
+        order = np.argsort(self._last_users)
+        self._last_users, self._last_items = self._last_users[order], self._last_items[order]
+        return self
+
+    def _scores_from_last(self, last: np.ndarray) -> torch.Tensor:
+        """float64 ``[len(last), n_items]``: transition counts of each last song (``-1`` = none) + back-off.
+
+        float64 because counts plus a popularity tie-break of resolution ``0.5 / n_items`` do not fit
+        float32's 24-bit mantissa once counts reach a few hundred."""
+        if self.trans is None:
+            raise RuntimeError("call fit() first")
+        if not hasattr(self, "_backoff_t"):
+            self._backoff_t = torch.from_numpy(self._backoff)
+        last = np.asarray(last, dtype=np.int64)
+        out = self._backoff_t.expand(last.shape[0], -1).clone()
+        known = np.flatnonzero((last >= 0) & (last < self.n_items))
+        if known.shape[0]:
+            sub = self.trans[last[known]]
+            rows = np.repeat(known, np.diff(sub.indptr))
+            r, c = torch.from_numpy(rows), torch.from_numpy(sub.indices.astype(np.int64))
+            out[r, c] += torch.from_numpy(sub.data)
+        return out
+
+    def score(self, histories: np.ndarray, lengths: np.ndarray | None = None) -> torch.Tensor:
+        """Rolling-evaluation scores from the last play of each left-padded history (pads are ids outside
+        ``0..n_items-1``, e.g. ``n_items``): float64 ``[B, n_items]``."""
+        h = np.asarray(histories)
+        last = h[:, -1].astype(np.int64) if h.ndim == 2 and h.shape[1] else np.full(h.shape[0], -1)
+        if lengths is not None:
+            last = np.where(np.asarray(lengths) > 0, last, -1)
+        return self._scores_from_last(last)
+
+    def last_play(self, users: np.ndarray | Sequence[int]) -> np.ndarray:
+        """Each user's last ``label`` play in the fit data (``-1`` when none)."""
+        if self.trans is None:
+            raise RuntimeError("call fit() first")
+        users = np.asarray(users, dtype=np.int64)
+        if self._last_users.shape[0] == 0:
+            return np.full(users.shape[0], -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self._last_users, users), self._last_users.shape[0] - 1)
+        return np.where(self._last_users[pos] == users, self._last_items[pos], -1)
+
+    def recommend(
+        self, users: np.ndarray | Sequence[int], k: int, exclude: ExcludeLike = None, batch: int = 512
+    ) -> np.ndarray:
+        """``[len(users), k]`` song ids from each user's last fit-window play (for
+        :func:`musicrecall.experiment.evaluate_recommender`); ``exclude`` rows are masked."""
+        users = np.asarray(users, dtype=np.int64)
+        last = self.last_play(users)
+        ex = _exclude_arrays(exclude, users.shape[0])
+        out = np.empty((users.shape[0], k), dtype=np.int64)
+        for b0 in range(0, users.shape[0], batch):
+            b1 = min(b0 + batch, users.shape[0])
+            out[b0:b1] = _topk_dense_rows(self._scores_from_last(last[b0:b1]), k, ex, b0, b1)
+        return out

@@ -12,8 +12,8 @@ from musicrecall.fusion import (
     ShortTermI2I,
     channel_quotas,
     memoize,
+    merge_channel_lists,
     popularity_channel,
-    quota_merge,
 )
 
 
@@ -68,7 +68,7 @@ def test_exact_quotas_and_no_duplicates_when_channels_overlap():
     quotas = np.array([20, 12, 8])
     # heavily overlapping channels (all draw from the same 120 songs) with plenty of candidates each
     cands = np.stack([np.stack([rng.permutation(120)[:100] for _ in range(3)]) for _ in range(n_users)])
-    lists, source = quota_merge(cands, quotas, k, backfill=np.arange(n_items), n_items=n_items)
+    lists, source = merge_channel_lists(cands, quotas, k, backfill=np.arange(n_items), n_items=n_items)
     assert lists.shape == (n_users, k) and (lists >= 0).all()
     for row, src in zip(lists, source, strict=True):
         assert len(set(row.tolist())) == k  # no duplicates
@@ -81,20 +81,20 @@ def test_exact_quotas_and_no_duplicates_when_channels_overlap():
 
 def test_backfill_when_a_channel_runs_short():
     cands = np.array([[[1, 2, 3, 4, 5, 6], [7, -1, -1, -1, -1, -1], [1, 2, 8, 9, 10, 11]]])
-    lists, source = quota_merge(cands, np.array([2, 2, 2]), 6, backfill=np.array([50, 51]))
+    lists, source = merge_channel_lists(cands, np.array([2, 2, 2]), 6, backfill=np.array([50, 51]))
     assert sorted(lists[0].tolist()) == sorted(set(lists[0].tolist()))
     counts = np.bincount(source[0], minlength=4)
     assert counts[1] == 1  # channel 1 had one song only ...
     assert counts[0] + counts[2] == 5  # ... its slot went to the channels that still had candidates
     assert counts[3] == 0  # so the back-fill was not needed
     # every channel empty: the back-fill list fills the slots, then slots stay empty
-    lists, source = quota_merge(np.full((1, 2, 3), -1), np.array([1, 1]), 4, backfill=np.array([9, 8]))
+    lists, source = merge_channel_lists(np.full((1, 2, 3), -1), np.array([1, 1]), 4, backfill=np.array([9, 8]))
     assert lists[0].tolist() == [9, 8, -1, -1] and source[0].tolist() == [2, 2, -1, -1]
 
 
 def test_backfill_skips_songs_already_listed():
     cands = np.array([[[3, 4], [4, 5]]])
-    lists, source = quota_merge(cands, np.array([2, 2]), 5, backfill=np.array([3, 5, 6, 7]))
+    lists, source = merge_channel_lists(cands, np.array([2, 2]), 5, backfill=np.array([3, 5, 6, 7]))
     assert lists[0].tolist() == [3, 4, 5, 6, 7]
     assert source[0].tolist() == [0, 1, 1, 2, 2]  # channel 0 ran out (4 was taken): channel 1 took 5
 
@@ -106,7 +106,7 @@ def test_matches_the_slow_reference_on_random_inputs():
         cands = rng.integers(-1, 30, size=(6, n_ch, m))
         quotas = np.array(list(channel_quotas({str(c): float(rng.random()) + 0.01 for c in range(n_ch)}, k).values()))
         backfill = rng.permutation(40)[: int(rng.integers(0, 40))]
-        lists, source = quota_merge(cands, quotas, k, backfill=backfill, batch=4)
+        lists, source = merge_channel_lists(cands, quotas, k, backfill=backfill, batch=4)
         ref_lists, ref_sources = reference_merge(cands, quotas, k, backfill)
         assert lists.tolist() == ref_lists
         assert source.tolist() == ref_sources
@@ -148,7 +148,7 @@ def test_fused_recall_respects_exclusion_and_memo():
 
 
 def test_restrict_stage_keeps_the_channels_and_renormalises_their_shares():
-    from musicrecall.fusion import Stage, restrict_stage
+    from musicrecall.fusion import RecallStage, restrict_stage
 
     def const(base):
         def ch(users, k, exclude=None):
@@ -159,7 +159,7 @@ def test_restrict_stage_keeps_the_channels_and_renormalises_their_shares():
     channels = {"short_term": memoize(const(0)), "sasrec": memoize(const(100)), "audio_i2i": memoize(const(200))}
     shares = {"short_term": 0.3, "sasrec": 0.6, "audio_i2i": 0.1}
     pop = popularity_channel(np.arange(400.0))
-    full = Stage("test", None, channels, {"short_term": "s", "sasrec": "q"}, FusedRecall(channels, shares, pop), pop)
+    full = RecallStage("test", None, channels, {"short_term": "s", "sasrec": "q"}, FusedRecall(channels, shares, pop), pop)
     small = restrict_stage(full, ["short_term", "audio_i2i"], shares)
     assert list(small.channels) == ["short_term", "audio_i2i"] and list(small.scorers) == ["short_term"]
     assert small.channels["short_term"] is channels["short_term"]  # memoised lists are shared
@@ -186,3 +186,18 @@ def test_ranking_audio_set_uses_no_play_after_the_cut():
     np.testing.assert_array_equal(alone, with_future)
     leaky, _ = select_songs(pl.concat([before, after]), cut, 10, cold_share=0.3)
     assert set(leaky) - set(alone)  # the cold draw (notebook 06's set) does look past the cut
+
+
+def test_csr_contains_matches_a_set_lookup_and_never_contains_empty_slots():
+    from musicrecall.fusion import csr_contains
+
+    rng = np.random.default_rng(3)
+    sets = [set(rng.choice(30, rng.integers(0, 6), replace=False).tolist()) for _ in range(8)]
+    indptr = np.cumsum([0] + [len(s) for s in sets])
+    indices = np.concatenate([sorted(s) for s in sets]).astype(np.int64)
+    ids = rng.integers(-1, 31, (8, 12))
+    ids[0, 0], ids[1, 0] = -1, 29  # the last item of the catalogue and an empty slot next to it
+    got = csr_contains(np.arange(8)[:, None], ids, indptr, indices)
+    want = np.array([[x in sets[r] for x in row] for r, row in enumerate(ids)])
+    assert np.array_equal(got, want) and not got[ids < 0].any()
+    assert not csr_contains(np.array([0]), np.array([3]), np.array([0, 0]), np.array([], dtype=np.int64)).any()

@@ -10,14 +10,20 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from musicrecall import config
+from musicrecall.evaluation.ranking_stats import (
+    auc_ci,
+    boot_aucs,
+    boot_weights,
+    paired_lift,
+    per_user_ranking,
+    seeded_diff,
+)
+from musicrecall.fusion import profile_scorer
 from musicrecall.ranking import (
     AUDIO_PREFIX,
     AudioTable,
     StageSamples,
-    auc_ci,
     audio_selection_check,
-    boot_aucs,
-    boot_weights,
     build_features,
     c7_verdict,
     candidate_tables,
@@ -26,11 +32,7 @@ from musicrecall.ranking import (
     impression_auc_table,
     lgb_params,
     lgb_threads,
-    paired_lift,
-    per_user_ranking,
-    profile_scorer,
     run_ranking,
-    seeded_diff,
     stage_samples,
 )
 

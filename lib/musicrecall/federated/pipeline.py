@@ -135,8 +135,8 @@ def summary_table(reports: list[dict[str, Any]], n_boot: int = 1000, seed: int =
     return pl.DataFrame(rows)
 
 
-def lift(a: dict[str, Any], b: dict[str, Any], metric: str, n_boot: int = 1000, seed: int = 0
-         ) -> tuple[float, float, float]:
+def report_lift(a: dict[str, Any], b: dict[str, Any], metric: str, n_boot: int = 1000, seed: int = 0
+                ) -> tuple[float, float, float]:
     """Paired relative lift of model ``a`` over ``b`` on ``metric`` (same users)."""
     if metric == "auc":
         common, ia, ib = np.intersect1d(a["auc_users"], b["auc_users"], return_indices=True)
@@ -312,13 +312,13 @@ def c5_verdict(mmoe_vs_a: tuple[float, float, float], mmoe_vs_dssm: tuple[float,
     return "partly"
 
 
-def lift_table(pairs: list[tuple[dict[str, Any], dict[str, Any]]], metrics: tuple[str, ...], n_boot: int = 1000,
-               seed: int = 0, world: str = "signal") -> pl.DataFrame:
+def report_lift_table(pairs: list[tuple[dict[str, Any], dict[str, Any]]], metrics: tuple[str, ...], n_boot: int = 1000,
+                      seed: int = 0, world: str = "signal") -> pl.DataFrame:
     """Paired relative lifts ``a / b - 1`` with 95% CIs for each ``(a, b)`` report pair and metric."""
     rows = []
     for a, b in pairs:
         for m in metrics:
-            value, lo, hi = lift(a, b, m, n_boot=n_boot, seed=seed)
+            value, lo, hi = report_lift(a, b, m, n_boot=n_boot, seed=seed)
             rows.append({"world": world, "model": a["name"], "baseline": b["name"], "metric": m, "lift": value,
                          "ci_lo": lo, "ci_hi": hi})
     return pl.DataFrame(rows)

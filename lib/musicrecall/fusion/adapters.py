@@ -1,0 +1,150 @@
+"""Thin adapters to the models of notebooks 02-07 (same functions and parameters => cache hits)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import polars as pl
+import torch
+
+from musicrecall import kg
+from musicrecall import sequences as sq
+from musicrecall.audio import EmbeddingScaler
+from musicrecall.audio import simulated as S
+from musicrecall.federated import RemoteUserTower
+from musicrecall.federated import pipeline as fp
+from musicrecall.models.dssm import DSSM, ItemTower
+from musicrecall.models.mind import MINDConfig, fit_mind, mind_cache_key
+from musicrecall.models.mind_data import side_codes
+from musicrecall.models.sasrec import SASRec
+from musicrecall.training import TrainConfig, seed_everything
+
+
+def kg_vectors(setup, triples: pl.DataFrame, *, dim: int = 32, gamma: float = 0.2, s2v_changes: dict | None = None,
+               workers: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """KG Song2Vec (notebook 02's ``kg.fit_model``) on ``setup.fit``: ``(vectors, has_vector)``.
+
+    With notebook 02's configuration (its tuned variant ``s2v_changes`` and gamma) the embedding is a
+    cache hit of the gensim run keyed by the corpus content.
+    """
+    s2v = kg.Song2VecConfig(dim=dim, seed=seed).with_(**(s2v_changes or {}))
+    corpus = kg.build_corpus(setup.fit, triples, setup.n_items, kg.KGConfig(gamma=gamma), seed=seed)
+    emb = kg.fit_song2vec(corpus, setup.n_items, s2v, workers=workers, triples=triples, kg=kg.KGConfig(gamma=gamma))
+    return emb.vectors, emb.has_vector.astype(bool)
+
+
+@dataclass
+class SequenceChannel:
+    """A trained SASRec (notebook 03) and the histories it is served on at each stage."""
+
+    model: object
+    inputs: object
+
+    def user_vecs(self, stage: str) -> Callable[[np.ndarray], np.ndarray]:
+        hist = self.inputs.hist_valid if stage == "valid" else self.inputs.hist_test
+        return lambda users: sq.user_vectors(self.model, hist, users)
+
+    def item_vecs(self) -> np.ndarray:
+        return sq.item_vectors(self.model)
+
+
+def sasrec_adapter(prep, *, max_len: int = 30, dim: int = 48, n_blocks: int = 1, n_heads: int = 1,
+                   dropout: float = 0.1, batch_size: int = 256, n_neg: int = 256, lr: float = 3e-3,
+                   max_epochs: int = 4, patience: int = 1, seed: int = 0, valid_days: int = 7,
+                   test_days: int = 7) -> SequenceChannel:
+    """SASRec trained exactly as notebook 03 trains it (same defaults, same checkpoint key): on the train
+    window with early stopping on the validation window; served on histories up to each stage's cut."""
+    ds = prep.dataset
+    inputs = sq.sequence_inputs(prep.clean.events, ds.users, ds.items.height, max_len, valid_days=valid_days,
+                                test_days=test_days)
+    seed_everything(seed)  # as notebook 03: the initial weights come from the seed, not the process
+    model = SASRec(inputs.n_items, dim, max_len, n_blocks, n_heads, dropout)
+    cfg = TrainConfig(epochs=max_epochs, lr=lr, patience=patience, seed=seed, progress=False)
+    hp = {"cfg": asdict(cfg), "batch_size": batch_size, "n_neg": n_neg, "feats": False, "model": repr(model),
+          "max_len": max_len}
+    key = sq.cache_key(ds.key, "sasrec", hp)
+    sq.fit_sequence_model(model, inputs, cfg, name="sasrec", batch_size=batch_size, n_neg=n_neg, cache_key=key)
+    model.eval()
+    return SequenceChannel(model, inputs)
+
+
+def mind_adapter(valid, items: pl.DataFrame, data_key: str, *, axis: str = "interest", dim: int = 48, k_max: int = 4,
+                 max_len: int = 30, pow_p: float = 2.0, sigma: float = 1.0, epochs: int = 3, lr: float = 3e-3,
+                 patience: int = 1, per_user: int = 6, batch_size: int = 1024, n_neg: int = 256,
+                 valid_users: int = 1000, seed: int = 0):
+    """MIND as notebook 04's "both" variant (genre/language side info, re-drawn routing logits, routing
+    softmax over ``axis``; same defaults and checkpoint key, so its trained model is reused), trained on
+    the train window; ``served_on(recall, setup.fit)`` serves it at a stage."""
+    cfg = MINDConfig(dim=dim, k_max=k_max, max_len=max_len, pow_p=pow_p, sigma=sigma, routing_axis=axis,
+                     routing_init="redraw")
+    side = side_codes(items)
+    tc = TrainConfig(epochs=epochs, lr=lr, patience=patience, seed=seed, progress=False)
+    hp = {"per_user": per_user, "batch_size": batch_size, "n_neg": n_neg, "valid_users": valid_users,
+          "train": asdict(tc)}
+    name = f"both_{axis}"
+    key = mind_cache_key(data_key, name, cfg, side, hp)
+    recall, _ = fit_mind(valid.fit, valid.targets["all"], valid.n_items, cfg, side, tc, per_user=per_user,
+                         batch_size=batch_size, n_neg=n_neg, valid_users=valid_users, name=f"mind_{name}",
+                         cache_key=key, seed=seed)
+    return recall
+
+
+def audio_adapter(prep, setup, n_audio: int, clip_s: float = 8.0, seed: int = 0, cold_share: float = 0.0):
+    """Audio embeddings of ``n_audio`` songs (per-song cache of the rendered-and-embedded audio):
+    ``(song_ids, standardised emb)``.
+
+    The songs are the most full-played before ``setup``'s cut (:func:`musicrecall.audio.simulated.select_songs`).
+    For ranking, pass the *earliest* stage the models see (validation) and ``cold_share = 0``: which songs
+    have audio is then decided by plays before every label the rankers train or are tested on. Notebook
+    06's set (test cut, plus cold songs drawn among songs played in the test week) is right for its own
+    cold-start evaluation but would make ``audio_has`` carry the validation labels and future plays.
+    """
+    songs, _ = S.select_songs(prep.clean.events, setup.split.cut(setup.stage), n_audio, cold_share=cold_share, seed=seed)
+    emb = EmbeddingScaler().fit_transform(S.world_embeddings(prep.dataset.world, songs, clip_s))
+    return songs, emb.astype(np.float32)
+
+
+@dataclass
+class DSSMVectors:
+    """User vectors of the federated DSSM's aligned users (fetched once from party B) and item vectors."""
+
+    users: np.ndarray  # sorted user ids with a vector
+    vecs: np.ndarray
+    items: np.ndarray
+
+    def known(self, users: np.ndarray) -> np.ndarray:
+        pos = np.clip(np.searchsorted(self.users, users), 0, len(self.users) - 1)
+        return self.users[pos] == users
+
+    def user_vecs(self, users: np.ndarray) -> np.ndarray:
+        pos = np.clip(np.searchsorted(self.users, users), 0, len(self.users) - 1)
+        return np.where(self.known(users)[:, None], self.vecs[pos], 0.0).astype(np.float32)
+
+
+def federated_dssm_adapter(dataset: str, profile: str, seed: int = 0, *, max_plays: int = 5, coverage: float = 0.9,
+                           b_extra_share: float = 0.1, epochs: int = 3, batch_size: int = 2048, n_neg: int = 256,
+                           max_per_user: int = 10, mode: str = "process") -> DSSMVectors:
+    """The federated DSSM of notebook 07 (same settings and run key, so its checkpoint is reused): party B
+    is started, the model trained or restored, every aligned user's vector fetched, and B shut down."""
+    epochs = min(epochs, 2) if profile == "tiny" else epochs  # as notebook 07
+    rc = fp.RunConfig(epochs=epochs, batch_size=batch_size, n_neg=n_neg, max_per_user=max_per_user, seed=seed)
+    data = fp.load_cold_start(dataset, profile, seed, max_plays)
+    fed = fp.open_federation(data, coverage, round(b_extra_share * data.ds.users.height), seed, mode=mode)
+    try:
+        _, demo = fp.a_alone(data)
+        torch.manual_seed(seed)
+        tower = RemoteUserTower(fed.endpoint, "fed_dssm", dim=rc.dim, hidden=rc.hidden, seed=seed, lr=rc.lr,
+                                run_key=fp.run_key(data.ds.key, "fed_dssm", rc=rc))
+        model = DSSM(tower, ItemTower(data.codes, data.cards, dim=rc.dim, hidden=rc.hidden))
+        with fp.threads(1):
+            fp.train_and_report(model, data, fed, lambda idx: idx, rc, "fed_dssm", demo)
+            model.eval()
+            ids = np.array(sorted(fed.aligned), dtype=np.int64)
+            with torch.no_grad():
+                vecs = model.user_vecs(np.array([fed.aligned[int(u)] for u in ids], dtype=np.int64)).numpy()
+                items = model.item_tower.all_items().numpy()
+    finally:
+        fed.party_b.close()
+    return DSSMVectors(ids, vecs.astype(np.float32), items.astype(np.float32))

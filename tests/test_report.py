@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import nbformat
@@ -225,3 +226,113 @@ def test_cli_dataset_option_and_comma_separated_only(monkeypatch, tmp_path):
     assert cli.main(["run", "--profile", "tiny", "--dataset", "logs/me", "--only", "01,02,03"]) == 0
     assert seen["only"] == ["01", "02", "03"]
     assert seen["extra"]["dataset"] == str(tmp_path / "logs" / "me")
+
+
+# --- claims ledger: headline effects, verdict caps, real-data columns, forest plot ---------------------
+
+
+def test_a_missing_placebo_never_counts_as_a_pass():
+    from musicrecall.report.record import headline
+
+    eff = headline(0.08, (0.05, 0.11), label="HR@200 lift", unit="%")
+    for placebo in ("", "n/a (imported data)", "not run"):
+        row = record_claim("C2", ours="+8%", placebo=placebo, verdict="reproduced", effect=eff)
+        assert row["verdict"] == "not falsified" and row["verdict_asked"] == "reproduced", placebo
+        assert "placebo" in row["not_tested"]
+    nan_placebo = headline(float("nan"), None, label="lift", unit="%")
+    assert record_claim("C2", effect=eff, placebo_effect=nan_placebo, verdict="partly")["verdict"] == "not falsified"
+    ok = record_claim("C2", effect=eff, placebo_effect=headline(0.0, (-0.02, 0.02), label="lift", unit="%"),
+                      verdict="reproduced")
+    assert ok["verdict"] == "reproduced" and ok["ours"] == "+8.0% [+5.0%, +11.0%]" and ok["placebo"].startswith("+0.0%")
+    # a negative result needs no placebo to stand
+    assert record_claim("C2", ours="-3%", verdict="not reproduced")["verdict"] == "not reproduced"
+
+
+def test_claims_recorded_on_real_data_read_at_most_not_falsified():
+    from musicrecall.report.record import headline
+
+    row = record_claim("C1", ours="+3.9% [+0.6, +7.6]", placebo="+0.1% [-1, 1]", verdict="reproduced",
+                       effect=headline(0.039, (0.006, 0.076), label="HR@200 lift", unit="%"))
+    assert row["verdict"] == "reproduced"  # the world's rule: a placebo was measured
+    rec = build_record("02_kg", [], profile="tiny", dataset="/data/30music", claims=[row])
+    (capped,) = rec["claims"]
+    assert capped["verdict"] == "not falsified" and capped["verdict_asked"] == "reproduced"
+    assert "placebo world" in capped["not_tested"] and capped["tested"]
+    assert build_record("02_kg", [], profile="tiny", claims=[row])["claims"][0]["verdict"] == "reproduced"
+
+
+def _run(name, records, figures=()):
+    return {"name": name, "status": "ok", "seconds": 10.0, "parameters": {"profile": "tiny"}, "error": "",
+            "records": records, "figures": list(figures)}
+
+
+LONG = ("matched channels (short_term+audio_i2i), songs_with_audio: collect AUC gain +0.8% [+0.3%, +1.4%] "
+        "(A/A noise +0.0% [-0.2%, +0.2%]); all impressions: 0.712 -> 0.718, gain +0.6% [+0.1%, +1.0%]; collect "
+        "hit@10 lift +4.1% [+1.0%, +7.5%]; all five channels: collect AUC 0.701 -> 0.709, gain +1.1% [+0.5%, +1.7%]")
+
+
+def _ledger_fixture(n_datasets=3):
+    from musicrecall.report.record import headline
+
+    world_claims = [record_claim(c, ours=LONG, placebo=LONG, verdict="reproduced",
+                                 effect=headline(0.05 * i, (0.02 * i, 0.08 * i), label="relative lift", unit="%"),
+                                 placebo_effect=headline(0.001, (-0.02, 0.02), label="relative lift", unit="%"))
+                    for i, c in enumerate(("C1", "C2", "C3", "C4", "C5", "C6", "C7"), start=1)]
+    world = {"notebooks": {"02_kg": _run("02_kg", [build_record("02_kg", [metric("x", 0.5)], profile="tiny",
+                                                                claims=world_claims)])}}
+    datasets = {}
+    for j in range(n_datasets):
+        rows = [record_claim(c, ours=LONG, placebo="n/a (imported data)", verdict="reproduced",
+                             effect=headline(0.03 + 0.01 * j, (0.01, 0.06), label="relative lift", unit="%"))
+                for c in ("C1", "C2", "C3", "C6")]
+        rec = build_record("02_kg", [metric("x", 0.25)], profile="tiny", dataset=f"/data/log{j}", claims=rows)
+        datasets[f"public_music_log_{j}"] = {"notebooks": {"02_kg": _run("02_kg", [rec])},
+                                             "dataset": {"name": f"public_music_log_{j}", "source": f"/data/log{j}"}}
+    return world, datasets
+
+
+def test_ledger_has_a_column_per_dataset_and_the_index_opens_with_a_forest_plot(tmp_path):
+    from musicrecall.report.forest import collect_points
+
+    world, datasets = _ledger_fixture(2)
+    # an older dataset record that still says "reproduced" (written before the cap existed)
+    old = build_record("03_seq", [], profile="tiny", claims=[record_claim("C2", ours="+41%", placebo="x",
+                                                                          verdict="reproduced")])
+    old["dataset"] = "/data/log0"
+    datasets["public_music_log_0"]["notebooks"]["03_seq"] = _run("03_seq", [old])
+    page = build_index(world, tmp_path / "index.html", datasets=datasets).read_text()
+    assert page.index('<figure class="forest"><img src="data:image/png;base64,') < page.index("Claims ledger")
+    head = re.search(r'<table class="ledger">.*?</tr>', page, re.S).group(0)
+    assert "public_music_log_0 (real data)" in head and "public_music_log_1 (real data)" in head
+    c2 = re.search(r"<tr><td><b>C2</b>.*?</tr>", page, re.S).group(0)
+    dataset_cells = re.findall(r"<td>[^<]*<br><span class=\"badge ([a-z-]+)\">", c2)
+    assert dataset_cells == ["not-falsified", "not-falsified"], dataset_cells
+    assert "not tested: placebo world (none exists for real data)" in c2
+    c4 = re.search(r"<tr><td><b>C4</b>.*?</tr>", page, re.S).group(0)
+    assert c4.count("not-run") == 2  # measured in the world only
+    w = {r["id"]: r for r in world["notebooks"]["02_kg"]["records"][0]["claims"]}
+    d = {n: {r["id"]: r for r in m["notebooks"]["02_kg"]["records"][0]["claims"]} for n, m in datasets.items()}
+    points = collect_points(w, d)
+    assert {(p.claim, p.source) for p in points} >= {("C1", "world"), ("C1", "placebo world"),
+                                                    ("C1", "public_music_log_0"), ("C1", "public_music_log_1")}
+    assert not any(p.claim == "C4" and p.source.startswith("public") for p in points)
+
+
+def test_ledger_fits_a_laptop_screen_in_a_browser(tmp_path):
+    """At 1366 px the index does not scroll sideways and the claim column stays readable, with the
+    world, the placebo world and three real datasets in the ledger."""
+    from musicrecall.report.browser import LEDGER_LAYOUT, check_pages, find_chromium
+
+    if find_chromium() is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing in CI: .ci/run installs the Debian package 'chromium'")
+        pytest.skip("chromium not installed (outside CI); apt-get install chromium")
+    world, datasets = _ledger_fixture(3)
+    page = build_index(world, tmp_path / "index.html", datasets=datasets)
+    (check,) = check_pages([page], viewport=(1366, 768), expression=LEDGER_LAYOUT)
+    m = check.measured
+    assert m["columns"] == 2 + 2 + 3 + 1  # claim, talk, world, placebo, 3 datasets, verdict
+    assert m["page_scroll_width"] <= m["page_client_width"], m
+    assert m["table_right"] <= m["page_client_width"], m
+    assert m["claim_width"] >= 180, m
+    assert not check.outside_requests and check.broken_images == 0

@@ -41,6 +41,7 @@ class PageCheck:
     broken_images: int = 0
     requests: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
+    measured: dict = field(default_factory=dict)  # the result of check_pages' ``expression``
 
     @property
     def outside_requests(self) -> list[str]:
@@ -130,8 +131,28 @@ _PAGE_FACTS = """JSON.stringify({title: document.title, text: document.body ? do
   links: [...document.querySelectorAll('a[href]')].map(a => a.href)})"""
 
 
-def check_pages(paths: list[Path], binary: str | None = None, timeout_s: float = 60.0) -> list[PageCheck]:
-    """Load each HTML file in one headless browser and report what it rendered and requested."""
+def _load(browser: _Browser, check: PageCheck, timeout_s: float) -> None:
+    """Navigate to ``check.url`` and wait for its load event, collecting the page's requests."""
+    browser.send("Page.navigate", url=check.url)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        msg = json.loads(browser.ws.recv())
+        if msg.get("method") == "Network.requestWillBeSent":
+            check.requests.append(msg["params"]["request"]["url"])
+        elif msg.get("method") == "Page.loadEventFired":
+            break
+    else:
+        raise TimeoutError(f"{check.url} did not finish loading in {timeout_s} s")
+    time.sleep(0.3)  # let late requests (fonts, lazy images) show up
+
+
+def check_pages(paths: list[Path], binary: str | None = None, timeout_s: float = 60.0,
+                viewport: tuple[int, int] | None = None, expression: str | None = None) -> list[PageCheck]:
+    """Load each HTML file in one headless browser and report what it rendered and requested.
+
+    ``viewport`` (width, height in CSS pixels) emulates a screen, e.g. ``(1366, 768)`` for a laptop;
+    ``expression`` is JavaScript returning a JSON string, evaluated on each page into ``PageCheck.measured``.
+    """
     binary = binary or find_chromium()
     if binary is None:
         raise FileNotFoundError("no chromium binary found (Debian package: chromium)")
@@ -139,24 +160,31 @@ def check_pages(paths: list[Path], binary: str | None = None, timeout_s: float =
     try:
         browser.call("Network.enable")
         browser.call("Page.enable")
+        if viewport is not None:
+            browser.call("Emulation.setDeviceMetricsOverride", width=viewport[0], height=viewport[1],
+                         deviceScaleFactor=1, mobile=False)
         checks = []
         for path in paths:
             check = PageCheck(path.resolve().as_uri())
-            browser.send("Page.navigate", url=check.url)
-            deadline = time.time() + timeout_s
-            while time.time() < deadline:
-                msg = json.loads(browser.ws.recv())
-                if msg.get("method") == "Network.requestWillBeSent":
-                    check.requests.append(msg["params"]["request"]["url"])
-                elif msg.get("method") == "Page.loadEventFired":
-                    break
-            else:
-                raise TimeoutError(f"{path} did not finish loading in {timeout_s} s")
-            time.sleep(0.3)  # let late requests (fonts, lazy images) show up
+            _load(browser, check, timeout_s)
             facts = json.loads(browser.call("Runtime.evaluate", expression=_PAGE_FACTS)["result"]["value"])
             check.title, check.text_chars, check.tables = facts["title"], facts["text"], facts["tables"]
             check.images, check.broken_images, check.links = facts["images"], facts["broken"], facts["links"]
+            if expression is not None:
+                check.measured = json.loads(browser.call("Runtime.evaluate", expression=expression)["result"]["value"])
             checks.append(check)
         return checks
     finally:
         browser.close()
+
+
+# What a laptop reader sees of the claims ledger: does the page scroll sideways, how wide is the claim
+# column, and does the ledger table fit inside the page.
+LEDGER_LAYOUT = """JSON.stringify((() => {
+  const doc = document.scrollingElement, table = document.querySelector('table.ledger');
+  const claim = table ? table.querySelector('tr:nth-child(2) td') : null;
+  return {page_scroll_width: doc.scrollWidth, page_client_width: doc.clientWidth,
+          table_right: table ? table.getBoundingClientRect().right : null,
+          claim_width: claim ? claim.getBoundingClientRect().width : null,
+          columns: table ? table.querySelectorAll('tr:first-child th').length : 0};
+})())"""

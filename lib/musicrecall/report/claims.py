@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-VERDICTS = ("reproduced", "partly", "not reproduced")
+VERDICTS = ("reproduced", "partly", "not falsified", "not reproduced")
+# Verdicts that count as (some) support for the claim. They need a placebo: without one (real data has
+# no placebo world, or the placebo was not run) a claim can at most be "not falsified".
+SUPPORTING = ("reproduced", "partly")
+NOT_FALSIFIED = "not falsified"
 
 
 @dataclass(frozen=True)

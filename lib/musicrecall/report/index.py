@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from musicrecall.report.claims import CLAIMS
-from musicrecall.report.record import NA, _fmt, format_ci
+from musicrecall.report.forest import forest_html
+from musicrecall.report.record import NA, REAL_DATA_UNTESTED, _fmt, cap_for_dataset, format_ci
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5rem auto;max-width:1240px;
@@ -34,7 +35,7 @@ th{background:#f5f5f7} .num{font-variant-numeric:tabular-nums;white-space:nowrap
 figure{margin:0;border:1px solid #eee;padding:.4rem} figure img{width:100%} figcaption{font-size:.85rem;color:#444}
 table.ledger{table-layout:fixed;font-size:.85rem} .ledger td{overflow-wrap:anywhere;hyphens:auto}
 .ledger col.claim{width:22%} .ledger col.talk{width:10%} .ledger col.verdict{width:11%}
-.scroll{overflow-x:auto}
+.ledger th{overflow-wrap:anywhere} .scroll{overflow-x:auto} figure.forest{border:0} figure.forest img{width:100%}
 """
 
 
@@ -58,13 +59,21 @@ def _world_runs(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def _found_claims(runs: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
-    """Claim id -> (notebook, ledger row) for every claim some notebook measured."""
+    """Claim id -> (notebook, ledger row) for every claim some notebook measured.
+
+    Rows recorded on imported data are capped at "not falsified" here too, so records of older versions
+    (which let a missing placebo pass) cannot show "reproduced" for real data.
+    """
     found: dict[str, tuple[str, dict[str, Any]]] = {}
     for name, run in sorted(runs.items()):
         for record in run.get("records", []):
             for row in record.get("claims", []):
-                found[row["id"]] = (name, row)
+                found[row["id"]] = (name, cap_for_dataset(row, str(record.get("dataset", "world"))))
     return found
+
+
+def _rows(found: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    return {cid: row for cid, (_, row) in found.items()}
 
 
 def _summary(runs: dict[str, Any], what: str) -> str:
@@ -99,10 +108,15 @@ def _figures(runs: dict[str, Any]) -> str:
 
 
 def _dataset_cell(found: dict[str, tuple[str, dict[str, Any]]], claim_id: str) -> str:
+    """A real dataset's ledger cell: its figure, its verdict (at most "not falsified") and what was and
+    was not tested."""
     if claim_id not in found:
-        return "not run"
+        return f"<td>{_badge('not run')}</td>"
     _, row = found[claim_id]
-    return f"{_claim_text(row)} ({row['verdict']})"
+    tested = f"<br><small>tested: {html.escape(row['tested'])}</small>" if row.get("tested") else ""
+    untested = row.get("not_tested") or REAL_DATA_UNTESTED
+    return (f"<td>{html.escape(_claim_text(row)) or NA}<br>{_badge(row['verdict'])}{tested}"
+            f"<br><small>not tested: {html.escape(untested)}</small></td>")
 
 
 def _claim_rows(runs: dict[str, Any], datasets: dict[str, dict[str, Any]], own_dataset: bool) -> list[str]:
@@ -113,18 +127,21 @@ def _claim_rows(runs: dict[str, Any], datasets: dict[str, dict[str, Any]], own_d
         if claim.id in found:
             nb, row = found[claim.id]
             link = f' <a href="{html.escape(nb)}.html">{html.escape(nb)}</a>'
-            cells = [_claim_text(row)] if own_dataset else [row["ours"], row["placebo"]]
+            cells = [_claim_text(row)] if own_dataset else [row["ours"], row["placebo"] or "not run"]
             verdict = _badge(row["verdict"]) + (f"<br><small>{html.escape(row['note'])}</small>" if row.get("note") else "")
+            if row.get("tested"):
+                verdict += f"<br><small>tested: {html.escape(row['tested'])}</small>"
+            if row.get("not_tested"):
+                verdict += f"<br><small>not tested: {html.escape(row['not_tested'])}</small>"
         else:
             link = f" <small>notebook {claim.notebook}</small>"
             cells = ["open"] if own_dataset else ["open", "open"]
             verdict = _badge("open")
-        cells += [_dataset_cell(found_ds[name], claim.id) for name in datasets]
+        tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+        tds += "".join(_dataset_cell(found_ds[name], claim.id) for name in datasets)
         rows.append(
             f"<tr><td><b>{claim.id}</b>{link}<br>{html.escape(claim.claim)}<br><small>{html.escape(claim.measured_as)}"
-            f"</small></td><td>{html.escape(claim.talk_figure)}</td>"
-            + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
-            + f"<td>{verdict}</td></tr>"
+            f"</small></td><td>{html.escape(claim.talk_figure)}</td>{tds}<td>{verdict}</td></tr>"
         )
     return rows
 
@@ -134,7 +151,8 @@ def _ledger(runs: dict[str, Any], datasets: dict[str, dict[str, Any]], own_datas
     heads += [f"{name} (real data)" for name in datasets]
     cols = '<col class="claim"><col class="talk">' + "<col>" * len(heads) + '<col class="verdict">'
     head = "".join(f"<th>{html.escape(h)}</th>" for h in heads)
-    return (f'<table class="ledger"><colgroup>{cols}</colgroup><tr><th>claim</th><th>talk</th>{head}<th>verdict</th></tr>'
+    verdict = "verdict" if own_dataset else "verdict (world)"
+    return (f'<table class="ledger"><colgroup>{cols}</colgroup><tr><th>claim</th><th>talk</th>{head}<th>{verdict}</th></tr>'
             f'{"".join(_claim_rows(runs, datasets, bool(own_dataset)))}</table>')
 
 
@@ -199,6 +217,9 @@ def build_index(metrics: dict[str, Any], out_path: Path, datasets: dict[str, dic
         f"<td class='num'>{format_ci(m)}</td><td>{html.escape(m.get('world', ''))}</td><td>{html.escape(m.get('note', ''))}</td></tr>"
         for name, run in sorted(runs.items()) for rec in run.get("records", []) for m in rec.get("metrics", [])
     ]
+    own_claims = _rows(_found_claims(runs))
+    ds_claims = {name: _rows(_found_claims(m.get("notebooks", {}))) for name, m in datasets.items()}
+    forest = forest_html({}, {own: own_claims}) if own else forest_html(own_claims, ds_claims)
     if own:
         title = f"musicrecall on real data: {own}"
         intro = (f"<p>The workbook's notebooks on the imported dataset <b>{html.escape(own)}</b> "
@@ -218,6 +239,7 @@ def build_index(metrics: dict[str, Any], out_path: Path, datasets: dict[str, dic
 <h1>{html.escape(title)}</h1>
 <p class="sub">{n_ok} of {len(runs)} notebooks ran · profile {html.escape(", ".join(profiles) or "—")} ·
 updated {html.escape(metrics.get("updated", ""))}</p>
+{forest}
 {intro}
 {_summary(runs, own or "simulated world")}
 <h2>Claims ledger</h2>

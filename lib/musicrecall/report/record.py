@@ -13,9 +13,10 @@ import json
 import math
 from typing import Any
 
-from musicrecall.report.claims import CLAIMS_BY_ID, VERDICTS
+from musicrecall.report.claims import CLAIMS_BY_ID, NOT_FALSIFIED, SUPPORTING, VERDICTS
 
 METRICS_MIME = "application/vnd.musicrecall.metrics+json"
+NA = "n/a"  # how a missing or non-finite value is shown
 
 
 def finite_or_none(x: Any) -> float | None:
@@ -53,17 +54,100 @@ def metric(name: str, value: float | None, ci: tuple[float, float] | None = None
     return {"name": name, "value": clean, "ci_lo": lo, "ci_hi": hi, "unit": unit, "world": world, "note": note}
 
 
-def record_claim(claim_id: str, *, ours: str, placebo: str, verdict: str, real: str = "",
-                 note: str = "") -> dict[str, str]:
-    """A claims-ledger row. Figures are pre-formatted strings (e.g. ``"+8.1% [5.2, 11.0]"``)."""
+def headline(value: float | None, ci: tuple[float, float] | None = None, *, label: str,
+             unit: str = "") -> dict[str, Any]:
+    """A claim's headline effect, machine-readable, for the index's forest plot.
+
+    ``value`` is an effect whose "no effect" is 0 (a relative lift, a difference, a correlation), with
+    its 95% interval ``ci``. ``unit="%"`` means ``value`` is a fraction shown as a percentage (0.081 ->
+    "+8.1%"); any other unit is shown as is. NaN or ``None`` is recorded as null ("n/a").
+    """
+    lo, hi = (finite_or_none(ci[0]), finite_or_none(ci[1])) if ci is not None else (None, None)
+    if lo is None or hi is None:
+        lo = hi = None
+    return {"value": finite_or_none(value), "lo": lo, "hi": hi, "unit": unit, "label": label}
+
+
+def format_effect(e: dict[str, Any] | None) -> str:
+    """``"+8.1% [+5.2%, +11.0%]"`` for a :func:`headline` effect; "n/a" when it has no value."""
+    value = finite_or_none(e.get("value")) if e else None
+    if value is None:
+        return NA
+
+    def one(x: float) -> str:
+        return f"{x:+.1%}" if e.get("unit") == "%" else f"{x:+.3g}"
+
+    ci = f" [{one(e['lo'])}, {one(e['hi'])}]" if finite_or_none(e.get("lo")) is not None else ""
+    unit = "" if e.get("unit") in ("", "%") else f" {e['unit']}"
+    return f"{one(value)}{ci}{unit}"
+
+
+_NOT_MEASURED = "placebo (not measured)"
+_NO_PLACEBO_TEXT = ("", "n/a", "na", "none", "not run", "open", "-", "—")
+
+
+def _has_placebo(placebo: str, placebo_effect: dict[str, Any] | None) -> bool:
+    """Whether a placebo was actually measured: a placebo effect with a value, or a placebo text that
+    is not one of the "not measured" spellings (older notebooks record text only)."""
+    if placebo_effect is not None:
+        return finite_or_none(placebo_effect.get("value")) is not None
+    text = placebo.strip().lower()
+    return not (text in _NO_PLACEBO_TEXT or text.startswith(("n/a", "not run", "none")))
+
+
+def cap_verdict(row: dict[str, Any], reason: str) -> dict[str, Any]:
+    """``row`` with a supporting verdict lowered to "not falsified" (the untested part named in
+    ``not_tested``): a missing placebo must never count as a pass."""
+    row = dict(row)
+    if row["verdict"] in SUPPORTING:
+        row["verdict_asked"] = row["verdict"]
+        row["verdict"] = NOT_FALSIFIED
+    if reason and reason not in row.get("not_tested", ""):
+        row["not_tested"] = "; ".join(x for x in (row.get("not_tested", ""), reason) if x)
+    return row
+
+
+def record_claim(claim_id: str, *, ours: str = "", placebo: str = "", verdict: str, real: str = "",
+                 note: str = "", effect: dict[str, Any] | None = None, placebo_effect: dict[str, Any] | None = None,
+                 tested: str = "", not_tested: str = "") -> dict[str, Any]:
+    """A claims-ledger row.
+
+    ``ours``/``placebo``/``real`` are pre-formatted text (e.g. ``"+8.1% [5.2, 11.0]"``); ``effect`` and
+    ``placebo_effect`` are the same headline effect as :func:`headline` dicts, read by the forest plot
+    (``ours`` defaults to the formatted effect). ``tested``/``not_tested`` say what the verdict rests on.
+
+    Verdict rule: "reproduced" or "partly" needs a measured placebo (``placebo_effect`` with a value, or
+    a placebo text other than "n/a"/"not run"); without one the row reads "not falsified" and records the
+    asked verdict in ``verdict_asked``. A row recorded on imported data is capped the same way by
+    :func:`build_record` (real data has no placebo world).
+    """
     if claim_id not in CLAIMS_BY_ID:
         raise ValueError(f"unknown claim id {claim_id!r}; expected one of {sorted(CLAIMS_BY_ID)}")
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, not {verdict!r}")
-    return {"id": claim_id, "ours": ours, "placebo": placebo, "real": real, "verdict": verdict, "note": note}
+    row: dict[str, Any] = {"id": claim_id, "ours": ours or (format_effect(effect) if effect else ""),
+                           "placebo": placebo or (format_effect(placebo_effect) if placebo_effect else ""),
+                           "real": real, "verdict": verdict, "note": note, "effect": effect,
+                           "placebo_effect": placebo_effect, "tested": tested, "not_tested": not_tested}
+    if not _has_placebo(placebo, placebo_effect):
+        row = cap_verdict(row, _NOT_MEASURED)
+    return row
 
 
-NA = "n/a"
+REAL_DATA_UNTESTED = "placebo world (none exists for real data)"
+
+
+def cap_for_dataset(row: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """A claim row of a run on ``dataset``: on imported data it can at most read "not falsified"."""
+    if str(dataset) in ("", "world"):
+        return row
+    # real data has no placebo at all: say so once, instead of "placebo (not measured)"
+    row = {**row, "not_tested": "; ".join(x for x in row.get("not_tested", "").split("; ") if x and x != _NOT_MEASURED)}
+    row = cap_verdict(row, REAL_DATA_UNTESTED)
+    if not row.get("tested"):
+        row["tested"] = "the effect on this dataset's test split" if (row.get("effect") or row.get("ours")
+                                                                   or row.get("real")) else ""
+    return row
 
 
 def _fmt(x: Any) -> str:
@@ -101,10 +185,14 @@ def dumps(obj: Any) -> str:
 
 
 def build_record(notebook: str, metrics: list[dict[str, Any]], *, profile: str, dataset: str = "world",
-                 seed: int = 0, claims: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    """The JSON payload of one notebook's headline metrics (and claims-ledger rows, if any)."""
+                 seed: int = 0, claims: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The JSON payload of one notebook's headline metrics (and claims-ledger rows, if any).
+
+    Claims recorded on imported data (``dataset`` other than ``"world"``) are capped at "not falsified".
+    """
+    claims = [cap_for_dataset(row, str(dataset)) for row in claims or []]
     payload = sanitize_json({"notebook": notebook, "profile": profile, "dataset": str(dataset), "seed": seed,
-                             "metrics": metrics, "claims": claims or []})
+                             "metrics": metrics, "claims": claims})
     # Fail here, in the notebook, if something is not serialisable; NaN is null by now, so jupyter's
     # packer cannot turn it into the string "nan".
     json.dumps(payload, allow_nan=False)
@@ -112,7 +200,7 @@ def build_record(notebook: str, metrics: list[dict[str, Any]], *, profile: str, 
 
 
 def record_metrics(notebook: str, metrics: list[dict[str, Any]], *, profile: str, dataset: str = "world",
-                   seed: int = 0, claims: list[dict[str, str]] | None = None) -> None:
+                   seed: int = 0, claims: list[dict[str, Any]] | None = None) -> None:
     """Display the notebook's headline metrics as a table, with the payload the runner collects."""
     payload = build_record(notebook, metrics, profile=profile, dataset=dataset, seed=seed, claims=claims)
     rows = "".join(

@@ -54,10 +54,9 @@ def _check_ids(ids: pl.Series, column: str, path: Path) -> None:
         raise InputError(path, row, f"column {column!r}: null id")
     dup = ids.is_duplicated()
     if dup.any():
-        row = int(dup.arg_max() or 0)
-        first = int((ids == ids[row]).arg_max() or 0)
-        raise InputError(path, row, f"column {column!r}: duplicate id {ids[row]} (rows {first} and more; "
-                         f"{int(dup.sum())} rows share a duplicated id)")
+        rows = (ids == ids[int(dup.arg_max() or 0)]).arg_true().to_list()
+        raise InputError(path, rows[1], f"column {column!r}: duplicate id {ids[rows[0]]} (rows "
+                         f"{', '.join(map(str, rows[:5]))}; {int(dup.sum())} rows share a duplicated id)")
     n = ids.len()
     out = (ids < 0) | (ids >= n)
     if out.any():

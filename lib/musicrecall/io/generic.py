@@ -26,6 +26,7 @@ from typing import Any, Literal
 import polars as pl
 
 from musicrecall.io.errors import InputError
+from musicrecall.io.timeconv import TS_FORMATS, parse_ts, text_ts  # noqa: F401 - parse_ts/TS_FORMATS re-exported
 from musicrecall.schema import SCHEMAS, conform, empty
 
 PathLike = str | os.PathLike[str]
@@ -46,31 +47,6 @@ FILES_SCHEMA: dict[str, pl.DataType] = {
 TABLES: tuple[str, ...] = ("events", "items", "users", "triples")
 RAW_MAX_CHARS = 10_000  # the raw text of a truncated tail is cut to this length
 
-# Timestamp formats accepted for string timestamps, tried in order. Formats without an offset are
-# read as UTC. ``%.f`` also matches "no fractional part".
-TS_FORMATS: tuple[str, ...] = (
-    "%Y-%m-%dT%H:%M:%S%.fZ",
-    "%Y-%m-%dT%H:%M:%S%.f%z",
-    "%Y-%m-%d %H:%M:%S%.f%z",
-    "%Y-%m-%dT%H:%M:%S%.f",
-    "%Y-%m-%d %H:%M:%S%.f",
-    "%Y-%m-%dT%H:%M",
-    "%Y-%m-%d %H:%M",
-    "%Y-%m-%d",
-)
-_TS_DTYPE = pl.Datetime("ms", "UTC")
-
-
-def parse_ts(expr: pl.Expr) -> pl.Expr:
-    """Parse an ISO-8601-like string expression to ``Datetime("ms", "UTC")``; unparseable -> null.
-
-    Strings with a ``Z`` or a numeric offset are converted to UTC; strings without one are taken as
-    UTC. Callers must turn the resulting nulls into rejections (or errors), never keep them silently.
-    """
-    s = expr.str.strip_chars()
-    return pl.coalesce(
-        [s.str.to_datetime(fmt, time_unit="ms", time_zone="UTC", strict=False) for fmt in TS_FORMATS]
-    )
 
 
 @dataclass
@@ -358,8 +334,6 @@ def _to_ts(s: pl.Series) -> pl.Series:
     (:func:`musicrecall.io.timeconv.epoch_to_ts`: epoch seconds never become 1970-01-20); values
     outside 1990..2100 in that unit are bad.
     """
-    from musicrecall.io.log import text_ts
-
     ts, _reason = text_ts(s, None, "", s.name)
     return ts
 

@@ -45,7 +45,7 @@ from musicrecall.io.generic import (
 )
 from musicrecall.io.sequences import as_catalog, check_on_error, ordinal_meta, ordinal_ts, raise_first
 from musicrecall.io.tables import read_records
-from musicrecall.io.timeconv import epoch_to_ts, exact_int, ms_values
+from musicrecall.io.timeconv import exact_int, ms_values, text_ts
 
 USER_COLS = ("user_id", "user", "user_key", "userid", "uid", "username")
 SONG_COLS = ("song_id", "song", "song_key", "item_id", "item", "track_id", "track", "spotify_track_uri", "iid")
@@ -58,48 +58,6 @@ _FALSE = ("false", "f", "0", "no", "n")
 def _find(columns: list[str], names: tuple[str, ...]) -> str | None:
     low = {c.lower(): c for c in columns}
     return next((low[n] for n in names if n in low), None)
-
-
-def text_ts(values: pl.Series, unit: str | None, path: Path, column: str) -> tuple[pl.Series, pl.Series]:
-    """A time column of any dtype as ``Datetime("ms","UTC")`` with a ``bad_ts`` / ``ts_out_of_range`` reason."""
-    from musicrecall.io.generic import parse_ts
-    from musicrecall.io.timeconv import PLAUSIBLE_TS
-
-    s = values
-    if isinstance(s.dtype, pl.Datetime):
-        ts = (s.dt.replace_time_zone("UTC") if s.dtype.time_zone is None else s.dt.convert_time_zone("UTC"))
-        ts = ts.cast(pl.Datetime("ms", "UTC"))
-    elif s.dtype == pl.Date:
-        ts = s.cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
-    elif s.dtype.is_numeric():
-        return epoch_to_ts(s, unit, path, column)
-    elif s.dtype == pl.String:
-        txt = s.str.strip_chars()
-        num = txt.cast(pl.Float64, strict=False)
-        numeric = num.is_not_null()
-        if numeric.any():
-            ets, ereason = epoch_to_ts(num.filter(numeric), unit, path, column)
-            iso_ts = pl.select(parse_ts(pl.lit(txt))).to_series()
-            ts = iso_ts.scatter(numeric.arg_true(), ets)
-            reason_num = pl.Series("ts_reason", [None] * s.len(), dtype=pl.String).scatter(numeric.arg_true(), ereason)
-        else:
-            ts = pl.select(parse_ts(pl.lit(txt))).to_series()
-            reason_num = pl.Series("ts_reason", [None] * s.len(), dtype=pl.String)
-        lo, hi = PLAUSIBLE_TS
-        out = pl.DataFrame({"ts": ts, "rn": reason_num, "num": numeric}).select(
-            pl.when(pl.col("num")).then(pl.col("rn"))
-            .when(pl.col("ts").is_null()).then(pl.lit("bad_ts"))
-            .when((pl.col("ts") < lo) | (pl.col("ts") >= hi)).then(pl.lit("ts_out_of_range"))
-            .alias("ts_reason")).to_series()
-        return ts.set(out.is_not_null(), None), out
-    else:
-        ts = pl.Series(s.name, [None] * s.len(), dtype=pl.Datetime("ms", "UTC"))
-    lo, hi = PLAUSIBLE_TS
-    reason = pl.DataFrame({"ts": ts}).select(
-        pl.when(pl.col("ts").is_null()).then(pl.lit("bad_ts"))
-        .when((pl.col("ts") < lo) | (pl.col("ts") >= hi)).then(pl.lit("ts_out_of_range")).alias("ts_reason")
-    ).to_series()
-    return ts.set(reason.is_not_null(), None), reason
 
 
 def _bool_values(s: pl.Series) -> tuple[pl.Series, pl.Series]:

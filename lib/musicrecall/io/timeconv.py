@@ -21,6 +21,31 @@ PLAUSIBLE_TS = (datetime(1990, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UT
 UNITS_MS: dict[str, float] = {"s": 1000.0, "ms": 1.0, "us": 1e-3, "ns": 1e-6}
 _TS_DTYPE = pl.Datetime("ms", "UTC")
 
+# Timestamp formats accepted for string timestamps, tried in order. Formats without an offset are
+# read as UTC. ``%.f`` also matches "no fractional part".
+TS_FORMATS: tuple[str, ...] = (
+    "%Y-%m-%dT%H:%M:%S%.fZ",
+    "%Y-%m-%dT%H:%M:%S%.f%z",
+    "%Y-%m-%d %H:%M:%S%.f%z",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d",
+)
+
+
+def parse_ts(expr: pl.Expr) -> pl.Expr:
+    """Parse an ISO-8601-like string expression to ``Datetime("ms", "UTC")``; unparseable -> null.
+
+    Strings with a ``Z`` or a numeric offset are converted to UTC; strings without one are taken as
+    UTC. Callers must turn the resulting nulls into rejections (or errors), never keep them silently.
+    """
+    s = expr.str.strip_chars()
+    return pl.coalesce(
+        [s.str.to_datetime(fmt, time_unit="ms", time_zone="UTC", strict=False) for fmt in TS_FORMATS]
+    )
+
 
 def detect_unit(values: pl.Series) -> str | None:
     """``"s"``, ``"ms"``, ``"us"`` or ``"ns"`` from the median magnitude of the finite values (None if none)."""
@@ -112,3 +137,42 @@ def ms_values(values: pl.Series, name: str = "play_ms") -> tuple[pl.Series, pl.S
         pl.when(pl.col("big")).then(pl.lit(f"{name}_out_of_range"))
         .when(~pl.col("ok")).then(pl.lit(f"bad_{name}")).alias("reason")).to_series()
     return ints.set(reason.is_not_null(), None), reason
+
+
+def text_ts(values: pl.Series, unit: str | None, path: Path, column: str) -> tuple[pl.Series, pl.Series]:
+    """A time column of any dtype as ``Datetime("ms","UTC")`` with a ``bad_ts`` / ``ts_out_of_range`` reason."""
+    s = values
+    if isinstance(s.dtype, pl.Datetime):
+        ts = (s.dt.replace_time_zone("UTC") if s.dtype.time_zone is None else s.dt.convert_time_zone("UTC"))
+        ts = ts.cast(pl.Datetime("ms", "UTC"))
+    elif s.dtype == pl.Date:
+        ts = s.cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
+    elif s.dtype.is_numeric():
+        return epoch_to_ts(s, unit, path, column)
+    elif s.dtype == pl.String:
+        txt = s.str.strip_chars()
+        num = txt.cast(pl.Float64, strict=False)
+        numeric = num.is_not_null()
+        if numeric.any():
+            ets, ereason = epoch_to_ts(num.filter(numeric), unit, path, column)
+            iso_ts = pl.select(parse_ts(pl.lit(txt))).to_series()
+            ts = iso_ts.scatter(numeric.arg_true(), ets)
+            reason_num = pl.Series("ts_reason", [None] * s.len(), dtype=pl.String).scatter(numeric.arg_true(), ereason)
+        else:
+            ts = pl.select(parse_ts(pl.lit(txt))).to_series()
+            reason_num = pl.Series("ts_reason", [None] * s.len(), dtype=pl.String)
+        lo, hi = PLAUSIBLE_TS
+        out = pl.DataFrame({"ts": ts, "rn": reason_num, "num": numeric}).select(
+            pl.when(pl.col("num")).then(pl.col("rn"))
+            .when(pl.col("ts").is_null()).then(pl.lit("bad_ts"))
+            .when((pl.col("ts") < lo) | (pl.col("ts") >= hi)).then(pl.lit("ts_out_of_range"))
+            .alias("ts_reason")).to_series()
+        return ts.set(out.is_not_null(), None), out
+    else:
+        ts = pl.Series(s.name, [None] * s.len(), dtype=pl.Datetime("ms", "UTC"))
+    lo, hi = PLAUSIBLE_TS
+    reason = pl.DataFrame({"ts": ts}).select(
+        pl.when(pl.col("ts").is_null()).then(pl.lit("bad_ts"))
+        .when((pl.col("ts") < lo) | (pl.col("ts") >= hi)).then(pl.lit("ts_out_of_range")).alias("ts_reason")
+    ).to_series()
+    return ts.set(reason.is_not_null(), None), reason

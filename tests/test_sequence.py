@@ -46,12 +46,28 @@ def test_histories_carry_side_features_aligned_with_positions():
 
 def test_training_windows_have_causal_next_play_targets():
     w = sq.training_windows(EV, N_ITEMS, max_len=2)
-    # user 0 plays 4, 2, 7; user 1 plays 6, 8, 5, 9 -> windows from the end of each sequence
+    # user 0 plays 4, 2, 7; user 1 plays 6, 8, 5, 9 -> (input, next play) pairs cut from the end
     got = sorted(zip(w.users.tolist(), w.inputs.tolist(), w.targets.tolist(), strict=True))
-    assert got == [(0, [2, 7], [7, 10]), (0, [10, 4], [10, 2]), (1, [5, 9], [9, 10]), (1, [6, 8], [8, 5])]
-    assert w.n_targets == 5  # every play but each user's last one is someone's target
+    assert got == [(0, [4, 2], [2, 7]), (1, [8, 5], [5, 9]), (1, [10, 6], [10, 8])]
+    assert w.n_targets == 5  # every play but each user's first one is a target
     capped = sq.training_windows(EV, N_ITEMS, max_len=2, max_windows_per_user=1)
-    assert sorted(capped.inputs.tolist()) == [[2, 7], [5, 9]]
+    assert sorted(capped.inputs.tolist()) == [[4, 2], [8, 5]]
+
+
+def test_the_last_column_of_every_users_latest_window_predicts_the_users_last_play():
+    # the served user vector is the last position's output: that position must be trained, with the
+    # user's last play as its target (SASRec.pytorch: seq = s[:-1], pos = s[1:])
+    rng = np.random.default_rng(0)
+    rows = [(u, int(rng.integers(0, N_ITEMS)), m, True) for u in range(6) for m in range(int(rng.integers(2, 9)))]
+    ev = _events(rows)
+    w = sq.training_windows(ev, N_ITEMS, max_len=3)
+    last = ev.sort("ts").group_by("user_id").agg(pl.col("song_id").last()).sort("user_id")
+    latest = {}
+    for r, u in enumerate(w.users.tolist()):
+        latest[u] = r  # a user's windows come oldest first
+    assert sorted(latest) == last["user_id"].to_list()
+    assert [int(w.targets[latest[u], -1]) for u in sorted(latest)] == last["song_id"].to_list()
+    assert (w.inputs[w.targets != w.pad] != w.pad).all()  # every target has a real play before it
 
 
 def test_shuffle_keeps_songs_and_pads_but_changes_order():
@@ -199,3 +215,43 @@ def test_lift_verdict_needs_a_lift_that_the_placebo_removes():
     assert sq.lift_verdict((0.10, 0.05, 0.15), (0.0, -0.1, 0.1), (0.0, -0.01, 0.01)) == "partly"  # order unused
     assert sq.lift_verdict((0.10, 0.05, 0.15), (0.01, -0.02, 0.04), (0.03, 0.01, 0.05), placebo_consistent=False) == "partly"
     assert sq.lift_verdict((-0.02, -0.05, 0.01), (0.0, -0.1, 0.1)) == "not reproduced"
+
+
+def test_sasrec_normalises_queries_only_as_the_reference():
+    # SASRec.pytorch / Kang & McAuley: Q = LN(x), keys and values are x itself (no layer norm on them)
+    torch.manual_seed(0)
+    model = SASRec(30, dim=16, max_len=6, n_blocks=1, dropout=0.0).eval()
+    seen = {}
+    block = model.blocks[0]
+    block.register_forward_pre_hook(lambda m, a: seen.__setitem__("x", a[0].clone()))
+    block.kv.register_forward_pre_hook(lambda m, a: seen.__setitem__("kv", a[0].clone()))
+    block.q.register_forward_pre_hook(lambda m, a: seen.__setitem__("q", a[0].clone()))
+    model.sequence_output(torch.tensor([[30, 1, 2, 3, 4, 5]]))
+    assert torch.equal(seen["kv"], seen["x"])
+    assert torch.allclose(seen["q"], block.ln1(seen["x"]))
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in (block.kv, block.q))
+
+
+def test_sasrec_init_is_the_references_xavier_so_positions_are_visible():
+    torch.manual_seed(0)
+    n, d = 3000, 48
+    model = SASRec(n, dim=d, max_len=30)
+    item = model.item_emb.weight.detach()[:n]
+    assert abs(float(item.std()) / np.sqrt(2.0 / (n + 1 + d)) - 1) < 0.05  # xavier_normal_ on [n + 1, d]
+    assert float(model.item_emb.weight[n].abs().sum()) == 0.0  # padding row
+    # the sqrt(d)-scaled item input must not drown the positional embedding (it did at std 1/sqrt(d))
+    assert float(model.pos_emb.weight.std()) > 0.5 * float(item.std()) * np.sqrt(d)
+
+
+def test_causal_loss_is_the_exact_full_softmax_for_a_small_catalogue():
+    win = _toy_windows()
+    torch.manual_seed(0)
+    model = SASRec(40, dim=8, max_len=10, n_blocks=1, dropout=0.0).eval()
+    sampler = NegativeSampler(win.target_counts(40), seed=0)
+    batch = next(sq.window_batches(win, 16, seed=0)(0))
+    out = model.sequence_output(batch[0])
+    expected = torch.nn.functional.cross_entropy(out.reshape(-1, 8) @ model.item_table().T, batch[1].reshape(-1))
+    assert torch.allclose(sq.causal_loss(sampler, 40)(model, batch), expected, atol=1e-6)
+    sampled = sq.causal_loss(sampler, 40, n_neg=5, full_softmax=False)(model, batch)
+    assert not torch.allclose(sampled, expected)
+    assert sq.FULL_SOFTMAX_MAX_ITEMS >= 40

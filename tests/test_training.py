@@ -85,3 +85,16 @@ def test_sampled_softmax_masks_the_positive_among_negatives_and_learns():
     all_items.sample = lambda n: torch.arange(3)
     loss = sampled_softmax_loss(torch.eye(3) * 10, torch.arange(3), torch.eye(3), all_items, in_batch=False)
     assert float(loss) < 1e-3
+
+
+def test_reaching_the_epoch_cap_while_still_improving_is_flagged(caplog):
+    model, batches, loss_fn = _setup()
+    scores = iter(range(100))
+    with caplog.at_level("WARNING", logger="musicrecall.training"):
+        hist = train(model, batches, loss_fn, TrainConfig(epochs=3, lr=0.05, progress=False),
+                     lambda m: float(next(scores)), name="capped_model")
+    assert hist.capped and not hist.stopped_early and len(hist.epochs) == 3
+    assert "capped_model" in caplog.text and "epoch cap" in caplog.text
+    model, batches, loss_fn = _setup()
+    flat = train(model, batches, loss_fn, TrainConfig(epochs=10, patience=3, lr=0.05, progress=False), lambda m: 1.0)
+    assert flat.stopped_early and not flat.capped and len(flat.epochs) == 4  # best at 1, then 3 stale epochs

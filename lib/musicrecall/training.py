@@ -4,7 +4,9 @@
 
 * **seeding** (:func:`seed_everything`): the same seed and data give the same weights;
 * **progress**: a tqdm bar per epoch (``TrainConfig.progress``);
-* **early stopping** on a validation score (higher is better), restoring the best epoch's weights;
+* **early stopping** on a validation score (higher is better), restoring the best epoch's weights; the
+  epoch cap is a safety net, not a schedule: reaching it while the score still improves logs a warning
+  and sets ``History.capped`` (the model may be under-trained);
 * **checkpoints** under ``data/checkpoints/``, written atomically; with a ``cache_key`` (a content hash
   of the data and hyper-parameters) a finished run is loaded instead of retrained;
 * **threads** from :mod:`musicrecall.config`, never set here.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -29,6 +32,8 @@ import torch
 from tqdm.auto import tqdm
 
 from musicrecall.config import DATA_DIR, n_threads
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class History:
     best_score: float = float("-inf")
     stopped_early: bool = False
     from_cache: bool = False
+    capped: bool = False  # validated, ran all ``cfg.epochs`` and the last epochs still improved
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -131,6 +137,11 @@ def train(model: torch.nn.Module, batches: Callable[[int], Iterable[Any]],
         if validate is not None and stale >= cfg.patience:
             history.stopped_early = True
             break
+    if validate is not None and not history.stopped_early and history.epochs:
+        history.capped = True
+        log.warning("%s: reached the epoch cap (%d) without %d epochs of no gain; best epoch %d: "
+                    "raise TrainConfig.epochs to train to convergence", name, cfg.epochs, cfg.patience,
+                    history.best_epoch)
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()

@@ -5,14 +5,21 @@ position's output of a causal self-attention stack over the last N full plays, a
 against **the same item-embedding table as the input** (Kang & McAuley, section III-D, "shared item
 embedding"). ``shared=False`` gives the ablation with a separate output table.
 
-Architecture (Kang & McAuley, section III):
+Architecture (Kang & McAuley, section III, as in their TensorFlow code and its PyTorch port
+SASRec.pytorch, whose layout the parity bench ``bench/bench_recbole_parity.py`` checks):
 
 * input ``E = sqrt(d) * M[s_t] + P[t]``: item embedding (optionally plus side-info embeddings, e.g.
   genre and language) and a **learned** positional embedding, dropout;
-* ``n_blocks`` blocks of causal self-attention and a point-wise feed-forward network, each with
-  layer norm, residual and dropout (pre-norm, which trains more stably on small data);
+* ``n_blocks`` blocks of causal self-attention and a point-wise feed-forward network. Layer norm is
+  applied to the **queries only** (``Q = LN(x)``, keys and values are ``x`` itself) and the residual
+  adds to the normalised queries, then ``x = LN(x); x = x + FFN(x)`` (the reference's layout; a
+  pre-norm block that also normalised keys and values trained worse on MovieLens and the world);
 * position ``t`` attends to positions ``<= t`` only (no look-ahead), and never to padding;
-* the output at position ``t`` predicts the song at ``t + 1`` by inner product with the item table.
+* the output at position ``t`` (after a last layer norm) predicts the song at ``t + 1`` by inner
+  product with the item table;
+* weights start as the reference's (``xavier_normal_`` on every matrix, padding row zero): item
+  vectors of std ``sqrt(2 / (n_items + d))``, so positions are visible next to the ``sqrt(d)``-scaled
+  item embedding from the first step (a ``1/sqrt(d)`` item init drowned the ``0.02`` positions).
 """
 
 from __future__ import annotations
@@ -36,24 +43,30 @@ def attention_mask(items: torch.Tensor, pad: int) -> torch.Tensor:
 
 
 class _Block(nn.Module):
-    """Causal multi-head self-attention + point-wise feed-forward, pre-norm residuals."""
+    """Causal multi-head self-attention + point-wise feed-forward, the reference's layer norms:
+    ``Q = LN1(x); x = Q + Attn(Q, x, x); x = LN2(x); x = x + FFN(x)`` (no layer norm on keys/values)."""
 
     def __init__(self, dim: int, n_heads: int, dropout: float):
         super().__init__()
         self.n_heads = n_heads
-        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, 3 * dim)
+        self.ln1, self.ln2 = nn.LayerNorm(dim, eps=1e-8), nn.LayerNorm(dim, eps=1e-8)
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
         self.proj = nn.Linear(dim, dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim))
-        self.drop = nn.Dropout(dropout)
+        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.Dropout(dropout), nn.ReLU(), nn.Linear(dim, dim),
+                                 nn.Dropout(dropout))
         self.p = dropout
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, length, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(b, length, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        h = self.n_heads
+        queries = self.ln1(x)
+        q = self.q(queries).view(b, length, h, d // h).transpose(1, 2)
+        k, v = self.kv(x).view(b, length, 2, h, d // h).permute(2, 0, 3, 1, 4)
         att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.p if self.training else 0.0)
-        x = x + self.drop(self.proj(att.transpose(1, 2).reshape(b, length, d)))
-        return x + self.drop(self.ffn(self.ln2(x)))
+        x = queries + self.proj(att.transpose(1, 2).reshape(b, length, d))
+        x = self.ln2(x)
+        return x + self.ffn(x)
 
 
 class SASRec(nn.Module):
@@ -74,7 +87,7 @@ class SASRec(nn.Module):
         self.item_emb = nn.Embedding(n_items + 1, dim, padding_idx=n_items)
         self.pos_emb = nn.Embedding(max_len, dim)
         self.blocks = nn.ModuleList(_Block(dim, n_heads, dropout) for _ in range(n_blocks))
-        self.ln = nn.LayerNorm(dim)
+        self.ln = nn.LayerNorm(dim, eps=1e-8)
         self.drop = nn.Dropout(dropout)
         self.out_emb = None if shared else nn.Embedding(n_items, dim)
         if item_side is not None:
@@ -83,10 +96,9 @@ class SASRec(nn.Module):
             self.side_emb = nn.ModuleList(nn.Embedding(c, dim) for c in side_cards or [])
         else:
             self.item_side, self.side_emb = None, None
-        nn.init.normal_(self.item_emb.weight, std=1.0 / math.sqrt(dim))
-        nn.init.normal_(self.pos_emb.weight, std=0.02)
-        if self.out_emb is not None:
-            nn.init.normal_(self.out_emb.weight, std=1.0 / math.sqrt(dim))
+        for param in self.parameters():  # the reference's init (SASRec.pytorch main.py): xavier on every matrix
+            if param.dim() > 1:
+                nn.init.xavier_normal_(param)
         with torch.no_grad():
             self.item_emb.weight[self.pad].zero_()
 
@@ -112,10 +124,11 @@ class SASRec(nn.Module):
             raise ValueError(f"history length {length} > max_len {self.max_len}")
         pos = torch.arange(self.max_len - length, self.max_len, device=items.device)  # right-aligned
         x = self._items(items) * math.sqrt(self.dim) + self.pos_emb(pos)
-        x = self.drop(x) * (items != self.pad).unsqueeze(-1)
+        real = (items != self.pad).unsqueeze(-1)
+        x = self.drop(x) * real
         mask = attention_mask(items, self.pad)
         for block in self.blocks:
-            x = block(x, mask)
+            x = block(x, mask) * real  # the reference's timeline mask: pads stay zero between blocks
         return self.ln(x)
 
     def user_vecs(self, items: torch.Tensor, user_feats: torch.Tensor | None = None) -> torch.Tensor:

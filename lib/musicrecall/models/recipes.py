@@ -1,0 +1,107 @@
+"""One recipe per recall model: its hyper-parameters in one place (issue 17, item 4).
+
+Notebook 03 (SASRec, YouTube-DNN), notebook 04 (MIND) and notebook 08's channel adapters
+(:func:`musicrecall.fusion.sasrec_adapter`, :func:`musicrecall.fusion.mind_adapter`) read their
+defaults from here, so a model trained by one notebook and reused by another (same checkpoint key)
+cannot drift. A notebook may override a value in its ``parameters`` cell; it prints the recipe it ran.
+
+Training (all three): AdamW through :func:`musicrecall.training.train`, early stopping on the
+validation window with ``patience`` epochs without gain, ``max_epochs`` a cap that is not meant to be
+reached (the loop logs a warning when it is). SASRec and YouTube-DNN use the full-softmax
+cross-entropy up to :data:`musicrecall.sequences.FULL_SOFTMAX_MAX_ITEMS` songs and a logQ-corrected
+sampled softmax with ``n_neg`` shared negatives beyond (the choice and its measurement are in
+:func:`musicrecall.sequences.causal_loss`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # importing a recipe must stay cheap (no torch): fusion.py reads them as defaults
+    from torch import nn
+
+    from musicrecall.training import TrainConfig
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    lr: float = 3e-3
+    batch_size: int = 256
+    max_epochs: int = 30
+    patience: int = 3
+    n_neg: int = 2048
+
+    def train_config(self, seed: int = 0, progress: bool = False) -> TrainConfig:
+        """The :class:`musicrecall.training.TrainConfig` of this recipe."""
+        from musicrecall.training import TrainConfig
+
+        return TrainConfig(epochs=self.max_epochs, lr=self.lr, patience=self.patience, seed=seed, progress=progress)
+
+    def with_(self, **changes: object) -> _Recipe:
+        """A copy with some values changed (e.g. from a notebook's parameters cell)."""
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SASRecRecipe(_Recipe):
+    """SASRec (Kang & McAuley 2018), shared item table; width and depth sized for 2 shared cores."""
+
+    dim: int = 48
+    max_len: int = 30  # last N full plays
+    n_blocks: int = 2
+    n_heads: int = 1
+    dropout: float = 0.2
+    shared: bool = True
+
+    def build(self, n_items: int, **overrides: object) -> nn.Module:
+        """A fresh :class:`musicrecall.models.sasrec.SASRec` (call ``seed_everything`` first)."""
+        from musicrecall.models.sasrec import SASRec
+
+        r = replace(self, **overrides)
+        return SASRec(n_items, r.dim, r.max_len, r.n_blocks, r.n_heads, r.dropout, shared=r.shared)
+
+
+@dataclass(frozen=True)
+class YouTubeDNNRecipe(_Recipe):
+    """YouTube-DNN (Covington et al. 2016): mean-pooled history + user features, own softmax table."""
+
+    dim: int = 48
+    max_len: int = 30
+    hidden: tuple[int, ...] = (256,)
+    dropout: float = 0.1
+    use_user_feats: bool = True
+
+    def build(self, n_items: int, user_cards: Sequence[int] = (), **overrides: object) -> nn.Module:
+        """A fresh :class:`musicrecall.models.youtube_dnn.YouTubeDNN` (call ``seed_everything`` first)."""
+        from musicrecall.models.youtube_dnn import YouTubeDNN
+
+        r = replace(self, **overrides)
+        return YouTubeDNN(n_items, r.dim, user_cards, hidden=r.hidden, dropout=r.dropout)
+
+
+@dataclass(frozen=True)
+class MINDRecipe(_Recipe):
+    """MIND (Li et al. 2019) as notebook 04 trains it (its values at the time of writing, unchanged)."""
+
+    dim: int = 48
+    k_max: int = 4
+    max_len: int = 30
+    pow_p: float = 2.0
+    sigma: float = 1.0
+    per_user: int = 6
+    batch_size: int = 1024
+    n_neg: int = 256
+    lr: float = 3e-3
+    max_epochs: int = 3
+    patience: int = 1
+    valid_users: int = 1000
+
+
+SASREC = SASRecRecipe()
+YOUTUBE_DNN = YouTubeDNNRecipe()
+MIND = MINDRecipe()

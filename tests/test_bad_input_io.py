@@ -222,6 +222,12 @@ CASES: list[Case] = [
         t, "[" + ", ".join(json.dumps(ext_rec(k)) for k in range(2)) + " " + ", ".join(
             json.dumps(ext_rec(k)) for k in range(2, 4)) + "]"), on_error="quarantine"),
         Quar(EXT, 2, "malformed_json", events=3, rows_read=4)),
+    Case("ext_field_given_twice", lambda t: io("import_spotify_extended")(broken_json(
+        t, json.dumps(ext_rec(2))[:-1] + ', "ms_played": 99}'), on_error="quarantine"),
+        Quar(EXT, 2, "duplicate_key", events=4, rows_read=5)),
+    Case("ext_field_given_twice_raises", lambda t: io("import_spotify_extended")(broken_json(
+        t, json.dumps(ext_rec(2))[:-1] + ', "ms_played": 99}')),
+        Err(EXT, 2, "ms_played", match="given twice")),
     Case("ext_ms_played_1e13", lambda t: five_with(t, 1, ms_played=1e13),
          Quar(EXT, 1, "play_ms_out_of_range", events=4)),
     Case("ext_ms_played_int64_max", lambda t: five_with(t, 1, ms_played=2**63 - 1),
@@ -294,6 +300,12 @@ CASES: list[Case] = [
     Case("log_json_malformed_record", lambda t: log(t, "plays.json", '[{"user": "a", "song": 1}, {"user": "b", '
                                                     '"song": 2, "x": oops}, {"user": "c", "song": 3}]'),
          Quar("plays.json", 1, "malformed_json", events=2, rows_read=3)),
+    Case("log_json_field_given_twice", lambda t: log(t, "plays.json", '[{"user": "a", "song": 1, "song": 2}, '
+                                                     '{"user": "b", "song": 3}]'),
+         Quar("plays.json", 0, "duplicate_key", events=1, rows_read=2)),
+    Case("log_ndjson_field_given_twice", lambda t: log(t, "plays.jsonl", '{"user": "a", "user": "b", "song": 1}\n'
+                                                       '{"user": "c", "song": 3}\n'),
+         Quar("plays.jsonl", 0, "duplicate_key", events=1, rows_read=2)),
     Case("log_ndjson_malformed_line", lambda t: log(t, "plays.jsonl", '{"user": "a", "song": 1}\n{"user": "b"\n'
                                                     '{"user": "c", "song": 3}\n'),
          Quar("plays.jsonl", 1, "malformed_json", events=2, rows_read=3)),

@@ -9,7 +9,9 @@ them is found and quarantined as ``bad_encoding`` (its ``raw`` shows the bytes a
 never turned into replacement characters.
 
 Reasons: ``bad_encoding``, ``malformed_json`` (a record, or data after the closing ``]``, that is not
-valid JSON), ``truncated`` (the file ends inside a record: the fragment is quarantined, not kept).
+valid JSON), ``truncated`` (the file ends inside a record: the fragment is quarantined, not kept),
+``duplicate_key`` (a record names the same field twice, e.g. two ``ms_played``: :func:`json.loads` would
+silently keep the last; which one is meant cannot be known).
 """
 
 from __future__ import annotations
@@ -26,6 +28,27 @@ RAW_MAX_CHARS = 10_000
 _WS = re.compile(r"\s*")
 _NEXT_RECORD = re.compile(r"\}\s*,\s*(?=\{)")
 BROKEN = object()  # placeholder for a record that could not be read
+
+
+class _Record(dict):  # type: ignore[type-arg]
+    """A parsed JSON object that remembers the keys it held more than once."""
+
+    duplicates: tuple[str, ...] = ()
+
+
+def record_pairs(pairs: list[tuple[str, Any]]) -> _Record:
+    """``object_pairs_hook`` for :mod:`json`: a dict that lists the keys given more than once."""
+    rec = _Record(pairs)
+    if len(rec) != len(pairs):
+        seen: set[str] = set()
+        rec.duplicates = tuple(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+    return rec
+
+
+def duplicate_note(rec: Any) -> str | None:
+    """``"field(s) 'x' given twice: "`` for a record parsed with :func:`record_pairs`, else None."""
+    dups = getattr(rec, "duplicates", ())
+    return f"field(s) {', '.join(map(repr, dups))} given twice: " if dups else None
 
 
 @dataclass
@@ -86,7 +109,7 @@ def read_json_array(path: Path, on_error: Literal["raise", "quarantine"] = "rais
         data = data[3:]
     text = data.decode("utf-8", "surrogateescape")
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=record_pairs)
     except json.JSONDecodeError:
         out = _scan(path, text)
     else:
@@ -95,16 +118,22 @@ def read_json_array(path: Path, on_error: Literal["raise", "quarantine"] = "rais
         out = JsonRecords(obj)
         try:
             text.encode("utf-8")
+            bad_bytes = False
         except UnicodeEncodeError:  # bytes that are not UTF-8 somewhere: find their records
-            for i, rec in enumerate(obj):
-                if _has_bad_bytes(rec):
-                    out.records[i] = BROKEN
-                    out.breaks.append(JsonBreak(i, "bad_encoding", _visible(json.dumps(rec, ensure_ascii=False))
-                                                [:RAW_MAX_CHARS]))
+            bad_bytes = True
+        for i, rec in enumerate(obj):
+            if bad_bytes and _has_bad_bytes(rec):
+                out.records[i] = BROKEN
+                out.breaks.append(JsonBreak(i, "bad_encoding", _visible(json.dumps(rec, ensure_ascii=False))
+                                            [:RAW_MAX_CHARS]))
+            elif duplicate_note(rec):
+                out.records[i] = BROKEN
+                out.breaks.append(JsonBreak(i, "duplicate_key", (duplicate_note(rec) or "") + _visible(
+                    json.dumps(rec, ensure_ascii=False))[:RAW_MAX_CHARS]))
     if on_error == "raise" and out.breaks:
         b = out.breaks[0]
         what = {"bad_encoding": "bytes that are not UTF-8", "truncated": "the file ends inside a record",
-                "malformed_json": "invalid JSON"}[b.reason]
+                "malformed_json": "invalid JSON", "duplicate_key": "a field given twice"}[b.reason]
         at = f" at {b.where}" if b.where else ""
         raise InputError(path, b.row, f"{what} in record {b.row}{at}; {b.row} complete record(s) "
                          f"before it ({len(out.breaks)} broken record(s); on_error='quarantine' keeps the others): "
@@ -117,7 +146,7 @@ def read_json_array(path: Path, on_error: Literal["raise", "quarantine"] = "rais
 
 def _scan(path: Path, text: str) -> JsonRecords:
     """Record-by-record reading with resynchronisation after a broken record."""
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(object_pairs_hook=record_pairs)
     n = len(text)
     i = _WS.match(text, 0).end()  # type: ignore[union-attr]
     if i >= n or text[i] != "[":
@@ -137,6 +166,8 @@ def _scan(path: Path, text: str) -> JsonRecords:
         if j is not None:
             if _has_bad_bytes(obj):
                 _broken(out, text, i, j, "bad_encoding")
+            elif duplicate_note(obj):
+                _broken(out, text, i, j, "duplicate_key")
             else:
                 out.records.append(obj)
             k = _WS.match(text, j).end()  # type: ignore[union-attr]

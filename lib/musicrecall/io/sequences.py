@@ -98,7 +98,7 @@ def ordinal_meta(source: str, path: Path) -> dict[str, Any]:
 
 # Reasons that mean the file itself is broken (``on_error="raise"`` raises on them); the others are
 # values of a well-formed record (an empty id, a bad time) and are rejected per record in both modes.
-STRUCTURAL = ("bad_encoding", "blank_line", "bad_format", "truncated", "malformed_json")
+STRUCTURAL = ("bad_encoding", "blank_line", "bad_format", "truncated", "malformed_json", "duplicate_key")
 
 
 def raise_first(path: Path, rejected: pl.DataFrame) -> None:

@@ -28,6 +28,7 @@ Rows that cannot become events are rejected with a reason (first matching, in th
 ``bad_encoding``    the record holds bytes that are not UTF-8 (``raw`` shows them as ``\\xNN``)
 ``malformed_json``  the record (or data after the closing ``]``) is not valid JSON
 ``truncated``       the file ends inside this record (cut): the fragment is never kept
+``duplicate_key``   the record names a field twice (two ``ms_played``): which one is meant is unknown
 ``not_a_record``    the array element is not a JSON object
 ``not_music``       a podcast episode or audiobook (no track URI; episode/audiobook fields set)
 ``missing_track``   no track URI (extended) / null or "Unknown Track"/"Unknown Artist" (basic)
@@ -39,7 +40,7 @@ Rows that cannot become events are rejected with a reason (first matching, in th
 ``bad_skipped``     ``skipped`` is neither a boolean, 0/1 nor null
 ==================  ===========================================================================
 
-The first three are found by the reader (:mod:`musicrecall.io.jsonarray`), which resynchronises at the
+The first four are found by the reader (:mod:`musicrecall.io.jsonarray`), which resynchronises at the
 next record, so one broken record never costs the records after it and ``rows_read`` is the true
 record count. With the default ``on_error="raise"`` they raise
 :class:`~musicrecall.io.errors.InputError` naming the file, the record index (= number of records

@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from musicrecall.io.errors import InputError
+from musicrecall.io.jsonarray import BROKEN, duplicate_note, read_json_array, record_pairs
 from musicrecall.io.text import bad_utf8_positions, decode_lines, read_bytes
 
 _REJ = {"source_row": pl.Int64, "reason": pl.String, "raw": pl.String}
@@ -154,17 +155,20 @@ def _read_ndjson(path: Path) -> Records:
             rej.append((i, "blank_line", ""))
         else:
             try:
-                objs.append((i, json.loads(line)))
+                obj = json.loads(line, object_pairs_hook=record_pairs)
             except json.JSONDecodeError as err:
                 reason = "truncated" if i == n - 1 and not ends_nl else "malformed_json"
                 rej.append((i, reason, f"{err.msg}: {line[:10_000]}"))
+                continue
+            if duplicate_note(obj):
+                rej.append((i, "duplicate_key", f"{duplicate_note(obj)}{line[:10_000]}"))
+            else:
+                objs.append((i, obj))
     frame, more = _from_objects(path, objs)
     return Records(frame, pl.DataFrame(rej + more, schema=_REJ, orient="row").sort("source_row"), n)
 
 
 def _read_json(path: Path) -> Records:
-    from musicrecall.io.jsonarray import BROKEN, read_json_array
-
     read = read_json_array(path, "quarantine")
     frame, rej = _from_objects(path, [(i, r) for i, r in enumerate(read.records) if r is not BROKEN])
     rej += [(b.row, b.reason, b.raw) for b in read.breaks]

@@ -287,6 +287,9 @@ CASES: list[Case] = [
     Case("events_csv_latin1_row", lambda t: events_csv(t, b"user_id,song_id,ts,play_ms,entry\n0,0,2024-01-01,1,a\n"
                                                           b"0,1,2024-01-01,1,caf\xe9\n"),
          Err("events.csv", 1, match="not UTF-8")),
+    Case("items_csv_duplicate_song_id", lambda t: io("import_items")(write(t / "items.csv", "song_id,title\n0,a\n"
+                                                                         "1,b\n0,c\n")),
+         Err("items.csv", 2, "song_id", match="duplicate id 0")),
     # --- generic log (import_log): a bad row is quarantined, the next one read ----------------------
     Case("log_csv_bad_utf8_row", lambda t: log(t, "plays.csv", (LOG_HEAD + "a,1,2024-01-01T00:00:00Z,5\n").encode()
                                                 + b"b,caf\xe9,2024-01-01T00:01:00Z,5\nc,3,2024-01-01T00:02:00Z,5\n"),

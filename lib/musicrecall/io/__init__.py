@@ -40,6 +40,7 @@ from musicrecall.io.lastfm import import_lastfm_1k
 from musicrecall.io.log import import_log
 from musicrecall.io.sequences import ORDINAL_EPOCH, import_sequences, import_user_item
 from musicrecall.io.spotify import import_spotify_basic, import_spotify_extended
+from musicrecall.io.validate import validate_tables
 
 __all__ = [
     "ORDINAL_EPOCH",
@@ -60,4 +61,5 @@ __all__ = [
     "load_dataset_dir",
     "load_meta",
     "save_dataset",
+    "validate_tables",
 ]

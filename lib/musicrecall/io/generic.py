@@ -379,7 +379,8 @@ def coerce_table(df: pl.DataFrame, table: str, path: Path, header_lines: int = 0
     """Check required columns and convert ``df`` to the canonical schema of ``table``, loudly.
 
     Raises :class:`InputError` naming ``path`` and the column when a required column is missing, or
-    the column, first bad data row (0-based) and bad-value count when a value cannot be converted.
+    the column, first bad data row (0-based) and bad-value count when a value cannot be converted, or
+    the column and rows of a duplicate ``song_id`` (items) / ``user_id`` (users).
     """
     missing = [c for c in REQUIRED[table] if c not in df.columns]
     if missing:
@@ -409,6 +410,15 @@ def coerce_table(df: pl.DataFrame, table: str, path: Path, header_lines: int = 0
                 f"({int(bad.sum())} bad value(s) in this column)"
             )
         cols[name] = out
+    key = {"items": "song_id", "users": "user_id"}.get(table)
+    if key is not None and key in cols:
+        ids = cols[key]
+        dup = ids.is_duplicated() & ids.is_not_null()
+        if dup.any():
+            rows = (ids == ids[int(dup.arg_max() or 0)]).arg_true().to_list()
+            line = f", file lines {rows[0] + 1 + header_lines} and {rows[1] + 1 + header_lines}" if header_lines else ""
+            raise InputError(path, rows[1], f"column {key!r}: duplicate id {ids[rows[0]]} (data rows {rows[0]} and "
+                             f"{rows[1]}{line}; {int(dup.sum())} rows share a duplicated id)")
     return conform(pl.DataFrame(cols) if cols else df.head(0), table)
 
 

@@ -9,7 +9,7 @@ import torch
 
 from musicrecall.federated import ChannelAuditor, RemoteUserTower, client_align, decode, encode, start_party_b
 from musicrecall.federated.channel import Message
-from musicrecall.federated.party_b import zcdp_epsilon
+from musicrecall.federated.privacy import privacy_report, zcdp_epsilon
 from musicrecall.models.dssm import DSSM, ItemTower, UserTower, dense_user_features
 from musicrecall.models.losses import NegativeSampler
 
@@ -173,7 +173,9 @@ def test_noise_and_privacy_accounting(parties):
     assert not torch.equal(a, b)
     report = noisy.privacy(delta=1e-5)
     assert report["max_releases"] == 2
-    assert report["epsilon"] == pytest.approx(zcdp_epsilon(2, 2.0, 1e-5))
+    want = privacy_report(2, 2.0, 0.5, 1e-5)  # the tight (GDP) figure, with the RDP and zCDP bounds beside it
+    assert report["epsilon"] == pytest.approx(want["epsilon"]) and report["sensitivity"] == pytest.approx(1.0)
+    assert report["epsilon"] < report["epsilon_rdp"] < report["epsilon_zcdp"] == pytest.approx(zcdp_epsilon(2, 2.0))
     assert zcdp_epsilon(10, 1.0) > zcdp_epsilon(10, 4.0) > 0
 
 

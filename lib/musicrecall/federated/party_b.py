@@ -6,7 +6,8 @@ Distributed deep learning without sharing raw patient data*, 2018):
 
 * ``embed``: forward the tower on a batch of *aligned* users and send the embeddings (cut layer);
   with ``clip_norm``/``noise_multiplier`` each row is clipped to L2 norm ``C`` and Gaussian noise
-  ``N(0, (sigma C)^2)`` is added before release (the Gaussian mechanism; Dwork & Roth 2014);
+  ``N(0, (sigma C)^2)`` is added before release (the Gaussian mechanism; Dwork & Roth 2014; its
+  accounting, sensitivity ``2C`` and what it covers: :mod:`musicrecall.federated.privacy`);
 * ``grad``: receive dL/d(embeddings) for the last training batch, back-propagate through the tower,
   clip the tower's gradient norm (``grad_clip``, as :func:`musicrecall.training.train` does), step AdamW;
 * ``snapshot`` / ``restore``: keep or bring back the tower weights (early stopping, checkpoints).
@@ -31,6 +32,7 @@ import torch
 from musicrecall.config import DATA_DIR, set_threads
 from musicrecall.federated import psi as psi_mod
 from musicrecall.federated.channel import Endpoint, Message, queue_pair
+from musicrecall.federated.privacy import privacy_report
 from musicrecall.models.dssm import UserTower, dense_user_features
 
 
@@ -43,19 +45,6 @@ class _TowerState:
     releases: np.ndarray
     pending: torch.Tensor | None = None
     snapshots: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
-
-
-def zcdp_epsilon(releases: int, noise_multiplier: float, delta: float = 1e-5) -> float:
-    """(epsilon, delta)-DP of ``releases`` Gaussian releases of one user's clipped embedding.
-
-    Replacing one user's features moves its clipped row by at most ``2C`` (L2), so each release with
-    noise ``sigma C`` is ``rho = 2 / sigma^2``-zCDP; ``releases`` compose to ``rho * releases``, and
-    ``eps = rho + 2 sqrt(rho ln(1/delta))`` (Bun & Steinke, TCC 2016, Prop. 1.3).
-    """
-    if noise_multiplier <= 0 or releases == 0:
-        return math.inf if releases else 0.0
-    rho = releases * 2.0 / noise_multiplier**2
-    return rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta))
 
 
 class PartyB:
@@ -156,9 +145,9 @@ class PartyB:
         st = self.towers[msg.meta["name"]]
         r = int(st.releases.max(initial=0))
         sigma, delta = float(st.cfg.get("noise_multiplier") or 0.0), float(msg.meta.get("delta", 1e-5))
-        eps = zcdp_epsilon(r, sigma, delta) if st.cfg.get("clip_norm") else math.inf
-        return "privacy", {}, {"max_releases": r, "epsilon": eps if math.isfinite(eps) else -1.0, "delta": delta,
-                               "noise_multiplier": sigma, "clip_norm": float(st.cfg.get("clip_norm") or 0.0)}
+        rep = privacy_report(r, sigma, st.cfg.get("clip_norm"), delta)  # the releases of the most-released user
+        return "privacy", {}, {"max_releases": r, **{k: (float(v) if math.isfinite(v) else -1.0)
+                                                      for k, v in rep.items() if k != "releases"}}
 
     def serve(self, endpoint: Endpoint) -> None:
         """Answer messages until ``shutdown``; failures are reported to A as ``error`` messages."""

@@ -235,7 +235,7 @@ def open_federation(data: ColdStartData, coverage: float, n_extra: int, seed: in
     ds = data.ds
     b_path = party_b_table(ds.cross_business, ds.users, coverage, n_extra, seed, key=ds.key)
     b_raw = pl.read_parquet(b_path)  # the auditor's privileged view; party A's code never reads it
-    auditor = ChannelAuditor(b_raw.select(pl.col(r"^f\d+$")).to_numpy())
+    auditor = ChannelAuditor(b_raw.select(pl.col(r"^f\d+$")).to_numpy(), raw_keys=b_raw["user_key"].to_list())
     auditor.set_alignment(sorted(set(b_raw["user_key"].to_list()) & set(ds.users["user_key"].to_list())))
     b = start_party_b(b_path, mode=mode, n_threads=1, keep_payloads=False, inspectors=[auditor])
     t0 = time.perf_counter()
@@ -272,6 +272,29 @@ def central_features(data: ColdStartData, b_path, aligned: dict[int, int]) -> np
     fcols = [c for c in b.columns if c[0] == "f" and c[1:].isdigit()]
     demo = demographic_features(data.ds.users)[order["a_row"].to_numpy()]
     return np.hstack([dense_user_features(b, "b_age_bucket", fcols), demo]).astype(np.float32)
+
+
+def b_raw_features(data: ColdStartData, b_path, aligned: dict[int, int]) -> tuple[np.ndarray, list[str]]:
+    """B's raw numeric features (``f00..``) of the aligned users in aligned order, and their names: the
+    auditor's privileged view, used only to *measure* what B's embeddings reveal (the linear probe)."""
+    b = pl.read_parquet(b_path)
+    order = pl.DataFrame({"user_id": list(aligned)}, schema={"user_id": pl.Int64}).join(
+        data.ds.users.select(pl.col("user_id").cast(pl.Int64), "user_key"), on="user_id", how="left", maintain_order="left")
+    b = order.select("user_key").join(b, on="user_key", how="left", maintain_order="left")
+    fcols = [c for c in b.columns if c[0] == "f" and c[1:].isdigit()]
+    return b.select(fcols).to_numpy().astype(np.float32), fcols
+
+
+def released_embeddings(tower: torch.nn.Module, n_aligned: int, batch: int = 4096) -> np.ndarray:
+    """The serving embeddings B sends A for every aligned user (what A holds after serving; with noise,
+    one more release per user)."""
+    was_training = tower.training
+    tower.eval()
+    with torch.no_grad():
+        out = np.vstack([tower(np.arange(b0, min(b0 + batch, n_aligned))).numpy()
+                         for b0 in range(0, n_aligned, batch)]).astype(np.float32)
+    tower.train(was_training)
+    return out
 
 
 def train_and_report(model: torch.nn.Module, data: ColdStartData, fed: Federation, user_input, rc: RunConfig,

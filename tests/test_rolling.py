@@ -19,6 +19,7 @@ from musicrecall.evaluation import (
     rolling_lift_table,
     rolling_next_play,
     rolling_targets,
+    rolling_validator,
 )
 from musicrecall.evaluation.rolling import leave_last_out_eval, model_score_fn
 from musicrecall.experiment import evaluate_recommender, make_eval_setup
@@ -190,10 +191,20 @@ def test_leave_last_out_protocol_one_target_per_user_and_history_mask():
     r = leave_last_out_eval(markov.score, setup, k=(1, 10))
     assert r.targets.n_targets == ev["user_id"].n_unique() and np.unique(r.targets.users).shape[0] == r.targets.n_targets
     assert r.per_target("hr@1").mean() > 0.95
-    rx = leave_last_out_eval(markov.score, setup, k=(1, 10), exclude_history=True)
-    rep = r.targets.repeat
-    assert rep.any() and (rx.ranks[rep] >= 10).all()  # RecBole masks history: a repeated target misses
-    assert (rx.ranks[~rep] <= r.ranks[~rep]).all()
+    # RecBole's general-model mask: earlier songs other than the target leave the ranking (popularity, so
+    # that ranks are not all 0)
+    pop = PopularityRecall().fit(setup.fit, 60)
+    r = leave_last_out_eval(pop.score, setup, k=(1, 10))
+    rx = leave_last_out_eval(pop.score, setup, k=(1, 10), exclude_history=True)
+    t = r.targets
+    scores = pop.score(t.histories, t.lengths).numpy()
+    for i in range(0, t.n_targets, 7):
+        seen = set(setup.fit.filter(pl.col("user_id") == t.users[i])["song_id"].to_list()) - {int(t.items[i])}
+        above = [j for j in range(60) if j not in seen and (scores[i, j] > scores[i, t.items[i]]
+                                                            or (scores[i, j] == scores[i, t.items[i]] and j < t.items[i]))]
+        assert rx.ranks[i] == len(above)
+    assert (rx.ranks <= r.ranks).all() and (rx.ranks < r.ranks).any()
+    assert t.repeat.any()
     with pytest.raises(ValueError, match="leave_last_out"):
         leave_last_out_eval(markov.score, make_eval_setup(ev, 60, stage="test"))
 
@@ -222,6 +233,7 @@ def test_model_score_fn_and_shape_errors():
     # the toy puts the last play itself on top: it hits exactly the immediate repeats
     same = t.items == t.histories[:, -1]
     assert ((r.ranks == 0) == same).all()
+    assert rolling_validator(t, "hr@1")(Toy(60)) == pytest.approx(r.per_user("hr@1")[1].mean())
     with pytest.raises(ValueError, match="expected"):
         rolling_next_play(lambda h, n: np.zeros((len(h), 61)), t)
     with pytest.raises(ValueError, match="NaN"):
@@ -240,3 +252,20 @@ def test_ranks_are_full_catalogue_with_ties_to_the_lower_id():
     # a masked target (history excluded) drops below every unmasked song
     got = _target_ranks(scores[:1].clone(), np.array([1]), np.array([0]), np.array([1]))
     assert got.tolist() == [3]
+
+
+def test_markov_sparse_ranks_equal_the_dense_ranking():
+    from musicrecall.evaluation.rolling import _target_ranks
+
+    for ev in (_chain_log(), _chain_log(shuffle=True, seed=4)):
+        setup = make_eval_setup(ev, 60, stage="test")
+        markov = MarkovRecall().fit(setup.fit, 60)
+        t = rolling_targets(setup)
+        h = t.histories.copy()
+        h[::5] = 60  # some empty histories: popularity back-off
+        lengths = np.where(np.arange(t.n_targets) % 5 == 0, 0, t.lengths)
+        dense = _target_ranks(markov.score(h, lengths), t.items)
+        assert np.array_equal(markov.target_ranks(h, lengths, t.items), dense)
+        assert (dense > 0).any() and (dense == 0).any()
+        via_method = rolling_next_play(markov.score, t).ranks  # the sparse path
+        assert np.array_equal(via_method, rolling_next_play(lambda a, b: markov.score(a, b), t).ranks)

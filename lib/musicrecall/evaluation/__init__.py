@@ -43,6 +43,7 @@ from .rolling import (
     rolling_lift_table,
     rolling_next_play,
     rolling_targets,
+    rolling_validator,
 )
 from .search import ExactIndex, FaissIndex, ann_recall, ann_recall_by_score, ann_report
 from .split import (
@@ -74,6 +75,7 @@ __all__ = [
     "rolling_lift_table",
     "rolling_next_play",
     "rolling_targets",
+    "rolling_validator",
     "MIN_WINDOW_EVENTS",
     "MIN_WINDOW_USERS",
     "SPLITS",

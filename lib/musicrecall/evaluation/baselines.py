@@ -383,6 +383,8 @@ class MarkovRecall:
         pop = np.bincount(it, minlength=n).astype(np.float64)
         # Back-off strictly below one transition: popularity rank scaled into (0, 0.5].
         self._backoff = 0.5 * _rank_scores(pop)
+        self._pop_pos = np.empty(n, dtype=np.int64)  # 0 = most popular (ties: lower id first)
+        self._pop_pos[np.argsort(-self._backoff, kind="stable")] = np.arange(n)
         last = ev.group_by(user_col, maintain_order=True).last()
         self._last_users = last[user_col].to_numpy().astype(np.int64)
         self._last_items = last[item_col].to_numpy().astype(np.int64)
@@ -417,6 +419,37 @@ class MarkovRecall:
         if lengths is not None:
             last = np.where(np.asarray(lengths) > 0, last, -1)
         return self._scores_from_last(last)
+
+    def target_ranks(self, histories: np.ndarray, lengths: np.ndarray | None, items: np.ndarray) -> np.ndarray:
+        """Full-catalogue rank of ``items[r]`` under :meth:`score` of ``histories[r]``, from the sparse
+        transition rows alone (the same ranks as ranking the dense scores, at O(nonzeros) cost; used by
+        :func:`musicrecall.evaluation.rolling_next_play`). Song ``j`` is above target ``t`` when its count
+        from the last play is higher, or equal with ``j`` more popular."""
+        if self.trans is None:
+            raise RuntimeError("call fit() first")
+        h = np.asarray(histories)
+        items = np.asarray(items, dtype=np.int64)
+        last = h[:, -1].astype(np.int64) if h.ndim == 2 and h.shape[1] else np.full(h.shape[0], -1)
+        if lengths is not None:
+            last = np.where(np.asarray(lengths) > 0, last, -1)
+        b = items.shape[0]
+        known = (last >= 0) & (last < self.n_items)
+        sub = self.trans[np.where(known, last, 0)]
+        nnz = np.where(known, np.diff(sub.indptr), 0)
+        rr = np.repeat(np.arange(b), np.diff(sub.indptr))
+        live = known[rr]
+        rr, cols, data = rr[live], sub.indices[live].astype(np.int64), sub.data[live]
+        pos_t = self._pop_pos[items]
+        c_t = np.zeros(b)
+        is_t = cols == items[rr]
+        c_t[rr[is_t]] = data[is_t]
+        greater = np.bincount(rr, weights=data > c_t[rr], minlength=b)
+        earlier = self._pop_pos[cols] < pos_t[rr]
+        eq_before = np.bincount(rr, weights=(data == c_t[rr]) & earlier, minlength=b)
+        nz_before = np.bincount(rr, weights=earlier, minlength=b)
+        # c_t > 0: only nonzeros can be above; c_t == 0: every nonzero, then zero-count songs more popular
+        ranks = np.where(c_t > 0, greater + eq_before, nnz + pos_t - nz_before)
+        return ranks.astype(np.int64)
 
     def last_play(self, users: np.ndarray | Sequence[int]) -> np.ndarray:
         """Each user's last ``label`` play in the fit data (``-1`` when none)."""

@@ -16,6 +16,8 @@ user vector built once at the cut cannot see it; scoring each play from the play
   :mod:`musicrecall.models`, as :func:`musicrecall.sequences.last_n_histories`), the latest play in the
   last column; ``lengths`` counts the real plays. A ``score_fn`` with an attribute ``needs_users = True``
   (e.g. :func:`model_score_fn` with user features) is called as ``score_fn(histories, lengths, users)``.
+  When ``score_fn`` is a bound method of an object with ``target_ranks(histories, lengths, items)``
+  (:class:`~musicrecall.evaluation.MarkovRecall`), the ranks come from there (same ranks, sparse cost).
 * **Slices** (each reported apart, with its own users): ``all``; ``within_session`` (the target is in the
   same listening session as the previous play, from the cleaned events' ``session_id``) and
   ``new_session`` (the first play of a session); ``repeat`` (the user played the song before, any play,
@@ -32,9 +34,9 @@ user vector built once at the cut cannot see it; scoring each play from the play
 
 **Leave-last-out** (:func:`leave_last_out_eval`): the protocol of RecBole's ``LS`` split with full
 ranking (Zhao et al., *RecBole*, CIKM 2021) for parity benches: one target per user (the last play of
-a ``split="leave_last_out"`` setup), scored from all plays before it, full catalogue, and with
-``exclude_history=True`` the user's earlier songs masked as RecBole's full-sort evaluation does
-(a target the user played before then counts as a miss).
+a ``split="leave_last_out"`` setup), scored from all plays before it, full catalogue. RecBole's
+full-sort evaluation masks nothing for sequential models (the default here) and, for general models,
+the user's earlier songs other than the target ("history minus positives"): ``exclude_history=True``.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ __all__ = [
     "rolling_lift_table",
     "rolling_next_play",
     "rolling_targets",
+    "rolling_validator",
 ]
 
 
@@ -285,8 +288,9 @@ class RollingResult:
             users_vals = [self.per_user(name, sl) for name in names]
             vals = np.stack([v for _, v in users_vals])  # [M, n_users]
             rng = np.random.default_rng(seed)
-            boots = np.concatenate([vals[:, idx].mean(axis=2) for idx in _boot_indices(vals.shape[1], n_boot, rng)],
-                                   axis=1) if n_boot else vals.mean(axis=1, keepdims=True)
+            chunks = _boot_indices(vals.shape[1], n_boot, rng, max_cells=4_000_000 // len(names))  # bounded memory
+            boots = np.concatenate([vals[:, idx].mean(axis=2) for idx in chunks], axis=1) \
+                if n_boot else vals.mean(axis=1, keepdims=True)
             lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2], axis=1)
             for j, name in enumerate(names):
                 rows.append({"model": self.name, "slice": sl, "metric": name, "mean": float(vals[j].mean()),
@@ -323,8 +327,14 @@ def _rank_all(score_fn: ScoreFn, targets: RollingTargets, batch_size: int, pass_
               histories: np.ndarray, exclude: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     n_items = targets.n_items
     ranks = np.empty(targets.n_targets, dtype=np.int64)
+    # A baseline may rank targets without dense scores (MarkovRecall.target_ranks: same ranks, sparse cost).
+    owner = getattr(score_fn, "__self__", score_fn)
+    fast = getattr(owner, "target_ranks", None) if not pass_users else None
     for b0 in range(0, targets.n_targets, batch_size):
         b1 = min(b0 + batch_size, targets.n_targets)
+        if fast is not None and exclude is None:
+            ranks[b0:b1] = fast(histories[b0:b1], targets.lengths[b0:b1], targets.items[b0:b1])
+            continue
         s = _call(score_fn, histories[b0:b1], targets.lengths[b0:b1], targets.users[b0:b1], pass_users)
         if s.ndim != 2 or s.shape != (b1 - b0, n_items):
             raise ValueError(f"score_fn returned shape {tuple(s.shape)}, expected ({b1 - b0}, {n_items}) "
@@ -420,9 +430,10 @@ def leave_last_out_eval(score_fn: ScoreFn, setup: EvalSetup, k: Iterable[int] = 
                         batch_size: int = 512, pass_users: bool | None = None) -> RollingResult:
     """RecBole-style leave-last-out: one target per user (the test play of a ``split="leave_last_out"``
     setup at stage "test", or the validation play at stage "valid"), scored from every earlier play,
-    full-catalogue ranks. ``exclude_history=True`` masks the songs of the user's earlier plays (RecBole's
-    full-sort evaluation; a repeated target then misses). ``label=None`` (default) counts every play, as
-    RecBole does; the result has the same slices and summaries as :func:`rolling_next_play`.
+    full-catalogue ranks. ``exclude_history=True`` masks the songs of the user's earlier plays except the
+    target itself (RecBole's full-sort evaluation of general models; its sequential models mask nothing,
+    the default). ``label=None`` (default) counts every play, as RecBole does; the result has the same
+    slices and summaries as :func:`rolling_next_play`.
     """
     if setup.split.name != "leave_last_out":
         raise ValueError(f"leave_last_out_eval needs a split='leave_last_out' setup, got a {setup.split.name} split")
@@ -433,8 +444,8 @@ def leave_last_out_eval(score_fn: ScoreFn, setup: EvalSetup, k: Iterable[int] = 
     if exclude_history:
         lab = setup.fit if label is None else setup.fit.filter(pl.col(label).fill_null(False))
         pairs = lab.select(pl.col("user_id").cast(pl.Int64), pl.col("song_id").cast(pl.Int64)).unique()
-        rows = pl.DataFrame({"user_id": targets.users, "__r": np.arange(targets.n_targets)})
-        p = pairs.join(rows, on="user_id").sort("__r", "song_id")
+        rows = pl.DataFrame({"user_id": targets.users, "__t": targets.items, "__r": np.arange(targets.n_targets)})
+        p = pairs.join(rows, on="user_id").filter(pl.col("song_id") != pl.col("__t")).sort("__r", "song_id")
         r = p["__r"].to_numpy()
         indptr = np.zeros(targets.n_targets + 1, dtype=np.int64)
         np.cumsum(np.bincount(r, minlength=targets.n_targets), out=indptr[1:])
@@ -461,3 +472,18 @@ def model_score_fn(model: torch.nn.Module, user_feats: np.ndarray | None = None)
 
     score.needs_users = user_feats is not None  # type: ignore[attr-defined]
     return score
+
+
+def rolling_validator(targets: RollingTargets, metric: str = "hr@10", slice_: str = "all",
+                      user_feats: np.ndarray | None = None, batch_size: int = 512) -> Callable[[torch.nn.Module], float]:
+    """``validate(model) -> float`` for early stopping on the rolling metric a claim uses: the per-user mean
+    of ``metric`` over ``targets`` (build them from the *validation* setup, e.g.
+    ``rolling_targets(valid_setup, max_targets_per_user=20, max_users=3000)``), scored with
+    :func:`model_score_fn`."""
+    k = int(metric.partition("@")[2])
+
+    def validate(model: torch.nn.Module) -> float:
+        r = rolling_next_play(model_score_fn(model, user_feats), targets, k=(k,), batch_size=batch_size)
+        return float(r.per_user(metric, slice_)[1].mean())
+
+    return validate

@@ -143,6 +143,14 @@ class Split:
         return f"Split({self.describe_split()})"
 
     @property
+    def n_users(self) -> int:
+        """Distinct users over the three parts (computed once)."""
+        if not hasattr(self, "_n_users_cache"):
+            self._n_users_cache = int(pl.concat([p.select("user_id") for p in (self.train, self.valid, self.test)])
+                                      ["user_id"].n_unique())
+        return self._n_users_cache
+
+    @property
     def per_user(self) -> bool:
         """True for position / leave-last-out splits (one cut pair per user)."""
         return self.user_cuts is not None
@@ -433,8 +441,7 @@ def window_problem(split: Split, stage: Stage, min_events: int = MIN_WINDOW_EVEN
     """
     rows, n_t, n_u = _window_size(split.eval_frame(stage), label)
     if n_log_users is None:
-        n_log_users = int(pl.concat([p.select("user_id") for p in (split.train, split.valid, split.test)])
-                          ["user_id"].n_unique())
+        n_log_users = split.n_users
     need_u = max(1, min(min_users, n_log_users))
     if n_t >= min_events and n_u >= need_u:
         return None

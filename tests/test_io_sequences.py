@@ -86,6 +86,8 @@ def test_30music_full_import(thirty: ImportResult, tmp_path: Path) -> None:
     assert back["meta"]["time_kind"] == "ordinal" and back["meta"]["source"] == "sequences"
     assert back["meta"]["accounting"]["rows_read"] == 630_906 and back["events"].height == 630_906
     assert back["meta"]["catalog"]["relations"] == ["artist", "album"]
+    assert back["meta"]["catalog"]["played_songs_not_in_catalogue"] == 0
+    assert back["meta"]["catalog"]["catalogue_songs_not_played"] == 90_868 - 82_219
 
 
 def test_sequences_any_ids_bad_lines_and_catalogue(tmp_path: Path) -> None:
@@ -109,6 +111,8 @@ def test_sequences_any_ids_bad_lines_and_catalogue(tmp_path: Path) -> None:
                                                                       for i in range(5)]
     # mixed id forms: text order; the never-played catalogue song is an item with its triples
     assert res.items["song_key"].to_list() == sorted(["100", "7", "zz", "3", "555"])
+    assert res.meta["catalog"]["played_songs_not_in_catalogue"] == 2  # zz and 3
+    assert res.meta["catalog"]["catalogue_songs_not_played"] == 1  # 555
     never = res.items.filter(pl.col("song_key") == "555").row(0, named=True)
     assert never["artist"] == "a5" and never["title"] == "Never played" and never["release_year"] == 2001
     t = set(res.triples.iter_rows())
@@ -214,3 +218,18 @@ def test_cli_sequences_and_overwrite(tmp_path: Path, capsys: pytest.CaptureFixtu
     csvf.write_text("user_id,song_id,ts,play_ms\n7,70,2024-01-01T10:00:00Z,1000\n")
     assert main(["log", str(csvf), str(tmp_path / "log")]) == 0
     assert load_dataset_dir(tmp_path / "log")["events"].height == 1
+
+
+def test_large_text_files_read_by_polars_equal_the_exact_reader(tmp_path: Path) -> None:
+    """Files over 1 MB that are valid UTF-8 take polars' line reader; it must give the same lines."""
+    from musicrecall.io.text import decode_lines, read_lines
+
+    body = "u1\t2009-05-04T23:08:57Z\t\tArtist é\t\tTrack\r\n" * 30_000 + "\n" + "last"
+    p = tmp_path / "big.tsv"
+    p.write_bytes(b"\xef\xbb\xbf" + body.encode())
+    assert p.stat().st_size > 1 << 20
+    fast, exact = read_lines(p), decode_lines(p.read_bytes())
+    assert fast.equals(exact) and fast.height == 30_002 and fast["line"][0].startswith("u1")
+    p.write_bytes(body.encode() + b"\nCaf\xe9\n")  # one bad byte: the exact path finds it
+    bad = read_lines(p).filter(pl.col("raw").is_not_null())
+    assert bad["line_no"].to_list() == [30_002] and bad["raw"].to_list() == ["Caf\\xe9"]

@@ -260,7 +260,11 @@ def assemble_result(
     info = {"time_kind": "clock", "source": "unknown"}
     info.update(meta or {})
     if catalog is not None:
-        info["catalog"] = catalog.describe()
+        info["catalog"] = {
+            **catalog.describe(),
+            "played_songs_not_in_catalogue": log_only.height,  # items with no catalogue data (no triples)
+            "catalogue_songs_not_played": catalog.items.height - (from_log.height - log_only.height),
+        }
     result = ImportResult(
         events=conform(events, "events"),
         items=conform(items, "items"),

@@ -71,9 +71,39 @@ def decode_lines(data: bytes) -> pl.DataFrame:
     return df.with_columns(pl.when(pl.col("raw").is_null()).then(pl.col("line")).alias("line"))
 
 
+def _is_utf8_file(path: Path, chunk: int = 1 << 24) -> bool:
+    """Whether the whole file is valid UTF-8, checked in chunks (memory stays at one chunk)."""
+    dec = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with path.open("rb") as fh:
+            while block := fh.read(chunk):
+                dec.decode(block)
+            dec.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def read_lines(path: Path) -> pl.DataFrame:
-    """:func:`decode_lines` of the file at ``path`` (:class:`InputError` if missing or empty)."""
-    return decode_lines(read_bytes(path))
+    """:func:`decode_lines` of the file at ``path`` (:class:`InputError` if missing or empty).
+
+    A valid UTF-8 file (the normal case) is read by polars without holding the file as a Python string
+    (a multi-GB Last.fm log stays about its own size in memory); only a file with bad bytes takes the
+    byte-exact path that finds them.
+    """
+    if not path.is_file():
+        raise InputError(path, None, "does not exist or is not a file")
+    size = path.stat().st_size
+    if size < (1 << 20) or not _is_utf8_file(path):
+        return decode_lines(read_bytes(path))
+    try:
+        lines = pl.read_lines(path).get_column("line")
+    except (pl.exceptions.PolarsError, OSError, AttributeError):  # read_lines is new in polars: fall back
+        return decode_lines(read_bytes(path))
+    if lines.len() and lines[0].startswith("\ufeff"):
+        lines = lines.scatter(0, lines[0][1:])
+    return pl.DataFrame({"line": lines.str.strip_suffix("\r")}).with_row_index("line_no").with_columns(
+        pl.col("line_no").cast(pl.Int64), pl.lit(None, dtype=pl.String).alias("raw"))
 
 
 def bad_utf8_positions(data: bytes) -> list[int]:

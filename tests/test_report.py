@@ -336,3 +336,113 @@ def test_ledger_fits_a_laptop_screen_in_a_browser(tmp_path):
     assert m["table_right"] <= m["page_client_width"], m
     assert m["claim_width"] >= 180, m
     assert not check.outside_requests and check.broken_images == 0
+
+
+# --- runner: parameters, failed runs, interrupted writes -----------------------------------------------
+
+
+def test_an_unknown_parameter_is_an_error_listing_the_notebooks_parameters_before_anything_runs(tmp_path):
+    from musicrecall.report.runner import (
+        UnknownParameterError,
+        check_parameters,
+        notebook_parameters,
+        run_all,
+    )
+
+    nbs = _fake_notebooks(tmp_path / "nbs")
+    assert notebook_parameters(nbs / "00_a.ipynb") == {"profile": '"small"', "seed": "0", "dataset": '"world"',
+                                                       "fail": "False"}
+    with pytest.raises(UnknownParameterError, match=r"sede") as err:
+        run_all("tiny", extra={"sede": 7}, reports_dir=tmp_path / "r", notebooks_dir=nbs)
+    assert "seed=0" in str(err.value) and "00_a" in str(err.value) and "01_b" in str(err.value)
+    assert not (tmp_path / "r").exists()  # nothing ran, nothing was written
+    # a parameter some notebooks declare goes to those only
+    extra_nb = nbformat.read(nbs / "01_b.ipynb", as_version=4)
+    extra_nb.cells[0].source += "\nvalid_days = 7"
+    nbformat.write(extra_nb, nbs / "01_b.ipynb")
+    shares = check_parameters(sorted(nbs.glob("*.ipynb")), {"profile": "tiny", "valid_days": 30})
+    assert [shares[p] for p in sorted(shares)] == [{"profile": "tiny"}, {"profile": "tiny", "valid_days": 30}]
+
+
+def test_report_cli_exits_with_the_parameter_listing_on_a_typo(monkeypatch, tmp_path, capsys):
+    import musicrecall.report.__main__ as cli
+    from musicrecall.report import runner
+
+    nbs = _fake_notebooks(tmp_path / "nbs")
+    monkeypatch.setattr(cli, "run_all", lambda profile, only=None, extra=None: runner.run_all(
+        profile, only, extra, reports_dir=tmp_path / "r", notebooks_dir=nbs))
+    assert cli.main(["run", "--profile", "tiny", "--only", "01", "-p", "sede", "7"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown parameter(s) sede" in err and "seed=0" in err
+
+
+def test_a_failed_rerun_keeps_the_last_good_outputs_and_the_index_shows_the_failure(tmp_path):
+    from musicrecall.report.runner import run_all
+
+    nbs = _fake_notebooks(tmp_path / "nbs", names=("01_b",))
+    reports = tmp_path / "reports"
+    assert run_all("tiny", reports_dir=reports, notebooks_dir=nbs)[0].status == "ok"
+    good = {f: (reports / f).read_bytes() for f in ("01_b.ipynb", "01_b.html")}
+    (bad,) = run_all("tiny", only="01", extra={"fail": True}, reports_dir=reports, notebooks_dir=nbs)
+    assert bad.status == "failed" and "asked to fail" in bad.error
+    assert {f: (reports / f).read_bytes() for f in good} == good  # the last good outputs are untouched
+    assert "asked to fail" in (reports / "01_b.FAILED.html").read_text()
+    assert (reports / "01_b.FAILED.ipynb").exists()
+    entry = json.loads((reports / "metrics.json").read_text())["notebooks"]["01_b"]
+    assert entry["status"] == "failed" and entry["failed_report"] == "01_b.FAILED.html"
+    assert entry["records"][0]["metrics"][0]["value"] == 0.5 and entry["last_good"]["finished"]
+    index = (reports / "index.html").read_text()
+    assert 'href="01_b.FAILED.html"' in index and "last good results kept" in index and "1 notebook(s) failed" in index
+    assert not list(reports.glob("*.running*")) and not list(reports.glob("*.tmp"))
+    (ok,) = run_all("tiny", only="01", reports_dir=reports, notebooks_dir=nbs)
+    assert ok.status == "ok" and not (reports / "01_b.FAILED.html").exists()  # a success clears the failure
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_temp_files_of_interrupted_runs_are_cleaned_but_a_live_runs_are_kept(tmp_path):
+    from musicrecall.report.runner import clean_stale_temp
+
+    dead, live = _dead_pid(), os.getpid()
+    stale = [tmp_path / f"metrics.json.{dead}.tmp", tmp_path / f"03_x.running-{dead}.ipynb", tmp_path / "index.html.tmp"]
+    mine = [tmp_path / f"index.html.{live}.tmp", tmp_path / f"04_y.running-{live}.html"]
+    for f in stale + mine:
+        f.write_text("x")
+    assert sorted(clean_stale_temp(tmp_path)) == sorted(stale)
+    assert all(f.exists() for f in mine)
+
+
+def test_world_save_cleans_temp_folders_of_interrupted_saves(tmp_path):
+    from musicrecall.world import generate_world
+
+    world = generate_world("tiny", seed=0, n_users=50, n_days=3)
+    target = tmp_path / "world-x"
+    dead = _dead_pid()
+    killed_tmp = tmp_path / f".world-x.tmp-{dead}-abc123"
+    old_style = tmp_path / ".world-x.tmp-k2j3h4"  # older versions had no pid in the name
+    running = tmp_path / f".world-x.tmp-{os.getpid()}-zzz"  # a save in progress (this process)
+    for d in (killed_tmp, old_style, running):
+        d.mkdir()
+        (d / "events.parquet").write_bytes(b"partial")
+    two_hours_ago = __import__("time").time() - 7200
+    os.utime(old_style, (two_hours_ago, two_hours_ago))
+    world.save(target)
+    assert not killed_tmp.exists() and not old_style.exists() and running.exists()
+    assert (target / "config.json").exists()
+    leftovers = {p.name for p in tmp_path.iterdir()} - {"world-x", running.name}
+    assert not leftovers, leftovers
+    # killed between moving the old copy aside and moving the new one in: the old copy comes back
+    aside = tmp_path / f".world-x.old-{dead}"
+    os.replace(target, aside)
+    world.save(tmp_path / "other")  # a save of another folder leaves this one alone
+    assert aside.exists()
+    from musicrecall.world.core import clean_interrupted_saves
+
+    assert clean_interrupted_saves(target) == [] and (target / "config.json").exists() and not aside.exists()

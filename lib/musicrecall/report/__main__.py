@@ -12,7 +12,14 @@ from pathlib import Path
 
 import yaml
 
-from musicrecall.report.runner import REPORTS_DIR, build_indexes, parse_only, run_all, run_reports_dir
+from musicrecall.report.runner import (
+    REPORTS_DIR,
+    UnknownParameterError,
+    build_indexes,
+    parse_only,
+    run_all,
+    run_reports_dir,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     # Notebooks run with notebooks/ as their working directory: make a dataset path absolute from here.
     if isinstance(extra.get("dataset"), str) and extra["dataset"] != "world":
         extra["dataset"] = str(Path(extra["dataset"]).expanduser().resolve())
-    runs = run_all(args.profile, only=parse_only(args.only), extra=extra)
+    try:
+        runs = run_all(args.profile, only=parse_only(args.only), extra=extra)
+    except UnknownParameterError as err:  # a typo must not run the workbook on its defaults
+        print(f"[musicrecall] {err}", file=sys.stderr)
+        return 2
     failed = [r.name for r in runs if r.status != "ok"]
     page = run_reports_dir(extra.get("dataset", "world"), REPORTS_DIR) / "index.html"
     print(f"[musicrecall] {len(runs) - len(failed)} ok, {len(failed)} failed; open {page} (all runs: "

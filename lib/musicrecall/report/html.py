@@ -7,6 +7,7 @@ browsers) with ``latex2mathml``, and figures are already inline base64 PNG.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def export_html(nb: nbformat.NotebookNode, out_path: Path, title: str | None = N
             cell.source = markdown_math_to_mathml(cell.source)
     exporter = HTMLExporter(template_name="offline", extra_template_basedirs=[str(TEMPLATES)])
     body, _ = exporter.from_notebook_node(nb)
-    tmp = out_path.with_suffix(".html.tmp")
+    tmp = out_path.with_name(f"{out_path.name}.{os.getpid()}.tmp")
     tmp.write_text(body, encoding="utf-8")
     tmp.replace(out_path)
     return out_path

@@ -68,8 +68,34 @@ def _found_claims(runs: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]
     for name, run in sorted(runs.items()):
         for record in run.get("records", []):
             for row in record.get("claims", []):
-                found[row["id"]] = (name, cap_for_dataset(row, str(record.get("dataset", "world"))))
+                row = cap_for_dataset(row, str(record.get("dataset", "world")))
+                if run.get("status") != "ok" and run.get("last_good"):
+                    row = {**row, "note": "; ".join(x for x in (
+                        f"from the last good run ({run['last_good'].get('finished') or 'earlier'}): the latest run "
+                        f"failed, see {run.get('failed_report', '')}", row.get("note", "")) if x)}
+                found[row["id"]] = (name, row)
     return found
+
+
+def _report_file(run: dict[str, Any], folder: Path) -> str:
+    """The notebook's report to link: its last good HTML, else the failed one."""
+    good = f"{run['name']}.html" if run.get("name") else ""
+    if run.get("status") == "ok" or not run.get("failed_report") or (folder / good).exists():
+        return good
+    return run["failed_report"]
+
+
+def _failure(run: dict[str, Any], folder: str = "") -> str:
+    """What the index says about a failed run: the error, the failed report, and what was kept."""
+    if run.get("status") == "ok":
+        return ""
+    out = f"<br><small>{html.escape(run.get('error', ''))}</small>" if run.get("error") else ""
+    if run.get("failed_report"):
+        out += f'<br><small><a href="{html.escape(folder + run["failed_report"])}">failed report</a></small>'
+    if run.get("last_good"):
+        out += (f"<br><small>last good results kept (run of {html.escape(str(run['last_good'].get('finished') or 'earlier'))})"
+                "</small>")
+    return out
 
 
 def _rows(found: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -180,9 +206,11 @@ def _runs_table(out_path: Path, world: dict[str, Any], datasets: dict[str, dict[
             if run is None:
                 cells.append("<td>—</td>")
                 continue
-            err = f"<br><small>{html.escape(run['error'])}</small>" if run.get("error") else ""
-            cells.append(f'<td><a href="{_rel(page.parent / (name + ".html"), out_path)}">{_badge(run["status"])}</a> '
-                         f"<span class='num'>{run['seconds']:.0f} s</span>{err}</td>")
+            folder = _rel(page.parent, out_path)
+            folder = "" if folder == "." else folder + "/"
+            link = _rel(page.parent / _report_file({"name": name, **run}, page.parent), out_path)
+            cells.append(f'<td><a href="{link}">{_badge(run["status"])}</a> '
+                         f"<span class='num'>{run['seconds']:.0f} s</span>{_failure(run, folder)}</td>")
         rows.append(f"<tr><td>{html.escape(name)}</td>{''.join(cells)}</tr>")
     totals = "".join(f"<td class='num'><b>{sum(r['seconds'] for r in runs.values()):.0f} s</b></td>" for _, _, runs, _ in columns)
     return (f'<div class="scroll"><table><tr><th>notebook</th>{head}</tr><tr><td>source</td>{source}</tr>{"".join(rows)}'
@@ -204,10 +232,11 @@ def build_index(metrics: dict[str, Any], out_path: Path, datasets: dict[str, dic
     for name, run in sorted(runs.items()):
         ms = [m for rec in run.get("records", []) for m in rec.get("metrics", [])]
         key = "<br>".join(_metric_cell(m) for m in ms[:5]) + (f"<br><small>+{len(ms) - 5} more</small>" if len(ms) > 5 else "")
-        err = f"<br><small>{html.escape(run['error'])}</small>" if run.get("error") else ""
+        err = _failure(run)
         params = ", ".join(f"{k}={v}" for k, v in run["parameters"].items())
         nb_rows.append(
-            f'<tr><td><a href="{html.escape(name)}.html">{html.escape(name)}</a><br><small>{html.escape(params)}</small></td>'
+            f'<tr><td><a href="{html.escape(_report_file({"name": name, **run}, out_path.parent))}">{html.escape(name)}</a>'
+            f'<br><small>{html.escape(params)}</small></td>'
             f"<td>{_badge(run['status'])}{err}</td><td class='num'>{run['seconds']:.0f} s</td><td>{key}</td></tr>"
         )
     total = sum(r["seconds"] for r in runs.values())

@@ -11,7 +11,9 @@ notebooks, HTML, figures and ``metrics.json``, so it can never replace the world
 
 from __future__ import annotations
 
+import ast
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -98,6 +100,45 @@ class NotebookRun:
     error: str = ""
     records: list[dict[str, Any]] = field(default_factory=list)
     figures: list[dict[str, str]] = field(default_factory=list)  # key figures: file (relative) and caption
+    finished: str = ""  # UTC time the run ended
+    failed_report: str = ""  # a failed run's HTML, beside the last good one (e.g. "03_x.FAILED.html")
+
+
+class UnknownParameterError(ValueError):
+    """A parameter that none of the selected notebooks declares (a typo such as ``-p sede 7``)."""
+
+
+def notebook_parameters(path: Path) -> dict[str, str]:
+    """Names assigned in the notebook's ``parameters`` cell, with the source text of their defaults."""
+    nb = nbformat.read(path, as_version=4)
+    cell = next((c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])), None)
+    if cell is None:
+        return {}
+    names: dict[str, str] = {}
+    for node in ast.parse(cell.source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        for target in targets:
+            if isinstance(target, ast.Name) and getattr(node, "value", None) is not None:
+                names[target.id] = ast.get_source_segment(cell.source, node.value) or ""
+    return names
+
+
+def check_parameters(paths: list[Path], parameters: dict[str, Any]) -> dict[Path, dict[str, Any]]:
+    """Each notebook's share of ``parameters``: what its ``parameters`` cell declares.
+
+    A name no selected notebook declares is an :class:`UnknownParameterError` that lists every notebook's
+    parameters, raised before anything runs (papermill itself only warns and runs on the defaults). A
+    name only some notebooks declare (``valid_days`` in 01-04, not 00) goes to those that do.
+    """
+    declared = {p: notebook_parameters(p) for p in paths}
+    known = set().union(*declared.values()) if declared else set()
+    unknown = sorted(set(parameters) - known)
+    if unknown:
+        listing = "\n".join(f"  {p.stem}: " + ", ".join(f"{k}={v}" for k, v in d.items()) if d else
+                            f"  {p.stem}: (no cell tagged 'parameters')" for p, d in declared.items())
+        raise UnknownParameterError(f"unknown parameter(s) {', '.join(unknown)}: no selected notebook declares "
+                                    f"{'it' if len(unknown) == 1 else 'them'}. The notebooks' parameters:\n{listing}")
+    return {p: {k: v for k, v in parameters.items() if k in d} for p, d in declared.items()}
 
 
 def list_notebooks(notebooks_dir: Path = NOTEBOOKS_DIR, only: list[str] | None = None) -> list[Path]:
@@ -149,7 +190,7 @@ def extract_key_figures(nb: nbformat.NotebookNode, name: str, reports_dir: Path,
             if png is None or len(figures) >= limit:
                 continue
             path = out_dir / f"{name}-{len(figures) + 1}.png"
-            tmp = path.with_name(path.name + ".tmp")
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
             tmp.write_bytes(base64.b64decode(png if isinstance(png, str) else "".join(png)))
             tmp.replace(path)
             figures.append({"file": f"figures/{path.name}", "caption": _caption(cells, i)})
@@ -162,13 +203,52 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+FAILED = "FAILED"  # failed runs are written beside the last good one as NAME.FAILED.ipynb / .html
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_stale_temp(folder: Path) -> list[Path]:
+    """Remove temporary files an interrupted run left in ``folder`` (``*.<pid>.tmp``, ``*.running-<pid>.*``)
+    whose process is gone; returns what was removed. A live run's files are left alone."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for path in [*folder.glob("*.tmp"), *folder.glob("figures/*.tmp"), *folder.glob("*.running*")]:
+        match = re.search(r"\.(?:running-)?(\d+)(?:\.tmp|\.ipynb|\.html)$", path.name)
+        if match is None or not _pid_alive(int(match.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 def run_notebook(path: Path, parameters: dict[str, Any], reports_dir: Path = REPORTS_DIR) -> NotebookRun:
-    """Run one notebook; write ``reports/<name>.ipynb`` and ``.html`` even when it fails."""
+    """Run one notebook into ``reports_dir``.
+
+    A successful run replaces ``<name>.ipynb`` and ``<name>.html`` (written under temporary names, moved
+    into place only once both exist). A failed run keeps the last good ones and writes
+    ``<name>.FAILED.ipynb`` / ``<name>.FAILED.html`` beside them (papermill keeps the failing cell's
+    traceback in the notebook); a later success removes those.
+    """
     import papermill as pm
 
     reports_dir.mkdir(parents=True, exist_ok=True)
-    out_nb = reports_dir / path.name
-    tmp_nb = reports_dir / (path.stem + ".running.ipynb")
+    pid = os.getpid()
+    tmp_nb = reports_dir / f"{path.stem}.running-{pid}.ipynb"
+    tmp_html = reports_dir / f"{path.stem}.running-{pid}.html"
     start = time.perf_counter()
     status, error = "ok", ""
     try:
@@ -176,17 +256,41 @@ def run_notebook(path: Path, parameters: dict[str, Any], reports_dir: Path = REP
                             cwd=str(path.parent), progress_bar=False, log_output=False)
     except Exception as err:  # papermill stores the failing cell's traceback in the output notebook
         status, error = "failed", f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
-    seconds = time.perf_counter() - start
+    seconds = round(time.perf_counter() - start, 1)
     if not tmp_nb.exists():
-        return NotebookRun(path.stem, "failed", seconds, parameters, error or "no output notebook")
+        return NotebookRun(path.stem, "failed", seconds, parameters, error or "no output notebook", finished=_now())
     nb = nbformat.read(tmp_nb, as_version=4)
-    tmp_nb.replace(out_nb)
-    export_html(nb, out_nb.with_suffix(".html"))
     records = extract_records(nb)
     if status == "ok" and not records:
         status, error = "failed", "the notebook recorded no metrics (last cell must call record_metrics)"
+    try:
+        export_html(nb, tmp_html, title=path.stem)
+        if status != "ok":
+            failed_html = reports_dir / f"{path.stem}.{FAILED}.html"
+            tmp_nb.replace(reports_dir / f"{path.stem}.{FAILED}.ipynb")
+            tmp_html.replace(failed_html)
+            return NotebookRun(path.stem, status, seconds, parameters, error, records, [], _now(), failed_html.name)
+        tmp_nb.replace(reports_dir / path.name)
+        tmp_html.replace(reports_dir / f"{path.stem}.html")
+    finally:
+        for tmp in (tmp_nb, tmp_html):
+            tmp.unlink(missing_ok=True)
+    for stale in (reports_dir / f"{path.stem}.{FAILED}.ipynb", reports_dir / f"{path.stem}.{FAILED}.html"):
+        stale.unlink(missing_ok=True)
     figures = extract_key_figures(nb, path.stem, reports_dir)
-    return NotebookRun(path.stem, status, round(seconds, 1), parameters, error, records, figures)
+    return NotebookRun(path.stem, status, seconds, parameters, error, records, figures, _now())
+
+
+def merge_run(previous: dict[str, Any] | None, run: NotebookRun) -> dict[str, Any]:
+    """The ``metrics.json`` entry after ``run``: the run itself, or, when it failed and an earlier run
+    succeeded, the last good results (records, figures, report) with the failure on top."""
+    entry = asdict(run)
+    if run.status == "ok" or not previous or not previous.get("records"):
+        return entry
+    last_good = previous.get("last_good") or {k: previous.get(k) for k in ("parameters", "seconds", "finished")}
+    return {**previous, "status": "failed", "error": run.error, "seconds": run.seconds,
+            "parameters": run.parameters, "finished": run.finished, "failed_report": run.failed_report,
+            "last_good": last_good}
 
 
 def load_metrics(reports_dir: Path = REPORTS_DIR) -> dict[str, Any]:
@@ -228,21 +332,25 @@ def run_all(profile: str, only: list[str] | str | None = None, extra: dict[str, 
         extra["dataset"] = resolve_dataset(str(dataset))
         out_dir = run_reports_dir(extra["dataset"], reports_dir)
         only = only or list(DATASET_NOTEBOOKS)
+    paths = list_notebooks(notebooks_dir, only)
+    shares = check_parameters(paths, {"profile": profile, **extra})  # before anything runs
+    clean_stale_temp(out_dir)
     # Kernels inherit the environment: a user's MPLBACKEND=Agg would silently drop every figure.
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     runs = []
-    for path in list_notebooks(notebooks_dir, only):
-        params = {"profile": profile, **extra}
+    for path in paths:
+        params = shares[path]
         print(f"[musicrecall] running {path.name} with {params}", flush=True)
         run = run_notebook(path, params, out_dir)
         print(f"[musicrecall]   {run.status} in {run.seconds:.1f}s {run.error}", flush=True)
         runs.append(run)
-    metrics = {"notebooks": {}} if full else load_metrics(out_dir)
+    previous = load_metrics(out_dir)
+    metrics = {"notebooks": {}} if full else previous
     if not is_world(dataset):
         metrics["dataset"] = {"name": out_dir.name, "source": extra["dataset"]}
     for run in runs:
-        metrics["notebooks"][run.name] = asdict(run)
-    metrics["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        metrics["notebooks"][run.name] = merge_run(previous["notebooks"].get(run.name), run)
+    metrics["updated"] = _now()
     out_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write(out_dir / "metrics.json", dumps(metrics))
     build_indexes(reports_dir)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -38,10 +41,15 @@ class World:
         return self.config.end
 
     def save(self, path: str | Path) -> Path:
-        """Write one parquet per table plus ``config.json`` into directory ``path`` atomically."""
+        """Write one parquet per table plus ``config.json`` into directory ``path`` atomically.
+
+        Temporary folders that an interrupted save left beside ``path`` are removed first (see
+        :func:`clean_interrupted_saves`).
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        clean_interrupted_saves(path)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
         try:
             for name in _TABLES:
                 getattr(self, name).write_parquet(tmp / f"{name}.parquet")
@@ -70,6 +78,40 @@ class World:
             p.stem.removeprefix("truth_"): pl.read_parquet(p) for p in sorted(path.glob("truth_*.parquet"))
         }
         return cls(config=config, truth=truth, **tables)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def clean_interrupted_saves(path: Path, max_age_s: float = 3600.0) -> list[Path]:
+    """Remove what a killed :meth:`World.save` of ``path`` left beside it: ``.<name>.tmp-<pid>-*``
+    folders and ``.<name>.old-<pid>`` copies whose process is gone (a folder without a pid, from older
+    versions, once it is ``max_age_s`` old). If the kill came between moving the old copy aside and
+    moving the new one in, the old copy is put back instead. Returns the removed folders.
+    """
+    removed = []
+    for leftover in sorted(path.parent.glob(f".{glob.escape(path.name)}.*")):
+        match = re.fullmatch(rf"\.{re.escape(path.name)}\.(tmp|old)-(?:(\d+)(?:-.*)?|.*)", leftover.name)
+        if match is None or not leftover.is_dir():
+            continue
+        pid = match.group(2)
+        if pid is not None and _pid_alive(int(pid)):
+            continue  # a save in progress in another process
+        if pid is None and time.time() - leftover.stat().st_mtime < max_age_s:
+            continue
+        if match.group(1) == "old" and not path.exists():
+            os.replace(leftover, path)
+            continue
+        shutil.rmtree(leftover, ignore_errors=True)
+        removed.append(leftover)
+    return removed
 
 
 def generate_world(

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{result.events.height:,} events, {result.items.height:,} songs, {result.users.height:,} users, "
           f"{result.rejected.height:,} rejected (time: {time_kind}"
           f"{', order only, no clock' if time_kind == 'ordinal' else ''}) -> {folder}\n"
-          f"run: make nb NB=01 ARGS=\"-p dataset {args.out}\"")
+          f"run: make run DATASET={args.out}   (one notebook: make nb NB=01 DATASET={args.out})")
     return 0
 
 

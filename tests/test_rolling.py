@@ -268,4 +268,4 @@ def test_markov_sparse_ranks_equal_the_dense_ranking():
         assert np.array_equal(markov.target_ranks(h, lengths, t.items), dense)
         assert (dense > 0).any() and (dense == 0).any()
         via_method = rolling_next_play(markov.score, t).ranks  # the sparse path
-        assert np.array_equal(via_method, rolling_next_play(lambda a, b: markov.score(a, b), t).ranks)
+        assert np.array_equal(via_method, rolling_next_play(lambda a, b, m=markov: m.score(a, b), t).ranks)

@@ -46,6 +46,7 @@ __all__ = [
     "Targets",
     "UserItemCSR",
     "bootstrap_ci",
+    "bootstrap_resamples",
     "build_targets",
     "coverage",
     "evaluate_lists",
@@ -462,6 +463,14 @@ def _boot_indices(n: int, n_boot: int, rng: np.random.Generator, max_cells: int 
         c = min(chunk, n_boot - done)
         yield rng.integers(0, n, size=(c, n))
         done += c
+
+
+def bootstrap_resamples(n: int, n_boot: int, seed: int | np.random.Generator = 0, max_cells: int = 4_000_000):
+    """Yield percentile-bootstrap resamples of ``n`` users as index matrices ``(chunk, n)``, ``n_boot`` rows in
+    all, in memory-bounded chunks (the resampling :func:`bootstrap_ci` uses, for callers that bootstrap
+    several metrics on the same resamples)."""
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    yield from _boot_indices(n, n_boot, rng, max_cells)
 
 
 def _clean(values: np.ndarray | Sequence[float]) -> np.ndarray:

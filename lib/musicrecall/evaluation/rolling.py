@@ -43,18 +43,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import polars as pl
 import torch
 
-from .metrics import _boot_indices, paired_bootstrap_lift
+from .metrics import bootstrap_resamples, paired_bootstrap_lift
 from .split import Split
 
-if TYPE_CHECKING:  # pragma: no cover
-    from musicrecall.experiment import EvalSetup
-
+# An ``EvalSetup`` (musicrecall.experiment, which imports this package) is taken by duck typing: anything
+# with ``split`` (a Split), ``stage`` and ``n_items``.
+EvalSetup = Any
 ScoreFn = Callable[..., "np.ndarray | torch.Tensor"]
 SLICES = ("all", "within_session", "new_session", "repeat", "discovery")
 
@@ -287,8 +287,7 @@ class RollingResult:
             names = self.metrics()
             users_vals = [self.per_user(name, sl) for name in names]
             vals = np.stack([v for _, v in users_vals])  # [M, n_users]
-            rng = np.random.default_rng(seed)
-            chunks = _boot_indices(vals.shape[1], n_boot, rng, max_cells=4_000_000 // len(names))  # bounded memory
+            chunks = bootstrap_resamples(vals.shape[1], n_boot, seed, max_cells=4_000_000 // len(names))  # bounded memory
             boots = np.concatenate([vals[:, idx].mean(axis=2) for idx in chunks], axis=1) \
                 if n_boot else vals.mean(axis=1, keepdims=True)
             lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2], axis=1)

@@ -446,3 +446,38 @@ def test_world_save_cleans_temp_folders_of_interrupted_saves(tmp_path):
     from musicrecall.world.core import clean_interrupted_saves
 
     assert clean_interrupted_saves(target) == [] and (target / "config.json").exists() and not aside.exists()
+
+
+# --- the sanity rule for recorded metrics, by unit ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "value", "unit"), [
+    ("sasrec_unshared_seconds_per_epoch", 2.69, "s"),  # issue 16: a loaded machine; "unshared" is not "share"
+    ("sasrec_unshared_seconds_per_epoch", 2.69, ""),  # a time by its name alone
+    ("mind_train_time", 41.0, ""), ("encode_s", 7.5, ""), ("kg_vs_plain_train_time", 1.41, "x"),
+    ("eval_rate@10_ms", 12.0, ""), ("hr@200_speed_ratio", 3.2, "x"),  # a unit makes it a quantity, not a share
+    ("placebo_lift_sasrec_vs_youtube_dnn_all_hr@200", -0.4, ""), ("shuffle_change_sasrec_all_ndcg@50", 1.5, ""),
+    ("kg_song2vec_all_hr@200", 0.31, ""), ("rows_in", 3043, ""),
+])
+def test_times_lifts_and_quantities_with_a_unit_are_exempt_from_the_share_bound(name, value, unit):
+    from musicrecall.report.record import metric_problems
+
+    assert metric_problems(metric(name, value, unit=unit)) == []
+
+
+@pytest.mark.parametrize("name", ["kg_song2vec_all_hr@200", "kept_share", "collect_hit_rate@10", "genre_coverage",
+                                  "noise_removal_precision", "hnsw_recall@200_ids", "mean_daily_repeat_ratio"])
+def test_a_share_outside_0_1_is_a_problem(name):
+    from musicrecall.report.record import is_share, metric_problems
+
+    assert is_share(name)
+    assert "outside [0, 1]" in metric_problems(metric(name, 1.2))[0]
+    assert metric_problems(metric(name, -0.01))
+
+
+def test_interval_and_null_rules():
+    from musicrecall.report.record import metric_problems
+
+    assert "outside its interval" in metric_problems(metric("lift", 0.5, (0.1, 0.2)))[0]
+    assert metric_problems(metric("nmi", None, note="no genre in this data")) == []
+    assert metric_problems({"name": "nmi", "value": None, "ci_lo": None, "ci_hi": None, "unit": "", "note": ""})

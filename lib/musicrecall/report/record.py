@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from typing import Any
 
 from musicrecall.report.claims import CLAIMS_BY_ID, NOT_FALSIFIED, SUPPORTING, VERDICTS
@@ -52,6 +53,52 @@ def metric(name: str, value: float | None, ci: tuple[float, float] | None = None
     if lo is None or hi is None:
         lo = hi = None
     return {"name": name, "value": clean, "ci_lo": lo, "ci_hi": hi, "unit": unit, "world": world, "note": note}
+
+
+# The sanity rule for recorded metrics, by unit. A metric is a *share* and must lie in [0, 1] when
+#   - it has no unit (unit ""): a metric with a unit ("s", "min", "x", ...) is a quantity, not a share;
+#   - a token of its name (tokens split at "_") starts with a share word: hr@, recall, ndcg, precision,
+#     coverage, share, rate, ratio ("unshared" is not "share");
+#   - it is not signed: no token starts with lift, change, delta or diff (relative lifts leave [0, 1]);
+#   - it is not a time: no token is seconds, s, ms, min, minutes or contains "time" (train_time,
+#     runtime), and its unit is none of TIME_UNITS. Times depend on the machine's load, so no bound
+#     may be asserted on them (issue 16: a loaded machine measured 2.69 s for a "_seconds" metric).
+SHARE_WORDS = ("hr@", "recall", "ndcg", "precision", "coverage", "share", "rate", "ratio")
+SIGNED_WORDS = ("lift", "change", "delta", "diff")
+TIME_UNITS = ("s", "ms", "min", "h", "seconds", "minutes")
+_TIME_TOKEN = re.compile(r"^(seconds?|s|ms|min|minutes|hours?)(@.*)?$|time")
+
+
+def _tokens(name: str) -> list[str]:
+    return [t for t in name.lower().split("_") if t]
+
+
+def is_time(name: str, unit: str = "") -> bool:
+    """Whether a metric is a duration (by its unit, or a name token such as ``seconds``, ``_s``, ``time``)."""
+    return unit.lower() in TIME_UNITS or any(_TIME_TOKEN.search(t) for t in _tokens(name))
+
+
+def is_share(name: str, unit: str = "") -> bool:
+    """Whether a metric must lie in [0, 1]: see the rule above."""
+    tokens = _tokens(name)
+    return (unit == "" and not is_time(name, unit)
+            and any(t.startswith(SHARE_WORDS) for t in tokens)
+            and not any(t.startswith(SIGNED_WORDS) for t in tokens))
+
+
+def metric_problems(m: dict[str, Any]) -> list[str]:
+    """What is wrong with a recorded metric (empty when it is sane): a null value without a reason, a
+    share outside [0, 1], or a value outside its own interval."""
+    name, unit, value = m["name"], m.get("unit", ""), finite_or_none(m.get("value"))
+    if value is None:
+        return [] if m.get("note") else [f"{name}: no value and no note saying why"]
+    problems = []
+    if is_share(name, unit) and not 0.0 <= value <= 1.0:
+        problems.append(f"{name} = {value} is a share (unit-less, named {SHARE_WORDS}) but lies outside [0, 1]")
+    lo, hi = finite_or_none(m.get("ci_lo")), finite_or_none(m.get("ci_hi"))
+    if lo is not None and hi is not None and not lo - 1e-9 <= value <= hi + 1e-9:
+        problems.append(f"{name} = {value} lies outside its interval [{lo}, {hi}]")
+    return problems
 
 
 def headline(value: float | None, ci: tuple[float, float] | None = None, *, label: str,

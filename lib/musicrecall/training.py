@@ -9,7 +9,10 @@
   and sets ``History.capped`` (the model may be under-trained);
 * **checkpoints** under ``data/checkpoints/``, written atomically; with a ``cache_key`` (a content hash
   of the data and hyper-parameters) a finished run is loaded instead of retrained;
-* **threads** from :mod:`musicrecall.config`, never set here.
+* **threads** from :mod:`musicrecall.config`, never set here;
+* **data parallel** (:mod:`musicrecall.distributed`) when ``torch.distributed`` is initialised with 2+
+  processes: each rank computes its slice of every batch, gradients are all-reduced (DDP), rank 0
+  validates and writes the checkpoint.
 
 The model-specific parts are two callables: ``batches(epoch)`` yields batches (shuffle them with
 :func:`minibatches`, which is seeded by epoch) and ``loss_fn(model, batch)`` returns a scalar loss.
@@ -31,6 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from musicrecall import distributed
 from musicrecall.config import DATA_DIR, n_threads
 
 log = logging.getLogger(__name__)
@@ -98,9 +102,11 @@ def train(model: torch.nn.Module, batches: Callable[[int], Iterable[Any]],
           cache_key: str | None = None, n_batches: int | None = None) -> History:
     """Train ``model`` in place and return its history (best weights restored when validating)."""
     n_threads()  # the thread count is the central one (set by config.set_threads)
+    ddp = distributed.active()  # data-parallel when torch.distributed runs 2+ processes, else None
     path = checkpoint_path(name, cache_key) if cache_key else None
-    if path is not None and path.exists():
-        state = torch.load(path, weights_only=False)
+    state = (ddp.load_checkpoint(path) if ddp else torch.load(path, weights_only=False) if path.exists() else None
+             ) if path is not None else None
+    if state is not None:
         model.load_state_dict(state["model"])
         history = History(**state["history"])
         history.from_cache = True
@@ -110,24 +116,26 @@ def train(model: torch.nn.Module, batches: Callable[[int], Iterable[Any]],
     # (bench/bench_training.py); it matters most when the cores are shared
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     history, best_state, stale = History(), None, 0
+    step = ddp.loss_step(model, loss_fn) if ddp else (lambda b: loss_fn(model, b))
     for epoch in range(cfg.epochs):
         model.train()
         start, total, count = time.perf_counter(), 0.0, 0
         bar = tqdm(batches(epoch), total=n_batches, desc=f"{name} epoch {epoch + 1}/{cfg.epochs}",
                    disable=not cfg.progress, leave=False, mininterval=2.0)
         for batch in bar:
-            loss = loss_fn(model, batch)
+            loss = step(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             total, count = total + float(loss.detach()), count + 1
-        record = {"epoch": epoch + 1, "train_loss": total / max(count, 1), "seconds": time.perf_counter() - start}
+        mean_loss = ddp.mean(total / max(count, 1)) if ddp else total / max(count, 1)
+        record = {"epoch": epoch + 1, "train_loss": mean_loss, "seconds": time.perf_counter() - start}
         if validate is not None:
             model.eval()
-            with torch.no_grad():
-                record["valid_score"] = float(validate(model))
+            with torch.no_grad():  # on rank 0 only, broadcast: every rank stops at the same epoch
+                record["valid_score"] = ddp.main_value(lambda: validate(model)) if ddp else float(validate(model))
             if record["valid_score"] > history.best_score + cfg.min_delta:
                 history.best_score, history.best_epoch, stale = record["valid_score"], epoch + 1, 0
                 best_state = copy.deepcopy(model.state_dict())
@@ -145,6 +153,8 @@ def train(model: torch.nn.Module, batches: Callable[[int], Iterable[Any]],
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    if path is not None:
+    if path is not None and (ddp is None or ddp.is_main):
         _save(path, model, history, {"config": json.loads(json.dumps(asdict(cfg)))})
+    if ddp:
+        ddp.barrier()  # the checkpoint is complete before any rank goes on to read it
     return history

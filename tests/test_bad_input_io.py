@@ -222,6 +222,13 @@ CASES: list[Case] = [
         t, "[" + ", ".join(json.dumps(ext_rec(k)) for k in range(2)) + " " + ", ".join(
             json.dumps(ext_rec(k)) for k in range(2, 4)) + "]"), on_error="quarantine"),
         Quar(EXT, 2, "malformed_json", events=3, rows_read=4)),
+    Case("ext_record_lost_its_closing_brace", lambda t: io("import_spotify_extended")(broken_json(
+        t, json.dumps(ext_rec(2))[:-1]), on_error="quarantine"),
+        Quar(EXT, 2, "malformed_json", events=4, rows_read=5)),
+    Case("ext_same_file_by_a_hard_link_read_once", lambda t: io("import_spotify_extended")(
+        [f := ext_file(t, [ext_rec(k) for k in range(3)]), (os.link(f, t / "u" / "x.json"), t / "u" / "x.json")[1]],
+        on_error="quarantine"),
+        Quar(EXT, -1, "read_once", events=3, rows_read=3)),
     Case("ext_field_given_twice", lambda t: io("import_spotify_extended")(broken_json(
         t, json.dumps(ext_rec(2))[:-1] + ', "ms_played": 99}'), on_error="quarantine"),
         Quar(EXT, 2, "duplicate_key", events=4, rows_read=5)),
@@ -297,6 +304,12 @@ CASES: list[Case] = [
     Case("log_csv_wrong_field_count", lambda t: log(t, "plays.csv", LOG_HEAD + "a,1,2024-01-01T00:00:00Z,5\n"
                                                     "b,2,2024-01-01T00:01:00Z\nc,3,2024-01-01T00:02:00Z,5\n"),
          Quar("plays.csv", 1, "bad_format", events=2, rows_read=3)),
+    Case("log_csv_quote_never_closed", lambda t: log(t, "q.csv", 'user,song,title\na,1,"ok, fine"\nb,2,"broken\n'
+                                                     'c,3,x\nd,4,"multi\nline"\ne,5,y\n'),
+         Quar("q.csv", 1, "bad_format", events=3, rows_read=6)),
+    Case("log_parquet_struct_user_column", lambda t: io("import_log")(
+        (pl.DataFrame({"user": [{"a": 1}], "song": ["x"]}).write_parquet(t / "p.parquet"), t / "p.parquet")[1]),
+        Err("p.parquet", None, "user", match="has type")),
     Case("log_csv_cut_mid_record", lambda t: log(t, "plays.csv", LOG_HEAD + "a,1,2024-01-01T00:00:00Z,5\n"
                                                  "b,2,2024-01-01T00:01:00Z,10"),
          Quar("plays.csv", 1, "truncated", events=1, rows_read=2)),

@@ -233,3 +233,13 @@ def test_large_text_files_read_by_polars_equal_the_exact_reader(tmp_path: Path) 
     p.write_bytes(body.encode() + b"\nCaf\xe9\n")  # one bad byte: the exact path finds it
     bad = read_lines(p).filter(pl.col("raw").is_not_null())
     assert bad["line_no"].to_list() == [30_002] and bad["raw"].to_list() == ["Caf\\xe9"]
+
+
+def test_log_csv_quoted_fields_and_line_breaks_inside_them(tmp_path: Path) -> None:
+    p = tmp_path / "plays.csv"
+    p.write_text('user,song,title\r\na,1,"two\nlines, and a comma"\r\nb,2,"say ""hi"""\r\n')
+    res = import_log(p)
+    balanced(res)
+    assert res.rejected.height == 0
+    assert keyed(res).join(res.items.select("song_id", "title"), on="song_id")["title"].to_list() == [
+        "two\nlines, and a comma", 'say "hi"']

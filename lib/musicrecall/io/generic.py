@@ -112,6 +112,12 @@ def natural_key(path: Path) -> list[object]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.as_posix())]
 
 
+def file_identity(path: Path) -> tuple[int, int]:
+    """(device, inode): equal for two paths to one file (symlink, hard link, ``..`` in the path)."""
+    st = path.stat()
+    return st.st_dev, st.st_ino
+
+
 def resolve_inputs(
     paths_or_dir: PathLike | Sequence[PathLike], patterns: Sequence[str], user_key: str | None
 ) -> tuple[Path, list[tuple[str, list[Path]]]]:
@@ -125,7 +131,7 @@ def resolve_inputs(
       deepest common folder.
 
     ``source_file`` values are the file paths relative to ``root``. A file reached by two paths
-    (given twice, or through a symlink) is listed once, by its resolved path.
+    (given twice, through a symlink or a hard link) is listed once (same device and inode).
     """
 
     def matches(p: Path) -> bool:
@@ -137,13 +143,13 @@ def resolve_inputs(
             raise InputError(p, None, "does not exist")
         if p.is_file():
             return p.parent, [(user_key or p.parent.name, [p])]
-        seen: set[Path] = set()
+        seen: set[tuple[int, int]] = set()
 
-        def once(fs: Iterable[Path]) -> list[Path]:  # the same file by two paths (a symlink) is read once
+        def once(fs: Iterable[Path]) -> list[Path]:  # the same file by two paths (a link) is read once
             out = []
             for f in sorted(fs, key=natural_key):
-                if f.resolve() not in seen:
-                    seen.add(f.resolve())
+                if file_identity(f) not in seen:
+                    seen.add(file_identity(f))
                     out.append(f)
             return out
 
@@ -167,7 +173,7 @@ def resolve_inputs(
         f = Path(item)
         if not f.is_file():
             raise InputError(f, None, "does not exist or is not a file")
-        if f.resolve() not in [g.resolve() for g in files]:  # the same file given twice is read once
+        if file_identity(f) not in [file_identity(g) for g in files]:  # the same file twice is read once
             files.append(f)
     if not files:
         raise ValueError("no input files given")

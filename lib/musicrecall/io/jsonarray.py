@@ -2,9 +2,9 @@
 
 The whole file is parsed with :func:`json.loads` first (the normal case). When that fails, or the file
 holds bytes that are not UTF-8, it is read record by record: a record that cannot be parsed is one
-quarantined row, and the reader **resynchronises** at the next record (the next ``{`` that follows a
-``},`` and parses as an object), so the records after it are kept and ``rows_read`` is the true record
-count. Bytes that are not UTF-8 are kept as lone surrogates while parsing, so the record that holds
+quarantined row, and the reader **resynchronises** at the next record (the next ``{`` after a ``,``
+that parses as an object followed by ``,`` or ``]``), so the records after it are kept and
+``rows_read`` is the true record count. Bytes that are not UTF-8 are kept as lone surrogates while parsing, so the record that holds
 them is found and quarantined as ``bad_encoding`` (its ``raw`` shows the bytes as ``\\xNN``); they are
 never turned into replacement characters.
 
@@ -26,7 +26,7 @@ from musicrecall.io.errors import InputError
 
 RAW_MAX_CHARS = 10_000
 _WS = re.compile(r"\s*")
-_NEXT_RECORD = re.compile(r"\}\s*,\s*(?=\{)")
+_NEXT_RECORD = re.compile(r",\s*(?=\{)")
 BROKEN = object()  # placeholder for a record that could not be read
 
 
@@ -212,14 +212,18 @@ def _tail(text: str) -> str:
 
 
 def _resync(decoder: json.JSONDecoder, text: str, start: int) -> int | None:
-    """Start of the next record after ``start``: a ``{`` after ``},`` that parses as an object."""
-    for m in _NEXT_RECORD.finditer(text, start):
+    """Start of the next record after ``start``: a ``{`` after ``,`` that parses as an object and is
+    followed by ``,``, ``]`` or the end, as an array element is. (A record that lost its closing brace
+    is followed directly by the next record, so the search does not require one.)"""
+    n = len(text)
+    for m in _NEXT_RECORD.finditer(text, start + 1):
         p = m.end()
         try:
-            obj, _ = decoder.raw_decode(text, p)
+            obj, j = decoder.raw_decode(text, p)
         except json.JSONDecodeError:
             continue
-        if isinstance(obj, dict):
+        k = _WS.match(text, j).end()  # type: ignore[union-attr]
+        if isinstance(obj, dict) and (k >= n or text[k] in ",]"):
             return p
     return None
 

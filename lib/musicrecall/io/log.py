@@ -104,6 +104,10 @@ def import_log(
     if user_c is None or song_c is None:
         raise InputError(p, None, f"needs a user column ({'/'.join(USER_COLS)}) and a song column "
                          f"({'/'.join(SONG_COLS)}); found: {', '.join(df.columns) or 'none'}")
+    for c in (user_c, song_c):
+        dt = df.schema[c]
+        if dt.is_nested() or dt == pl.Object or dt == pl.Null:
+            raise InputError(p, None, f"column {c!r} has type {dt}; ids must be text or numbers")
     ts_c, play_c = _find(df.columns, TS_COLS), _find(df.columns, PLAY_COLS)
     n = df.height
     cols: dict[str, pl.Series] = {"source_row": df.get_column("_row"), "user_key": _key(df.get_column(user_c)),

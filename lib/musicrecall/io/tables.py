@@ -51,6 +51,14 @@ def check_columns(path: Path, names: list[str]) -> None:
         seen[key] = i
 
 
+def _one_line(line: str, sep: str) -> list[str] | None:
+    """One CSV line parsed on its own (None when its quoting is broken)."""
+    try:
+        return next(csv.reader([line.rstrip("\r")], delimiter=sep, strict=True), [])
+    except csv.Error:
+        return None
+
+
 def _bad_lines(data: bytes) -> set[int]:
     pos = bad_utf8_positions(data)
     if not pos:
@@ -65,7 +73,8 @@ def _read_csv(path: Path, sep: str) -> Records:
         data = data[3:]
     bad = _bad_lines(data)
     text = data.decode("utf-8", errors="replace")
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=False)
+    # strict: a quote that is never closed makes an error (not one record swallowing the next lines)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=True)
     try:
         header = next(reader)
     except StopIteration:
@@ -79,29 +88,51 @@ def _read_csv(path: Path, sep: str) -> Records:
     rows: list[int] = []
     rej: list[tuple[int, str, str]] = []
     prev = reader.line_num
-    idx = -1
+    idx = 0
     last_ok = False
-    for idx, rec in enumerate(reader):  # noqa: B007 - idx is used after the loop
+    text_lines: list[str] | None = None
+    while True:
+        try:
+            rec: list[str] | None = next(reader)
+        except StopIteration:
+            break
+        except csv.Error:
+            rec = None
         cur = reader.line_num
-        raw = sep.join(rec)
-        if bad and any(line in bad for line in range(prev, cur)):
-            lines = [line for line in range(prev, cur) if line in bad]
-            raw_bytes = data.split(b"\n")[lines[0]] if len(lines) else b""
-            rej.append((idx, "bad_encoding", f"file line {lines[0] + 1}: " +
-                        raw_bytes.rstrip(b"\r").decode("utf-8", "backslashreplace")))
-            last_ok = False
-        elif not rec or (len(rec) == 1 and not rec[0].strip() and width > 1):
-            rej.append((idx, "blank_line", f"file line {prev + 1}"))
-            last_ok = False
-        elif len(rec) != width:
-            rej.append((idx, "bad_format", f"file line {prev + 1}: {len(rec)} field(s), the header has {width}: {raw}"))
-            last_ok = False
-        else:
-            for c, v in zip(cols, rec, strict=True):
-                c.append(v)
-            rows.append(idx)
-            last_ok = True
+        span = range(prev, cur)  # 0-based file lines of this record
+        pieces: list[tuple[list[str] | None, range]] = [(rec, span)]
+        if rec is None or (len(span) > 1 and len(rec) != width):
+            # bad quoting: read the lines it spans one by one, so it costs only the lines that are bad
+            if text_lines is None:
+                text_lines = text.split("\n")
+            pieces = [(_one_line(text_lines[k], sep), range(k, k + 1)) for k in span]
+        for fields, lines in pieces:
+            raw = sep.join(fields or [])
+            bad_here = [k for k in lines if k in bad] if bad else []
+            if bad_here:
+                raw_bytes = data.split(b"\n")[bad_here[0]]
+                rej.append((idx, "bad_encoding", f"file line {bad_here[0] + 1}: " +
+                            raw_bytes.rstrip(b"\r").decode("utf-8", "backslashreplace")))
+                last_ok = False
+            elif fields is None:
+                rej.append((idx, "bad_format", f"file line {lines[0] + 1}: bad quoting (a quote that is never "
+                            f"closed, or text after a closing quote): {text_lines[lines[0]] if text_lines else ''}"))
+                last_ok = False
+            elif not fields or (len(fields) == 1 and not fields[0].strip() and width > 1):
+                rej.append((idx, "blank_line", f"file line {lines[0] + 1}"))
+                last_ok = False
+            elif len(fields) != width:
+                rej.append((idx, "bad_format", f"file line {lines[0] + 1}: {len(fields)} field(s), the header has "
+                            f"{width}: {raw}"))
+                last_ok = False
+            else:
+                for c, v in zip(cols, fields, strict=True):
+                    c.append(v)
+                rows.append(idx)
+                last_ok = True
+            idx += 1
         prev = cur
+    idx -= 1
     n = idx + 1
     note = None
     if n and not data.endswith((b"\n", b"\r")):

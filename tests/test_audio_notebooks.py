@@ -36,8 +36,11 @@ def write_corpus(folder, n: int = 3, seconds: float = 6.0) -> list:
 def test_notebook_05_embeds_a_corpus_dir(tmp_path):
     corpus = tmp_path / "corpus"
     write_corpus(corpus)
+    (corpus / "album" / "cover.jpg").write_bytes(b"\xff\xd8 not audio")  # skipped, with the reason
     reports = tmp_path / "reports"
     runs = run_all("tiny", only=["05"], extra={"corpus_dir": str(corpus)}, reports_dir=reports)
     assert [r.status for r in runs] == ["ok"], [r.error for r in runs]
     values = _values(reports, "05_audio_features")
-    assert values["corpus_files"] == 3 and values["corpus_files_embedded"] == 3 and values["corpus_errors"] == 0
+    assert values["corpus_paths"] == 4 and values["corpus_embedded"] == 3
+    assert values["corpus_errors"] == 0 and values["corpus_skipped"] == 1
+

@@ -13,7 +13,7 @@
 * :mod:`musicrecall.models.tfbundle` (beside the model that reads it): a TensorFlow V2 checkpoint reader without TensorFlow.
 """
 
-from .corpus import Corpus, embed_files, list_audio
+from .corpus import Corpus, embed_files, embed_folder, list_audio, scan_audio
 from .decode import AudioDecodeError, AudioIssue, load_audio
 from .features import (
     ATTRIBUTE_SOURCES,
@@ -40,11 +40,13 @@ __all__ = [
     "Corpus",
     "EmbeddingScaler",
     "embed_files",
+    "embed_folder",
     "embedding_names",
     "list_audio",
     "load_audio",
     "load_audio_set",
     "resolve_source",
+    "scan_audio",
     "segment_attributes",
     "summarize",
 ]

@@ -208,14 +208,28 @@ def embedding_names() -> list[str]:
     return [f"{a}_{s}" for a in ATTRIBUTES for s in STATISTICS]
 
 
+def check_finite(x: np.ndarray, what: str) -> np.ndarray:
+    """``x`` as an array; a ValueError naming the rows when any value is NaN or inf (one bad file must
+    never turn a whole corpus into NaN through a mean, a standard deviation or a search)."""
+    x = np.asarray(x)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        rows = np.nonzero(bad.reshape(len(x), -1).any(axis=1))[0]
+        raise ValueError(f"{what}: {len(rows)} of {len(x)} rows hold NaN or inf (rows {rows[:10].tolist()}"
+                         f"{' ...' if len(rows) > 10 else ''}); drop them first (embed_files reports such files as errors)")
+    return x
+
+
 @dataclass
 class EmbeddingScaler:
-    """Standardise embeddings with a corpus' mean and standard deviation (constant dims -> 0)."""
+    """Standardise embeddings with a corpus' mean and standard deviation (constant dims -> 0).
+    Non-finite input is refused (:func:`check_finite`)."""
 
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
 
     def fit(self, x: np.ndarray) -> EmbeddingScaler:
+        x = check_finite(x, "EmbeddingScaler.fit")
         self.mean = x.mean(axis=0)
         sd = x.std(axis=0)
         self.std = np.where(sd > 1e-9, sd, 1.0)
@@ -224,6 +238,7 @@ class EmbeddingScaler:
     def transform(self, x: np.ndarray) -> np.ndarray:
         if self.mean is None or self.std is None:
             raise RuntimeError("fit the scaler first")
+        x = check_finite(x, "EmbeddingScaler.transform")
         return ((x - self.mean) / self.std).astype(np.float32)
 
     def fit_transform(self, x: np.ndarray) -> np.ndarray:

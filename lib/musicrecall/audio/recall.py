@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from musicrecall.audio.features import check_finite
+
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (zero rows stay zero)."""
@@ -24,6 +26,7 @@ class AudioIndex:
     def __init__(self, song_ids: np.ndarray, emb: np.ndarray) -> None:
         import faiss
 
+        check_finite(emb, "AudioIndex")
         self.song_ids = np.asarray(song_ids, dtype=np.int64)
         self.vecs = l2_normalize(emb)
         self.index = faiss.IndexFlatIP(self.vecs.shape[1])
@@ -33,6 +36,7 @@ class AudioIndex:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(song ids (n, k), cosines (n, k))`` of the nearest songs to query vectors (-1 padded)."""
         k = min(k, len(self.song_ids))
+        check_finite(queries, "AudioIndex.search")
         sims, rows = self.index.search(l2_normalize(queries), k)
         return np.where(rows >= 0, self.song_ids[np.maximum(rows, 0)], -1), sims
 

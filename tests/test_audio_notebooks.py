@@ -8,7 +8,7 @@ import json
 import numpy as np
 import soundfile as sf
 
-from musicrecall.report.runner import run_all
+from musicrecall.report.runner import run_all, run_reports_dir
 
 SR = 22_050
 
@@ -57,6 +57,7 @@ def test_notebook_06_on_an_imported_dataset_without_audio(tmp_path):
     reports = tmp_path / "reports"
     runs = run_all("tiny", only=["06"], extra={"dataset": str(folder)}, reports_dir=reports)
     assert [r.status for r in runs] == ["ok"], [r.error for r in runs]
+    reports = run_reports_dir(str(folder), reports)  # a dataset run writes to its own folder
     values = _values(reports, "06_audio_recall_fullplay")
     assert values["c4_tested"] == 0 and values["songs_with_audio"] == 0
     assert values["plays_with_full_play_label"] > 0 and 0 < values["full_play_rate"] < 1

@@ -342,8 +342,8 @@ CASES: list[Case] = [
     Case("log_broken_row_raises", lambda t: log(t, "plays.csv", "user,song\na,1\nb,2,3\n", on_error="raise"),
          Err("plays.csv", 1, match="bad_format")),
     # --- order-only sequences and user-item lines ---------------------------------------------------
-    Case("seq_bad_utf8_line", lambda t: seq(t, b"u1,1:2\nu\xe92,3:4\nu3,5\n"),
-         Quar("seq.txt", 2, "bad_encoding", events=3, rows_read=4)),
+    Case("seq_bad_utf8_line", lambda t: seq(t, b"u1,1:2\nu\xe92,3:4\nu3,5\n"),  # each play on it is a record
+         Quar("seq.txt", 3, "bad_encoding", events=3, rows_read=5)),
     Case("seq_no_separator", lambda t: seq(t, "u1,1:2\nu2 3 4\nu3,5\n"),
          Quar("seq.txt", 2, "bad_format", events=3, rows_read=4)),
     Case("seq_empty_song_between_separators", lambda t: seq(t, "u1,1::2\n"),

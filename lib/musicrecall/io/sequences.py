@@ -24,7 +24,8 @@ sequences file ``rows_read`` = plays on readable lines + unreadable lines, and `
 record's 0-based index in that count (the rejected ``raw`` names the file line). Reasons:
 
 =================  =======================================================================
-``bad_encoding``   the line holds bytes that are not UTF-8 (``raw`` shows them as ``\\x..``)
+``bad_encoding``   the line holds bytes that are not UTF-8 (``raw`` shows them as ``\\x..``): each play
+                   on it is one quarantined record (a line that cannot be split, one record)
 ``blank_line``     an empty line inside the file
 ``bad_format``     no ``,`` between user and songs (sequences) / wrong number of fields
 ``missing_user``   empty user id
@@ -137,12 +138,14 @@ def import_sequences(
     check_on_error(on_error)
     p = Path(path)
     lines = read_lines(p)
-    df = lines.with_columns(pl.col("line").str.strip_chars().alias("s"))
+    # a line with bad bytes is parsed from its escaped text, so each of its plays is one quarantined record
+    df = lines.with_columns(pl.coalesce("line", "raw").str.strip_chars().alias("s"),
+                            pl.col("raw").is_not_null().alias("bad_bytes"))
     df = df.with_columns(pl.col("s").str.splitn(sep, 2).struct.rename_fields(["u", "rest"]).alias("parts")).unnest("parts")
     df = df.with_columns(pl.col("u").str.strip_chars(), pl.col("rest").str.strip_chars())
     df = df.with_columns(
         pl.coalesce(
-            _line_reasons(df),
+            pl.when(pl.col("s") == "").then(pl.lit("blank_line")),
             pl.when(pl.col("rest").is_null()).then(pl.lit("bad_format")),
             pl.when(pl.col("u") == "").then(pl.lit("missing_user")),
             pl.when(pl.col("rest") == "").then(pl.lit("no_items")),
@@ -155,11 +158,12 @@ def import_sequences(
     ).with_columns((pl.col("n_rows").cum_sum() - pl.col("n_rows")).alias("offset"))
     source_file = p.name
     bad_lines = df.filter(pl.col("reason").is_not_null()).select(
-        pl.lit(source_file).alias("source_file"), pl.col("offset").alias("source_row"), "reason",
+        pl.lit(source_file).alias("source_file"), pl.col("offset").alias("source_row"),
+        pl.when(pl.col("bad_bytes")).then(pl.lit("bad_encoding")).otherwise("reason").alias("reason"),
         pl.format("file line {}: {}", pl.col("line_no") + 1, pl.coalesce("raw", "line")).alias("raw"), "line_no")
     plays = (
         df.filter(pl.col("reason").is_null())
-        .select("line_no", "offset", pl.col("u").alias("user_key"), "songs",
+        .select("line_no", "offset", "bad_bytes", pl.col("u").alias("user_key"), "songs",
                 pl.int_ranges(0, pl.col("songs").list.len(), dtype=pl.Int64).alias("pos"))
         .explode("songs", "pos")
         .with_columns((pl.col("offset") + pl.col("pos")).alias("source_row"),
@@ -169,12 +173,15 @@ def import_sequences(
     # no line break at the end: the file may be cut inside the last song id ("2702" of "27024")
     is_last = pl.int_range(pl.len()) == plays.height - 1
     plays = plays.with_columns(
-        pl.when(pl.col("song_key") == "").then(pl.lit("empty_item"))
+        pl.when(pl.col("bad_bytes")).then(pl.lit("bad_encoding"))
+        .when(pl.col("song_key") == "").then(pl.lit("empty_item"))
         .when(is_last & pl.lit(cut)).then(pl.lit("truncated")).alias("reason"))
     bad_plays = plays.filter(pl.col("reason").is_not_null()).select(
         pl.lit(source_file).alias("source_file"), "source_row", "reason",
-        pl.format("file line {}, play {} of user {}: {}", pl.col("line_no") + 1, "pos", "user_key",
-                  pl.col("song_key")).alias("raw"),
+        pl.format("file line {}, play {} of user {}: {}{}", pl.col("line_no") + 1, "pos", "user_key",
+                  pl.col("song_key"), pl.when(pl.col("bad_bytes")).then(pl.lit(" (the line holds bytes that are "
+                                                                              "not UTF-8, shown as \\xNN)"))
+                  .otherwise(pl.lit(""))).alias("raw"),
         "line_no")
     rejected = pl.concat([bad_lines, bad_plays]).sort("source_row")
     if on_error == "raise":

@@ -383,6 +383,15 @@ CASES: list[Case] = [
     Case("load_triple_head_outside_items", lambda t: saved_dataset(t, triples=pl.DataFrame(
         {"head": ["song:0", "song:9"], "relation": ["song_artist"] * 2, "tail": ["artist:A"] * 2})),
         Err("triples.parquet", 1, "head")),
+    Case("save_items_with_gaps_is_refused", lambda t: io("save_dataset")(
+        {"events": pl.DataFrame({"user_id": [0], "song_id": [5], "ts": [None], "play_ms": [1]},
+                                schema_overrides={"ts": pl.Datetime("ms", "UTC")}),
+         "items": pl.DataFrame({"song_id": [3, 5]}), "triples": pl.DataFrame({"head": [], "relation": [], "tail": []},
+                                                                             schema={"head": pl.String,
+                                                                                     "relation": pl.String,
+                                                                                     "tail": pl.String})},
+        t / "ds"),
+        Err("items.parquet", 0, "song_id", match="0..n-1")),
     # --- the io command line ----------------------------------------------------------------------------
     Case("cli_output_is_a_file", lambda t: cli(t, "log", str(write(t / "p.csv", "user,song\na,1\n")),
                                                str(write(t / "out.parquet", "x"))),

@@ -508,7 +508,8 @@ def _accounting_summary(result: ImportResult) -> dict[str, Any]:
 
 
 def save_dataset(
-    result_or_tables: ImportResult | Mapping[str, Any], directory: PathLike, overwrite: bool = True
+    result_or_tables: ImportResult | Mapping[str, Any], directory: PathLike, overwrite: bool = True,
+    validate: bool = True,
 ) -> Path:
     """Write ``events/items/users/triples.parquet``, ``rejected.parquet`` (if any) and ``meta.json``.
 
@@ -519,8 +520,10 @@ def save_dataset(
     Each table is conformed to its canonical schema and written to a temporary file that is then
     moved into place with :func:`os.replace`, so a reader never sees a half-written file. With
     ``overwrite=False`` a folder that already holds a dataset (or a path that is a file) raises
-    :class:`InputError`. Returns the folder, which :func:`load_dataset_dir` (and the notebooks'
-    ``dataset`` parameter) accept.
+    :class:`InputError`. With ``validate=True`` the tables must pass the checks
+    :func:`load_dataset_dir` makes (:func:`musicrecall.io.validate.validate_tables`), so a folder that
+    could not be loaded is never written. Returns the folder, which :func:`load_dataset_dir` (and the
+    notebooks' ``dataset`` parameter) accept.
     """
     if isinstance(result_or_tables, ImportResult):
         tables: dict[str, Any] = dict(result_or_tables.tables())
@@ -543,6 +546,10 @@ def save_dataset(
     if not overwrite and existing_dataset(out):
         raise InputError(out, None, f"already holds a dataset ({', '.join(existing_dataset(out))}); "
                          "choose another folder or overwrite it (--overwrite)")
+    if validate:
+        from musicrecall.io.validate import validate_tables
+
+        validate_tables({t: tables[t] for t in TABLES}, out)
     out.mkdir(parents=True, exist_ok=True)
     for name in TABLES:
         _atomic_write_parquet(conform(tables[name], name), out / f"{name}.parquet")

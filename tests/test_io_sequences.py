@@ -214,6 +214,9 @@ def test_cli_sequences_and_overwrite(tmp_path: Path, capsys: pytest.CaptureFixtu
     afile.write_text("x")
     assert main(["user-item", str(seq), str(afile)]) == 2
     assert "is a file" in capsys.readouterr().err
+    assert main(["sequences", str(seq), str(tmp_path / "one"), "--on-error", "quarantine", "--sample-users", "1"]) == 0
+    assert "subset: 1 of 2 users (seed 0)" in capsys.readouterr().out
+    assert load_dataset_dir(tmp_path / "one")["users"].height == 1
     csvf = tmp_path / "plays.csv"
     csvf.write_text("user_id,song_id,ts,play_ms\n7,70,2024-01-01T10:00:00Z,1000\n")
     assert main(["log", str(csvf), str(tmp_path / "log")]) == 0
@@ -243,3 +246,30 @@ def test_log_csv_quoted_fields_and_line_breaks_inside_them(tmp_path: Path) -> No
     assert res.rejected.height == 0
     assert keyed(res).join(res.items.select("song_id", "title"), on="song_id")["title"].to_list() == [
         "two\nlines, and a comma", 'say "hi"']
+
+
+def test_sample_users_of_30music(thirty: ImportResult, tmp_path: Path) -> None:
+    from musicrecall.io import sample_users
+
+    lines = (THIRTY / "sequences.txt").read_text().splitlines()
+    seqs = {u: s.split(":") for u, s in (ln.split(",", 1) for ln in lines)}
+    sub = sample_users(thirty, 100, seed=3)
+    back = load_dataset_dir(save_dataset(sub, tmp_path / "sub"))  # passes the loading checks: ids 0..n-1
+    users = back["users"]["user_key"].to_list()
+    assert len(users) == 100 and back["users"]["user_id"].to_list() == list(range(100))
+    assert back["events"].height == sum(len(seqs[u]) for u in users)
+    assert back["items"].height == len({s for u in users for s in seqs[u]})  # the songs they played
+    ev = (back["events"].join(back["items"].select("song_id", "song_key"), on="song_id")
+          .join(back["users"].select("user_id", "user_key"), on="user_id").sort("source_row"))
+    for u in users[:5]:  # whole sequences, in order, with their ordinal times
+        mine = ev.filter(pl.col("user_key") == u)
+        assert mine["song_key"].to_list() == seqs[u]
+        assert mine["ts"].to_list() == [ORDINAL_EPOCH + timedelta(seconds=i) for i in range(len(seqs[u]))]
+    # triples follow their songs: the artist of a kept song is the catalogue's
+    with open(THIRTY / "songs.csv", newline="") as fh:
+        artist = {r["song"]: r["artist"] for r in csv.DictReader(fh)}
+    key0 = back["items"]["song_key"][0]
+    assert ("song:0", "song_artist", f"artist:{artist[key0]}") in set(back["triples"].iter_rows())
+    meta = back["meta"]
+    assert meta["time_kind"] == "ordinal" and meta["subset"]["of_users"] == 2965 and meta["subset"]["seed"] == 3
+    assert sample_users(thirty, 100, seed=3)["users"]["user_key"].to_list() == users  # seeded

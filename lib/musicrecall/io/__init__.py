@@ -34,6 +34,7 @@ from musicrecall.io.generic import (
     import_users,
     load_dataset_dir,
     load_meta,
+    sample_users,
     save_dataset,
 )
 from musicrecall.io.lastfm import import_lastfm_1k
@@ -60,6 +61,7 @@ __all__ = [
     "import_users",
     "load_dataset_dir",
     "load_meta",
+    "sample_users",
     "save_dataset",
     "validate_tables",
 ]

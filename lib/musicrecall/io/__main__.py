@@ -12,7 +12,8 @@ Options: ``--on-error raise|quarantine`` (default raise: the first bad record st
 file, row and reason; quarantine: bad records go to rejected.parquet with a reason and the rest is
 imported), ``--catalog`` (songs with artist/album/genre/... columns: items and KG triples), ``--ts-unit``
 (s/ms/us/ns for numeric timestamps; default detected), ``--overwrite`` (replace a dataset already in
-the output folder; without it that is an error).
+the output folder; without it that is an error), ``--sample-users N [--seed S]`` (a random subset
+of N users with their whole sequences, ids renumbered: for quick runs and CI).
 
 Prints the per-file accounting (rows read = events + rejected) and where the tables went.
 """
@@ -34,6 +35,7 @@ from musicrecall.io import (
     import_spotify_basic,
     import_spotify_extended,
     import_user_item,
+    sample_users,
     save_dataset,
 )
 from musicrecall.io.generic import existing_dataset
@@ -60,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--catalog", help="catalogue file (sequences, user-item, log): song + any columns")
     parser.add_argument("--ts-unit", choices=("s", "ms", "us", "ns"), help="unit of numeric timestamps")
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT")
+    parser.add_argument("--sample-users", type=int, metavar="N",
+                        help="keep N users drawn at random (whole sequences; for quick runs and CI)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --sample-users (default 0)")
     args = parser.parse_args(argv)
     importer, takes_catalog, takes_unit = IMPORTERS[args.format]
     if args.catalog and not takes_catalog:
@@ -84,7 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         result = importer(args.source, **kwargs)
         with pl.Config(tbl_rows=50, tbl_cols=20, fmt_str_lengths=80):
             print(result.accounting())
-        folder = save_dataset(result, out, overwrite=args.overwrite)
+        if args.sample_users:
+            tables = sample_users(result, args.sample_users, args.seed)
+            folder = save_dataset(tables, out, overwrite=args.overwrite)
+            sub = tables["meta"]["subset"]
+            print(f"subset: {sub['users']:,} of {sub['of_users']:,} users (seed {args.seed}), {sub['events']:,} of "
+                  f"{sub['of_events']:,} events, {sub['songs']:,} of {sub['of_songs']:,} songs")
+        else:
+            folder = save_dataset(result, out, overwrite=args.overwrite)
     except (InputError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -615,6 +615,45 @@ def load_dataset_dir(directory: PathLike, validate: bool = True) -> dict[str, An
     return out
 
 
+def sample_users(result: ImportResult, n_users: int, seed: int = 0, keep_unplayed: bool = False) -> dict[str, Any]:
+    """A smaller dataset for quick runs (CI, tiny profiles): ``n_users`` users drawn at random (seeded).
+
+    Their events are kept whole (a user's sequence is never cut), items are the songs they played
+    (plus every catalogue song with ``keep_unplayed=True``), and ids are renumbered ``0..n-1`` in the
+    original order, keys kept; triples follow their songs. The tables go to :func:`save_dataset` as
+    they are; ``meta["subset"]`` records what was drawn from what (the import's accounting is kept
+    there too: the subset leaves rows out on purpose, so its own counts do not balance against the
+    source file).
+    """
+    users = result.users
+    if not 0 < n_users <= users.height:
+        raise ValueError(f"sample_users: n_users must be in 1..{users.height}, not {n_users}")
+    picked = users.sample(n_users, seed=seed).sort("user_id")
+    new_users = picked.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("_new"))
+    events = result.events.join(new_users.select("user_id", "_new"), on="user_id", how="inner", maintain_order="left")
+    played = events.get_column("song_id").unique()
+    items = result.items if keep_unplayed else result.items.filter(pl.col("song_id").is_in(played.implode()))
+    items = items.sort("song_id").with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("_new"))
+    song_map = items.select("song_id", pl.col("_new").alias("_song"))
+    events = (events.join(song_map, on="song_id", how="inner", maintain_order="left")
+              .with_columns(pl.col("_new").alias("user_id"), pl.col("_song").alias("song_id")).drop("_new", "_song"))
+    head_map = items.select((pl.lit("song:") + pl.col("song_id").cast(pl.String)).alias("head"),
+                            (pl.lit("song:") + pl.col("_new").cast(pl.String)).alias("_head"))
+    triples = (result.triples.join(head_map, on="head", how="inner", maintain_order="left")
+               .with_columns(pl.col("_head").alias("head")).drop("_head"))
+    meta = dict(result.meta)
+    meta["subset"] = {"users": n_users, "of_users": users.height, "seed": seed, "events": events.height,
+                      "of_events": result.events.height, "songs": items.height, "of_songs": result.items.height,
+                      "source_accounting": _accounting_summary(result)}
+    return {
+        "events": events,
+        "items": items.with_columns(pl.col("_new").alias("song_id")).drop("_new"),
+        "users": new_users.with_columns(pl.col("_new").alias("user_id")).drop("_new"),
+        "triples": triples,
+        "meta": meta,
+    }
+
+
 def empty_result() -> ImportResult:
     """An :class:`ImportResult` with no rows."""
     return ImportResult(

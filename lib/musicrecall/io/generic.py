@@ -9,7 +9,10 @@
   the column and the first bad row: nothing is silently turned into null.
 * :func:`save_dataset` / :func:`load_dataset_dir` write and read a folder of parquet files
   (``events.parquet``, ``items.parquet``, ``users.parquet``, ``triples.parquet`` and, for an import,
-  ``rejected.parquet``), so an export is imported once and the folder is passed to the notebooks.
+  ``rejected.parquet``) plus ``meta.json`` (``time_kind`` clock / ordinal, source, accounting), so an
+  export is imported once and the folder is passed to the notebooks. Both check the ids first
+  (:mod:`musicrecall.io.validate`).
+* :func:`key_ids` gives every importer its contiguous ids; :func:`sample_users` a seeded subset.
 """
 
 from __future__ import annotations

@@ -74,11 +74,13 @@ TS_NAMES = ("timestamp", "ts", "time", "datetime")
 
 
 def check_on_error(on_error: str) -> None:
+    """``ValueError`` unless ``on_error`` is ``"raise"`` or ``"quarantine"``."""
     if on_error not in ("raise", "quarantine"):
         raise ValueError(f"on_error must be 'raise' or 'quarantine', not {on_error!r}")
 
 
 def as_catalog(catalog: Catalog | PathLike | None) -> Catalog | None:
+    """A :class:`Catalog` as it is, a path read with :func:`import_catalog`, or None."""
     if catalog is None or isinstance(catalog, Catalog):
         return catalog
     return import_catalog(catalog)
@@ -91,6 +93,7 @@ def ordinal_ts(user_col: str = "user_key") -> pl.Expr:
 
 
 def ordinal_meta(source: str, path: Path) -> dict[str, Any]:
+    """The ``meta`` of an order-only import: ``time_kind="ordinal"`` and how ``ts`` was made."""
     return {"time_kind": "ordinal", "source": source, "file": path.name,
             "ordinal_epoch": ORDINAL_EPOCH.isoformat(),
             "ordinal_note": "order only, no clock: ts = ordinal_epoch + the play's position in its user's "

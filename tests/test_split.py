@@ -217,5 +217,8 @@ def test_every_split_kind_keeps_fit_before_targets_in_make_eval_setup(kind):
         with pytest.raises(LeakageError):
             setup.check_no_leakage(pl.concat([setup.fit, setup.split.eval_frame(stage)]))
         assert setup.describe_split()
+        info = setup.split_info()
+        assert info["split"] == kind and info["test_plays"] == setup.split.test.height
+        assert ("t_test" in info) == (kind in ("time", "quantile"))
         # targets only come from the stage's window, popularity only from the fit frame
         assert setup.popularity.sum() == setup.fit.select("user_id", "song_id").unique().height

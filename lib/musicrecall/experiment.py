@@ -15,8 +15,8 @@ before any training (:class:`musicrecall.evaluation.WindowTooSmallError`), and b
 ``evaluate_recommender`` ranks the full catalogue for each evaluated user (never sampled metrics) and
 returns HitRate/Recall/NDCG@K with bootstrap CIs, plus coverage and novelty, per kind.
 
-``setup.split_name`` and the one-line ``setup.describe_split()`` name the split (print and record
-them); ``setup.check_no_leakage(frame)`` checks a fitting frame against the stage's cut (global or per
+``setup.split_name``, the one-line ``setup.describe_split()`` and ``setup.split_info()`` (a dict) name
+the split (print and record them); ``setup.check_no_leakage(frame)`` checks a fitting frame against the stage's cut (global or per
 user).
 """
 
@@ -76,6 +76,10 @@ class EvalSetup:
     def describe_split(self) -> str:
         """One line naming the split, its parameters, window sizes and why it was chosen."""
         return self.split.describe_split()
+
+    def split_info(self) -> dict:
+        """The split as plain values (name, time kind, parameters, reason, part sizes) for a report."""
+        return self.split.info()
 
     def check_no_leakage(self, frame: pl.DataFrame | None = None, name: str = "fit") -> None:
         """Raise :class:`musicrecall.evaluation.LeakageError` if ``frame`` (default ``self.fit``) reaches this

@@ -217,24 +217,30 @@ def rolling_targets(data: EvalSetup | Split | tuple[pl.DataFrame, pl.DataFrame],
                           int(n_items), notes, counts)
 
 
-def _target_ranks(scores: torch.Tensor, items: np.ndarray, mask_rows: np.ndarray | None = None,
+def _count(mask: np.ndarray) -> np.ndarray:
+    """True values per row of a boolean matrix (an int8 view summed as int32: ~10x faster than torch's bool sum)."""
+    return mask.view(np.int8).sum(axis=1, dtype=np.int32)
+
+
+def _target_ranks(scores: torch.Tensor | np.ndarray, items: np.ndarray, mask_rows: np.ndarray | None = None,
                   mask_cols: np.ndarray | None = None) -> np.ndarray:
-    """0-based full-catalogue rank of each row's target: songs scored above it, ties to the lower id."""
+    """0-based full-catalogue rank of each row's target: songs scored above it, ties to the lower id.
+
+    ``mask_rows``/``mask_cols`` entries are set to ``-inf`` first (in place: pass a copy)."""
+    s = scores.numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
     if mask_rows is not None and mask_cols is not None and mask_rows.shape[0]:
-        scores[torch.from_numpy(mask_rows), torch.from_numpy(mask_cols)] = float("-inf")
-    t = torch.from_numpy(items)[:, None]
-    st = scores.gather(1, t)
-    if torch.isnan(st).any():
+        s[mask_rows, mask_cols] = -np.inf
+    rows = np.arange(s.shape[0])
+    st = s[rows, items][:, None]
+    if np.isnan(st).any():
         raise ValueError("score_fn returned NaN for a target song")
-    greater = (scores > st).sum(dim=1)
+    greater = _count(s > st)
     # Ties are rare (distinct float scores, or a baseline's tie-break); a second pass only where they occur.
-    ge = (scores >= st).sum(dim=1)
-    tied = torch.nonzero(ge - greater > 1).flatten()
-    if tied.numel():
-        sub = scores[tied]
-        ids = torch.arange(scores.shape[1])[None, :]
-        greater[tied] += ((sub == st[tied]) & (ids < t[tied])).sum(dim=1)
-    return greater.numpy().astype(np.int64)
+    tied = np.flatnonzero(_count(s >= st) - greater > 1)
+    if tied.shape[0]:
+        ids = np.arange(s.shape[1])[None, :]
+        greater[tied] += _count((s[tied] == st[tied]) & (ids < items[tied, None]))
+    return greater.astype(np.int64)
 
 
 @dataclass

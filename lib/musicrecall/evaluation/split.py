@@ -227,6 +227,15 @@ class Split:
         }
         return pl.DataFrame(rows, schema=schema)
 
+    def info(self) -> dict[str, Any]:
+        """The split as plain values for a report: name, time kind, parameters (and reason), part sizes."""
+        out: dict[str, Any] = {"split": self.name, "time_kind": self.time_kind, **self.params}
+        for part, df in (("train", self.train), ("valid", self.valid), ("test", self.test)):
+            out[f"{part}_plays"], out[f"{part}_users"] = df.height, _n_users(df)
+        if not self.per_user:
+            out["t_valid"], out["t_test"] = self.t_valid.isoformat(), self.t_test.isoformat()
+        return out
+
     def describe_split(self) -> str:
         """One line naming the split, its parameters, the window sizes and (if chosen automatically) why."""
         p = self.params

@@ -36,10 +36,11 @@ class _Record(dict):  # type: ignore[type-arg]
     duplicates: tuple[str, ...] = ()
 
 
-def record_pairs(pairs: list[tuple[str, Any]]) -> _Record:
-    """``object_pairs_hook`` for :mod:`json`: a dict that lists the keys given more than once."""
-    rec = _Record(pairs)
-    if len(rec) != len(pairs):
+def record_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for :mod:`json`: a dict; one that lists the keys given more than once."""
+    rec = dict(pairs)
+    if len(rec) != len(pairs):  # rare: only then the slower subclass
+        rec = _Record(pairs)
         seen: set[str] = set()
         rec.duplicates = tuple(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
     return rec

@@ -115,6 +115,8 @@ def _int_ms(v: Any) -> tuple[int | None, str | None]:
     ``"play_ms_out_of_range"`` beyond :data:`~musicrecall.io.timeconv.PLAY_MS_MAX` in magnitude (1e13,
     2**63-1 or 1e20 would overflow or wrap in int64 sums later).
     """
+    if type(v) is int and -PLAY_MS_MAX <= v <= PLAY_MS_MAX:  # the common case, first
+        return v, None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None, "bad_play_ms"
     if isinstance(v, float) and v == v and abs(v) > PLAY_MS_MAX:  # also inf; NaN is not a number of ms

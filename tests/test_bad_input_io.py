@@ -365,6 +365,9 @@ CASES: list[Case] = [
          Err("songs.csv", 1, "song", match="empty song id")),
     Case("catalog_latin1", lambda t: io("import_catalog")(write(t / "songs.csv", b"song,artist\n1,a\n2,Caf\xe9\n")),
          Err("songs.csv", 1, match="not UTF-8")),
+    Case("catalog_row_with_extra_field", lambda t: io("import_catalog")(write(t / "songs.csv",
+                                                                              "song,artist\n1,a\n2,b,c\n3,d\n")),
+         Err("songs.csv", 1, match="bad_format")),
     # --- catalogue checks when a dataset folder is loaded (before cleaning) ----------------------------
     Case("load_duplicate_song_id", lambda t: saved_dataset(t, items=pl.DataFrame({"song_id": [0, 1, 1]})),
          Err("items.parquet", 2, "song_id", match="duplicate")),

@@ -18,7 +18,6 @@ wrong number of fields.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import polars as pl
 
 from musicrecall.io.errors import InputError
 from musicrecall.io.generic import PathLike
+from musicrecall.io.tables import read_csv_records
 from musicrecall.io.text import bad_utf8_positions, read_bytes
 
 ID_NAMES = ("song", "song_id", "song_key", "item_id", "item", "track_id", "track", "id")
@@ -81,16 +81,15 @@ def _read_text_table(path: Path) -> pl.DataFrame:
         line = data.count(b"\n", 0, bad[0])
         raise InputError(path, max(line - 1, 0), f"bytes that are not UTF-8 at byte {bad[0]} (file line {line + 1}; "
                          f"{len(bad)} bad sequence(s) in the file); re-save the file as UTF-8")
-    text = data.decode("utf-8-sig")
-    first = text.split("\n", 1)[0].rstrip("\r")
+    first = data.decode("utf-8-sig").split("\n", 1)[0].rstrip("\r")
     suffix = path.suffix.lower()
     sep = "\t" if suffix in (".tsv", ".item", ".inter") or ("\t" in first and "," not in first) else ","
-    names = _check_header(path, first.split(sep))
-    try:
-        df = pl.read_csv(io.BytesIO(text.encode("utf-8")), separator=sep, infer_schema=False, has_header=True,
-                         new_columns=names, raise_if_empty=True)
-    except pl.exceptions.PolarsError as err:
-        raise InputError(path, None, f"cannot be read as a {'TSV' if sep == chr(9) else 'CSV'} table: {err}") from err
+    recs = read_csv_records(path, sep)
+    if recs.rejected.height:  # a reference table: a broken row is an error, not a quarantine
+        row, reason, raw = recs.rejected.sort("source_row").row(0)
+        raise InputError(path, row, f"{reason}: {raw} ({recs.rejected.height} bad row(s))")
+    df = recs.frame.drop("_row")
+    df.columns = _check_header(path, df.columns)
     return df
 
 

@@ -140,13 +140,19 @@ def _read_csv(path: Path, sep: str) -> Records:
         if last_ok:  # the fragment of a cut file parses as a record: never keep it
             rows.pop()
             values = [c.pop() or "" for c in cols]
-            rej.append((n - 1, "truncated", f"last record, no line break after it (file cut?): {sep.join(values)}"))
+            rej.append((n - 1, "truncated", "last record, no line break after it (file cut? if the file is "
+                        f"complete, end it with a line break): {sep.join(values)}"))
         else:
             last = rej.pop()
             rej.append((last[0], "truncated", f"{last[1]}; last record, no line break after it: {last[2]}"))
     frame = pl.DataFrame({name: pl.Series(name, c, dtype=pl.String) for name, c in zip(names, cols, strict=True)})
     frame = frame.with_columns(pl.Series("_row", rows, dtype=pl.Int64))
     return Records(frame, pl.DataFrame(rej, schema=_REJ, orient="row"), n, note)
+
+
+def read_csv_records(path: Path, sep: str) -> Records:
+    """A CSV / TSV file record by record (text columns, ``_row``); see the module docstring."""
+    return _read_csv(path, sep)
 
 
 def _json_text(v: Any) -> str | None:

@@ -433,3 +433,12 @@ def test_tie_aware_ann_recall_accepts_equal_scores_but_not_worse_ones():
     assert ann_recall_by_score(np.array([[3.0, 2.0, 1.0]]), exact_scores) == 1.0
     assert ann_recall_by_score(np.array([[3.0, 2.0, 0.5]]), exact_scores) == pytest.approx(2 / 3)
     assert ann_recall_by_score(np.array([[3.0, -np.inf, 1.0]]), exact_scores) == pytest.approx(2 / 3)
+
+
+def test_paired_lift_interval_is_infinite_not_nan_when_b_is_often_zero():
+    # B hits one user in 400: many resamples have mean(b) == 0, so the upper quantile is +inf, never NaN
+    b = np.zeros(400)
+    b[0] = 1.0
+    a = np.ones(400)
+    lift, lo, hi = paired_bootstrap_lift(a, b, n_boot=500, seed=0)
+    assert lift == pytest.approx(399.0) and hi == math.inf and lo > 0

@@ -527,7 +527,10 @@ def paired_bootstrap_lift(
             lifts.append(va[idx].mean(axis=1) / vb[idx].mean(axis=1) - 1.0)
     lift_all = np.concatenate(lifts)
     lift_all = np.where(np.isnan(lift_all), 0.0, lift_all)  # 0/0: both models zero on that resample
-    lo, hi = np.quantile(lift_all, [alpha / 2, 1 - alpha / 2])
+    with np.errstate(invalid="ignore"):
+        lo, hi = np.quantile(lift_all, [alpha / 2, 1 - alpha / 2])
+    # Interpolating between two +inf resamples gives NaN; the quantile is then +inf.
+    lo, hi = (np.inf if np.isnan(q) else q for q in (lo, hi))
     return float(va.mean() / vb.mean() - 1.0), float(lo), float(hi)
 
 

@@ -28,9 +28,14 @@ user vector built once at the cut cannot see it; scoring each play from the play
   :func:`rolling_lift` compares two models **on the same targets** with a paired bootstrap over users
   (Sakai, SIGIR 2006). ``mean_per_target`` (micro average) is reported beside.
 * ``HR@K`` = 1 if rank < K; ``NDCG@K`` = ``1 / log2(rank + 2)`` if rank < K else 0 (one relevant song).
-* Cost: one ``score_fn`` call per ``batch_size`` targets plus one pass over ``[B, n_items]`` for the ranks.
-  ``max_targets_per_user`` (a seeded random subset of each user's targets) and ``max_users`` (a seeded
-  random subset of users) bound it; items are never sampled.
+* Cost: one ``score_fn`` call per ``batch_size`` targets plus two numpy passes over ``[B, n_items]`` for
+  the ranks. ``max_targets_per_user`` (a seeded random subset of each user's targets) and ``max_users`` (a
+  seeded random subset of users) bound it; items are never sampled. Measured on the small world's test
+  week (151,576 targets of 10,893 users, 30,000 songs; one thread, CPU seconds on the shared 2-core
+  machine): building the targets 1.7 s, popularity 2.6 s, Markov 1.3 s (sparse ranks), an embedding
+  scorer (mean of d=64 history vectors, inner products with every song) 29 s, most of it the
+  ``[B, d] x [d, n_items]`` products; ``summary()`` (1,000 resamples, 5 slices x 6 metrics) 2.3 s. With
+  ``max_targets_per_user=10``: 77,841 targets, 11.6 s for the embedding scorer.
 
 **Leave-last-out** (:func:`leave_last_out_eval`): the protocol of RecBole's ``LS`` split with full
 ranking (Zhao et al., *RecBole*, CIKM 2021) for parity benches: one target per user (the last play of

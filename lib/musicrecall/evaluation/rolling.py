@@ -19,8 +19,8 @@ user vector built once at the cut cannot see it; scoring each play from the play
   When ``score_fn`` is a bound method of an object with ``target_ranks(histories, lengths, items)``
   (:class:`~musicrecall.evaluation.MarkovRecall`), the ranks come from there (same ranks, sparse cost).
 * **Slices** (each reported apart, with its own users): ``all``; ``within_session`` (the target is in the
-  same listening session as the previous play, from the cleaned events' ``session_id``) and
-  ``new_session`` (the first play of a session); ``repeat`` (the user played the song before, any play,
+  same listening session as the previous play of the history, from the cleaned events' ``session_id``)
+  and ``new_session`` (the first ``label`` play of a session: the previous one was in another session); ``repeat`` (the user played the song before, any play,
   fit window or earlier in the window) and ``discovery`` (never played before). For order-only data
   (ordinal time) or logs without ``session_id`` the session slices are left out and ``notes`` says why.
 * Per-user values are the mean over that user's targets in the slice (users weigh equally, as in the

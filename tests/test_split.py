@@ -222,3 +222,13 @@ def test_every_split_kind_keeps_fit_before_targets_in_make_eval_setup(kind):
         assert ("t_test" in info) == (kind in ("time", "quantile"))
         # targets only come from the stage's window, popularity only from the fit frame
         assert setup.popularity.sum() == setup.fit.select("user_id", "song_id").unique().height
+
+
+def test_a_log_shorter_than_the_windows_leaves_nothing_to_train_on():
+    ev = _log(days=12)  # 7 + 7 days of windows cover the whole log: the time split has no training window
+    with pytest.raises(WindowTooSmallError) as err:
+        make_eval_setup(ev, 200, stage="valid", split="time")
+    assert err.value.window == "train" and "training window" in str(err.value) and "valid_days" in err.value.parameter
+    setup = make_eval_setup(ev, 200, stage="valid")
+    assert setup.split_name == "quantile" and "training window" in setup.split.params["reason"]
+    assert setup.fit.height > 0.7 * ev.height

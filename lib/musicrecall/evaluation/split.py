@@ -427,50 +427,64 @@ def _window_size(df: pl.DataFrame, label: str | None) -> tuple[int, int, int]:
 
 
 def _parameter_hint(split: Split, stage: str) -> str:
-    """What to change to widen ``stage``'s window of ``split``."""
+    """What to change to widen ``stage``'s window of ``split`` ("train", "valid" or "test")."""
+    p = split.params
+    if stage == "train":
+        if split.name == "time":
+            return (f"valid_days / test_days (now {p.get('valid_days')} / {p.get('test_days')}: they cover the "
+                    "whole log), or split='quantile'")
+        if "valid_frac" in p:
+            return f"valid_frac / test_frac (now {p['valid_frac']} / {p['test_frac']})"
+        return "the split: users need more plays than the validation and test windows take"
     if split.name == "time":
-        return (f"{'valid_days' if stage == 'valid' else 'test_days'} (now "
-                f"{split.params.get('valid_days' if stage == 'valid' else 'test_days')}), or split='quantile'")
+        key = "valid_days" if stage == "valid" else "test_days"
+        return f"{key} (now {p.get(key)}), or split='quantile'"
     if split.name in ("quantile", "position"):
         key = "valid_frac" if stage == "valid" else "test_frac"
-        if key in split.params:
-            return f"{key} (now {split.params[key]})"
+        if key in p:
+            return f"{key} (now {p[key]})"
         key = "n_valid" if stage == "valid" else "n_test"
-        return f"{key} (now {split.params[key]})"
+        return f"{key} (now {p[key]})"
     return "the split (leave-last-out gives one play per user with >= 3 plays): try split='position'"
 
 
-def window_problem(split: Split, stage: Stage, min_events: int = MIN_WINDOW_EVENTS,
+def window_problem(split: Split, stage: Stage | Literal["train"], min_events: int = MIN_WINDOW_EVENTS,
                    min_users: int = MIN_WINDOW_USERS, label: str | None = "full_play",
                    n_log_users: int | None = None) -> str | None:
-    """Why ``stage``'s window of ``split`` is too small to evaluate on, or ``None`` when it is fine.
+    """Why ``stage``'s window of ``split`` is too small, or ``None`` when it is fine.
 
-    Too small: fewer than ``min_events`` target plays (``label`` true) or fewer than
-    ``min(min_users, n_log_users)`` users with one (``n_log_users`` defaults to the users of the split).
+    Validation / test windows are too small with fewer than ``min_events`` target plays (``label`` true)
+    or fewer than ``min(min_users, n_log_users)`` users with one (``n_log_users`` defaults to the users of
+    the split). ``stage="train"`` checks what models fit on: at least ``min_events`` ``label`` plays.
     """
-    rows, n_t, n_u = _window_size(split.eval_frame(stage), label)
+    frame = split.train if stage == "train" else split.eval_frame(stage)
+    rows, n_t, n_u = _window_size(frame, label)
     if n_log_users is None:
         n_log_users = split.n_users
-    need_u = max(1, min(min_users, n_log_users))
+    need_u = 1 if stage == "train" else max(1, min(min_users, n_log_users))
     if n_t >= min_events and n_u >= need_u:
         return None
-    what = "validation" if stage == "valid" else "test"
+    what = {"train": "training", "valid": "validation", "test": "test"}[stage]
     lab = f"{label} " if label else ""
+    noun = "plays to fit on" if stage == "train" else "targets"
     return (f"the {what} window of the {split.name} split is {'empty' if n_t == 0 else 'too small'}: {rows:,} plays, "
-            f"{n_t:,} {lab}targets, {n_u:,} users (need >= {min_events} targets and >= {need_u} users)")
+            f"{n_t:,} {lab}{noun}, {n_u:,} users (need >= {min_events} and >= {need_u} users)")
 
 
 def check_window(split: Split, stage: Stage, min_events: int = MIN_WINDOW_EVENTS, min_users: int = MIN_WINDOW_USERS,
                  label: str | None = "full_play") -> None:
-    """Raise :class:`WindowTooSmallError` when ``stage``'s window is empty or tiny (see :func:`window_problem`)."""
-    problem = window_problem(split, stage, min_events, min_users, label)
-    if problem is None:
-        return
-    rows, n_t, n_u = _window_size(split.eval_frame(stage), label)
-    hint = _parameter_hint(split, stage)
-    raise WindowTooSmallError(f"{problem}. Change {hint} before training ({split.describe_split()}).",
-                              window=stage, split=split.name, n_events=rows, n_targets=n_t, n_users=n_u,
-                              parameter=hint)
+    """Raise :class:`WindowTooSmallError` when ``stage``'s window, or the training window every model fits
+    on, is empty or tiny (see :func:`window_problem`)."""
+    for window in (stage, "train"):
+        problem = window_problem(split, window, min_events, min_users, label)  # type: ignore[arg-type]
+        if problem is None:
+            continue
+        frame = split.train if window == "train" else split.eval_frame(stage)
+        rows, n_t, n_u = _window_size(frame, label)
+        hint = _parameter_hint(split, window)
+        raise WindowTooSmallError(f"{problem}. Change {hint} before training ({split.describe_split()}).",
+                                  window=window, split=split.name, n_events=rows, n_targets=n_t, n_users=n_u,
+                                  parameter=hint)
 
 
 def choose_split(events: pl.DataFrame, split: SplitName = "auto", *, time_kind: TimeKind | str = "auto",
@@ -481,8 +495,9 @@ def choose_split(events: pl.DataFrame, split: SplitName = "auto", *, time_kind: 
 
     * order-only data (``time_kind="ordinal"``, or detected by :func:`detect_time_kind`) -> ``position``;
     * a clock and populated default windows (``valid_days`` / ``test_days``, :func:`window_problem` finds
-      none in either) -> ``time`` (today's split, unchanged);
-    * a clock and an empty or tiny day window -> ``quantile`` (``valid_frac`` / ``test_frac``).
+      none in the validation, test or training window) -> ``time`` (today's split, unchanged);
+    * a clock and an empty or tiny day window (e.g. a two-week export leaves nothing to train on) ->
+      ``quantile`` (``valid_frac`` / ``test_frac``).
 
     The reason is kept in ``split.params["reason"]``. An explicit ``"time"`` on ordinal data is refused
     (days mean nothing without a clock). Window sizes are not checked here (see :func:`check_window`).
@@ -509,7 +524,8 @@ def choose_split(events: pl.DataFrame, split: SplitName = "auto", *, time_kind: 
         out.params["reason"] = "time is ordinal (order only, no clock), so each user is cut by position"
         return out
     out = temporal_split(events, valid_days, test_days, ts_col)
-    problems = [p for st in ("valid", "test") if (p := window_problem(out, st, min_events, min_users, label))]
+    problems = [p for st in ("train", "valid", "test")
+                if (p := window_problem(out, st, min_events, min_users, label))]  # type: ignore[arg-type]
     if not problems:
         out.params["reason"] = f"a clock and populated {valid_days:g}/{test_days:g}-day windows"
         return out

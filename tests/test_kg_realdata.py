@@ -58,3 +58,48 @@ def test_badcase_on_artist_album_only_data():
     # with the old genre/language/artist columns it still works where only artist is known
     assert kg.badcase_per_seed(np.array([0]), np.array([[1, 3, 8]]), kg.attribute_codes(items, 12)).tolist() == [
         pytest.approx(1 / 3)]
+
+
+def test_c1_without_a_placebo_is_not_falsified_never_reproduced():
+    # both gains hold, but real data has no placebo world: the verdict cannot be a pass
+    assert kg.c1_verdict((0.01, 0.1), (-0.2, -0.1), None) == "not falsified"
+    assert kg.c1_verdict((0.01, 0.1), (float("nan"), float("nan")), None) == "partly"  # no BadCase measurable
+    assert kg.c1_verdict((-0.01, 0.1), (float("nan"), float("nan")), None) == "not reproduced"
+
+
+def _graph_events() -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Two artists whose songs are played in separate sessions; songs 8-9 are cold (only in the KG)."""
+    rng = np.random.default_rng(0)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = []
+    for s in range(60):
+        group = s % 2
+        for p, song in enumerate(rng.integers(0, 4, 6) + 4 * group):
+            rows.append({"user_id": s % 7, "song_id": int(song), "session_id": s, "ts": t0 + timedelta(hours=s, minutes=p),
+                         "full_play": True})
+    artist = [0, 0, 0, 0, 1, 1, 1, 1, 0, 1]
+    triples = pl.DataFrame({"head": [f"song:{i}" for i in range(10)], "relation": ["song_artist"] * 10,
+                            "tail": [f"artist:{a}" for a in artist]})
+    return pl.DataFrame(rows), triples, 10
+
+
+def test_graphsage_graph_has_kg_and_coplay_edges_and_embeds_cold_songs():
+    from musicrecall.models.graphsage import GraphSAGEConfig, build_graph, fit_graphsage, walk_pairs
+
+    ev, triples, n = _graph_events()
+    g = build_graph(ev, triples, n)
+    assert g.n_nodes == n + 2 and g.n_kg_edges == 10 and g.n_coplay_edges > 0
+    assert (g.degree[8:10] == 1).all()  # cold songs: one KG edge each, no co-play
+    # no co-play edge ever joins the two artists' songs
+    nb = [set(g.indices[g.indptr[v]:g.indptr[v + 1]].tolist()) for v in range(n)]
+    assert all(u < 4 or u >= n for v in range(4) for u in nb[v])
+    pairs = walk_pairs(g, walk_len=4, walks_per_node=2, window=2, seed=0)
+    assert pairs.shape[1] == 2 and (pairs[:, 0] != pairs[:, 1]).all()
+    cfg = GraphSAGEConfig(dim=8, fanouts=(4,), epochs=3, batch_size=64, max_pairs_per_epoch=5000, neg_weight=1.0, seed=0)
+    vecs, has, hist, _ = fit_graphsage(ev, triples, n, cfg, cache=False)
+    assert has.all() and vecs.shape == (n, 8)
+    assert hist.epochs[-1]["train_loss"] < hist.epochs[0]["train_loss"]
+    unit = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+    sim = unit @ unit.T
+    # a cold song sits closer to its own artist's songs than to the other artist's
+    assert sim[8, :4].mean() > sim[8, 4:8].mean() and sim[9, 4:8].mean() > sim[9, :4].mean()

@@ -266,3 +266,9 @@ def test_clustering_labels_pick_a_relation_the_data_has():
     assert rel == "genre" and picked.shape[0] == 400  # genre (3 values) comes first, on every song
     rel, picked, _, note = clustering_labels({"artist": np.full(400, -1)}, songs)
     assert rel == "" and picked.shape[0] == 0 and "no catalogue relation" in note
+
+
+def test_ablation_without_a_placebo_is_not_falsified():
+    assert ablation_verdict((0.1, 0.05, 0.2), 0.02, 0.01, None) == "not falsified"
+    # a clustering check that could not be computed (NaN gains) cannot support the claim
+    assert ablation_verdict((0.1, 0.05, 0.2), float("nan"), float("nan"), None) == "partly"

@@ -167,3 +167,11 @@ def test_history_interests_stand_in_for_ground_truth_on_real_data():
     lists = np.array([[0, 1, 3], [3, 0, 1]])
     cov = interest_coverage(lists, np.array([0, 1]), artist, truth, min_songs=1)
     assert cov.tolist() == [0.5, 1.0]
+
+
+def test_quota_verdict_without_a_placebo_is_not_falsified():
+    from musicrecall.serving import quota_verdict
+
+    assert quota_verdict((0.05, 0.02, 0.08), (0.0, -0.01, 0.01), None) == "not falsified"
+    assert quota_verdict((0.05, 0.02, 0.08), (-0.05, -0.08, -0.02), None) == "partly"
+    assert quota_verdict((0.05, 0.02, 0.08), (0.0, -0.01, 0.01), (0.0, -0.01, 0.01)) == "reproduced"

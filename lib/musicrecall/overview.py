@@ -6,11 +6,14 @@ import polars as pl
 
 
 def catalog_summary(items: pl.DataFrame) -> pl.DataFrame:
-    """Songs, artists, albums, genres and languages in the catalogue."""
+    """Songs, artists, albums, genres, languages and versions in the catalogue, and the share of songs that
+    have each attribute (a real catalogue often has only some of them: 0 means unknown, not one value)."""
+    cols = ["artist", "album", "genre", "language", "version"]
+    present = [c for c in cols if c in items.columns]
     return pl.DataFrame({
-        "what": ["songs", "artists", "albums", "genres", "languages", "versions"],
-        "count": [items.height, items["artist"].n_unique(), items["album"].n_unique(),
-                  items["genre"].n_unique(), items["language"].n_unique(), items["version"].n_unique()],
+        "what": ["songs", *[f"{c}s" for c in present]],
+        "count": [items.height, *[items[c].drop_nulls().n_unique() for c in present]],
+        "songs_with_it": [1.0, *[1.0 - items[c].null_count() / max(items.height, 1) for c in present]],
     })
 
 

@@ -10,33 +10,44 @@ import seaborn as sns
 sns.set_theme(style="whitegrid", context="notebook")
 
 
-def olap_overview(per_day: pl.DataFrame, entries: pl.DataFrame, long_tail: pl.DataFrame,
+def olap_overview(per_day: pl.DataFrame | None, entries: pl.DataFrame | None, long_tail: pl.DataFrame,
                   repeats: pl.DataFrame, hours: pl.DataFrame | None = None) -> plt.Figure:
-    """Plays per day, entry mix with skip rate, popularity long tail, repeat ratio (and hour of day)."""
-    n = 5 if hours is not None else 4
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6))
-    sns.lineplot(per_day.to_pandas(), x="day", y="plays", ax=axes[0])
-    axes[0].set_title("plays per day")
-    axes[0].tick_params(axis="x", rotation=45)
-    e = entries.to_pandas()
-    sns.barplot(e, x="entry", y="share", ax=axes[1], color="C0")
-    ax2 = axes[1].twinx()
-    ax2.plot(range(len(e)), e["skip_rate"], "o-", color="C3")
-    ax2.set_ylabel("skip rate", color="C3")
-    ax2.set_ylim(0, 1)
-    ax2.grid(False)
-    axes[1].set_title("entry mix (bars) and skip rate (dots)")
-    axes[1].tick_params(axis="x", rotation=60)
+    """Plays per day, entry mix with skip rate, popularity long tail, repeat ratio (and hour of day).
+
+    A panel whose data the log lacks (``None``: no clock, no entry points) is left out; without a clock the
+    repeat ratio is one bar for the whole log."""
+    panels = [p for p, frame in (("day", per_day), ("entry", entries), ("tail", long_tail), ("repeat", repeats),
+                                 ("hour", hours)) if frame is not None]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
+    ax = dict(zip(panels, np.atleast_1d(axes), strict=True))
+    if per_day is not None:
+        sns.lineplot(per_day.to_pandas(), x="day", y="plays", ax=ax["day"])
+        ax["day"].set_title("plays per day")
+        ax["day"].tick_params(axis="x", rotation=45)
+    if entries is not None:
+        e = entries.to_pandas()
+        sns.barplot(e, x="entry", y="share", ax=ax["entry"], color="C0")
+        ax2 = ax["entry"].twinx()
+        ax2.plot(range(len(e)), e["skip_rate"], "o-", color="C3")
+        ax2.set_ylabel("skip rate", color="C3")
+        ax2.set_ylim(0, 1)
+        ax2.grid(False)
+        ax["entry"].set_title("entry mix (bars) and skip rate (dots)")
+        ax["entry"].tick_params(axis="x", rotation=60)
     lt = long_tail.to_pandas()
-    axes[2].loglog(lt["rank"], lt["plays"])
-    axes[2].set(title="popularity long tail", xlabel="song rank", ylabel="plays")
-    sns.lineplot(repeats.to_pandas(), x="day", y="repeat_ratio", ax=axes[3])
-    axes[3].set_title("repeat ratio per day")
-    axes[3].tick_params(axis="x", rotation=45)
+    ax["tail"].loglog(lt["rank"], lt["plays"])
+    ax["tail"].set(title="popularity long tail", xlabel="song rank", ylabel="plays")
+    if per_day is not None:
+        sns.lineplot(repeats.to_pandas(), x="day", y="repeat_ratio", ax=ax["repeat"])
+        ax["repeat"].set_title("repeat ratio per day")
+        ax["repeat"].tick_params(axis="x", rotation=45)
+    else:
+        ax["repeat"].bar(["whole log"], [float(repeats["repeat_ratio"].mean())], color="C1")
+        ax["repeat"].set(title="repeat ratio (no clock: whole log)", ylim=(0, 1))
     if hours is not None:
-        sns.barplot(hours.to_pandas(), x="hour", y="plays", ax=axes[4], color="C2")
-        axes[4].set_title("plays by hour (UTC)")
-        axes[4].tick_params(axis="x", labelsize=7, rotation=90)
+        sns.barplot(hours.to_pandas(), x="hour", y="plays", ax=ax["hour"], color="C2")
+        ax["hour"].set_title("plays by hour (UTC)")
+        ax["hour"].tick_params(axis="x", labelsize=7, rotation=90)
     fig.tight_layout()
     return fig
 

@@ -229,16 +229,20 @@ def merged_lists(index: Index, vecs: np.ndarray, active: np.ndarray, weights: np
 
 
 def merge_metrics(lists: np.ndarray, targets: UserItemCSR, song_genre: np.ndarray, n_genres: int,
-                  song_cluster: np.ndarray, user_interests: pl.DataFrame | None, min_songs: int = 2
-                  ) -> dict[str, np.ndarray]:
-    """Per-user ``hr@k``, ``genre_coverage`` and (with the world's truth) ``interest_coverage`` of ``lists``
-    (rows aligned with ``targets.users``). Users without truth are dropped from ``interest_coverage``."""
+                  song_cluster: np.ndarray | None, user_interests: pl.DataFrame | None, min_songs: int = 2,
+                  coverage_name: str = "genre_coverage") -> dict[str, np.ndarray]:
+    """Per-user ``hr@k``, ``genre_coverage`` and (with interests) ``interest_coverage`` of ``lists`` (rows
+    aligned with ``targets.users``). Users without interests are dropped from ``interest_coverage``.
+
+    ``song_genre`` may code any catalogue relation (``coverage_name`` names the metric, e.g.
+    ``"artist_coverage"``); ``user_interests`` is the world's truth or, on real data, a stand-in such as
+    :func:`history_interests` (then ``song_cluster`` codes the same relation)."""
     from musicrecall.evaluation import evaluate_lists
 
     k = lists.shape[1]
     out = {f"hr@{k}": evaluate_lists(lists, targets, (k,))[f"hr@{k}"],
-           "genre_coverage": genre_coverage(lists, song_genre, n_genres)}
-    if user_interests is not None:
+           coverage_name: genre_coverage(lists, song_genre, n_genres)}
+    if user_interests is not None and song_cluster is not None:
         cov = interest_coverage(lists, targets.users, song_cluster, user_interests, min_songs)
         out["interest_coverage"] = cov[np.isfinite(cov)]
     return out
@@ -251,11 +255,16 @@ def quota_verdict(cov_lift: tuple[float, float, float], hr_lift: tuple[float, fl
 
     * ``reproduced``: interest coverage rises (CI above 0) at equal accuracy (the HitRate CI reaches 0
       or is above it), and the placebo gain is smaller with a CI that reaches 0;
+    * ``not falsified``: coverage rises at equal accuracy but there is no placebo world to check against
+      (``placebo_cov_lift=None``: real data, where coverage is of the user's history interests);
     * ``partly``: coverage rises but accuracy drops significantly, or the placebo check fails;
     * ``not reproduced``: coverage does not rise.
     """
     if cov_lift[1] <= 0:
         return "not reproduced"
     equal_hr = hr_lift[2] >= 0
-    placebo_ok = placebo_cov_lift is None or (placebo_cov_lift[0] < cov_lift[0] and placebo_cov_lift[1] <= 0)
-    return "reproduced" if equal_hr and placebo_ok else "partly"
+    if not equal_hr:
+        return "partly"
+    if placebo_cov_lift is None:
+        return "not falsified"
+    return "reproduced" if placebo_cov_lift[0] < cov_lift[0] and placebo_cov_lift[1] <= 0 else "partly"

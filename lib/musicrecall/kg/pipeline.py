@@ -168,11 +168,16 @@ def lift(per_user: dict[str, dict[str, np.ndarray]], a: str, b: str, metric: str
 
 
 def c1_verdict(hr_lift_ci: tuple[float, float], badcase_change_ci: tuple[float, float],
-               placebo_lift_ci: tuple[float, float]) -> str:
+               placebo_lift_ci: tuple[float, float] | None) -> str:
     """``reproduced`` when KG raises HitRate@200 (lift CI above 0), lowers the BadCase rate (change CI
     below 0) *and* shows no significant gain in the placebo world; ``partly`` when only one of the two
-    gains holds, or both hold but the placebo shows a gain too; otherwise ``not reproduced``."""
+    gains holds, or both hold but the placebo shows a gain too; otherwise ``not reproduced``.
+
+    Without a placebo world (``placebo_lift_ci=None``: real data), both gains holding is ``not falsified``:
+    the test that could have falsified it did not, but the test that rules out an artefact was not run."""
     gain, fewer_bad = hr_lift_ci[0] > 0, badcase_change_ci[1] < 0
+    if placebo_lift_ci is None:
+        return "not falsified" if gain and fewer_bad else "partly" if gain or fewer_bad else "not reproduced"
     placebo_gain = placebo_lift_ci[0] > 0
     if gain and fewer_bad and not placebo_gain:
         return "reproduced"

@@ -459,12 +459,17 @@ def ablation_verdict(lift: tuple[float, float, float], sil_gain: float, nmi_gain
 
     * ``reproduced``: the lift's CI is above 0, re-init improves both clustering scores, and the
       placebo lift is smaller (the gain needs multi-interest users);
+    * ``not falsified``: the same without a placebo world (real data, or the placebo not run): nothing
+      could rule out that the gain is not the multi-interest effect;
     * ``partly``: the lift's CI is above 0 but another check fails, or clustering improves while the
-      recall lift is not significant;
+      recall lift is not significant (NaN clustering gains, when the check cannot be computed, fail);
     * ``not reproduced``: otherwise.
     """
     clusters = sil_gain > 0 and nmi_gain > 0
     if lift[1] > 0:
-        shrinks = placebo is None or placebo[0] < lift[0]
-        return "reproduced" if clusters and shrinks else "partly"
+        if not clusters:
+            return "partly"
+        if placebo is None:
+            return "not falsified"
+        return "reproduced" if placebo[0] < lift[0] else "partly"
     return "partly" if clusters else "not reproduced"

@@ -468,7 +468,7 @@ def window_problem(split: Split, stage: Stage | Literal["train"], min_events: in
     lab = f"{label} " if label else ""
     noun = "plays to fit on" if stage == "train" else "targets"
     return (f"the {what} window of the {split.name} split is {'empty' if n_t == 0 else 'too small'}: {rows:,} plays, "
-            f"{n_t:,} {lab}{noun}, {n_u:,} users (need >= {min_events} and >= {need_u} users)")
+            f"{n_t:,} {lab}{noun}, {n_u:,} users (need >= {min_events} {lab}{noun} and >= {need_u} users)")
 
 
 def check_window(split: Split, stage: Stage, min_events: int = MIN_WINDOW_EVENTS, min_users: int = MIN_WINDOW_USERS,

@@ -144,6 +144,10 @@ def test_sampling_targets_and_ordinal_sessions():
     assert np.bincount(sub.users).max() <= 2 and sub.counts["sampled_out"] == full.n_targets - sub.n_targets
     key = {(u, i, tuple(h)) for u, i, h in zip(full.users, full.items, full.histories, strict=True)}
     assert all((u, i, tuple(h)) in key for u, i, h in zip(sub.users, sub.items, sub.histories, strict=True))
+    with pytest.raises(KeyError, match="label=None"):
+        rolling_targets((setup.fit.drop("full_play"), setup.split.test.drop("full_play")))
+    assert rolling_targets((setup.fit.drop("full_play"), setup.split.test.drop("full_play")),
+                           label=None).n_targets == full.n_targets  # every play of the chain log is a full play
     users = rolling_targets(setup, max_users=10)
     assert np.unique(users.users).shape[0] == 10
     # order-only data: sessions are unknown, and the result says so instead of reporting the slices

@@ -155,6 +155,8 @@ def rolling_targets(data: EvalSetup | Split | tuple[pl.DataFrame, pl.DataFrame],
     both frames have it and time is a clock.
     """
     hist_df, win_df, time_kind = _frames(data, stage)
+    if label is not None and not (label in hist_df.columns and label in win_df.columns):
+        raise KeyError(f"the events have no {label!r} column (cleaned logs do); pass label=None to use every play")
     if n_items is None:
         n_items = getattr(data, "n_items", None)
     if n_items is None:

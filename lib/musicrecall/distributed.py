@@ -276,10 +276,8 @@ def _spawned_train(rank: int, world: int, port: int, model: str, kwargs: dict, o
     init(rank, world, port=port)
     try:
         summary = train_model(model, **kwargs)
-        if rank == 0:
-            print(json.dumps(summary), flush=True)
-            if out:
-                Path(out).write_text(json.dumps(summary))
+        if rank == 0 and out:
+            Path(out).write_text(json.dumps(summary))
     finally:
         dist.destroy_process_group()
 

@@ -17,7 +17,8 @@ Two modes:
 Usage::
 
     PYTHONPATH=lib .venv/bin/python bench/bench_load.py kernels [--repeats 3] [--busy 2]
-    PYTHONPATH=lib .venv/bin/python bench/bench_load.py notebooks [--profile tiny] [--repeats 1]
+    PYTHONPATH=lib .venv/bin/python bench/bench_load.py notebooks [--profile tiny] [--repeats 1] [--warm]
+        [--only 04,06,08] [--settings budget,spin]
 """
 
 from __future__ import annotations
@@ -156,26 +157,38 @@ def notebooks(args: argparse.Namespace) -> None:
     names = sorted(p.name for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     if args.only:
         names = [n for n in names if n[:2] in args.only.split(",")]
-    times: dict[tuple[str, int], list[float]] = {}
-    os.environ.update({k: v for k, v in _env({}).items() if k == "PYTHONPATH"})
+    settings = args.settings.split(",")
+    times: dict[tuple[str, str, int], list[float]] = {}
+    base = dict(os.environ)
     with tempfile.TemporaryDirectory() as tmp:
+        # a first pass fills the caches (worlds, checkpoints) so that quiet and loaded runs do the same work
+        for name in names if args.warm else []:
+            pm.execute_notebook(str(REPO / "notebooks" / name), str(Path(tmp) / name),
+                                parameters={"profile": args.profile}, progress_bar=False, cwd=str(REPO / "notebooks"))
         for rep in range(args.repeats):
             for busy in (0, args.busy):
                 with Busy(busy):
-                    for name in names:
-                        t0 = time.perf_counter()
-                        pm.execute_notebook(str(REPO / "notebooks" / name), str(Path(tmp) / name),
-                                            parameters={"profile": args.profile}, progress_bar=False,
-                                            cwd=str(REPO / "notebooks"))
-                        dt = time.perf_counter() - t0
-                        times.setdefault((name, busy), []).append(dt)
-                        print(f"rep {rep} busy {busy} {name}: {dt:.1f} s  load {os.getloadavg()[0]:.1f}", flush=True)
+                    for s in settings:
+                        os.environ.clear()
+                        os.environ.update(_env(SETTINGS[s]) if s != "inherit" else base)  # the kernel inherits it
+                        for name in names:
+                            t0 = time.perf_counter()
+                            pm.execute_notebook(str(REPO / "notebooks" / name), str(Path(tmp) / name),
+                                                parameters={"profile": args.profile}, progress_bar=False,
+                                                cwd=str(REPO / "notebooks"))
+                            dt = time.perf_counter() - t0
+                            times.setdefault((name, s, busy), []).append(dt)
+                            print(f"rep {rep} busy {busy} {s} {name}: {dt:.1f} s  load {os.getloadavg()[0]:.1f}",
+                                  flush=True)
+        os.environ.clear()
+        os.environ.update(base)
     print(f"\nprofile {args.profile}; medians of {args.repeats}; loaded = {args.busy} busy processes; "
           f"load average at the end {os.getloadavg()}")
-    print(f"{'notebook':<34} {'quiet s':>8} {'loaded s':>9} {'ratio':>6}")
+    print(f"{'notebook':<34} {'setting':>8} {'quiet s':>8} {'loaded s':>9} {'ratio':>6}")
     for name in names:
-        q, lo = statistics.median(times[(name, 0)]), statistics.median(times[(name, args.busy)])
-        print(f"{name:<34} {q:8.1f} {lo:9.1f} {lo / q:6.2f}")
+        for s in settings:
+            q, lo = statistics.median(times[(name, s, 0)]), statistics.median(times[(name, s, args.busy)])
+            print(f"{name:<34} {s:>8} {q:8.1f} {lo:9.1f} {lo / q:6.2f}")
 
 
 def main() -> None:
@@ -186,10 +199,12 @@ def main() -> None:
     ap.add_argument("mode", choices=["kernels", "notebooks"])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--busy", type=int, default=2)
-    ap.add_argument("--settings", default="spin,budget,one")
+    ap.add_argument("--settings", default=None, help="kernels: spin,budget,one; notebooks: budget")
     ap.add_argument("--profile", default="tiny")
     ap.add_argument("--only", default="", help="comma-separated notebook numbers, e.g. 04,06,08")
+    ap.add_argument("--warm", action="store_true", help="run every notebook once first (fills the caches)")
     args = ap.parse_args()
+    args.settings = args.settings or ("spin,budget,one" if args.mode == "kernels" else "budget")
     (kernels if args.mode == "kernels" else notebooks)(args)
 
 

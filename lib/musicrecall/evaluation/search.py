@@ -13,7 +13,8 @@
 (*Speeding up the Xbox recommender system using a Euclidean transformation for inner-product
 spaces*, RecSys 2014): items get an extra coordinate ``sqrt(max_norm^2 - |x|^2)``, queries a 0, and
 the L2 nearest neighbours are then exactly the inner-product maximisers; graph search is markedly
-more accurate in that space than with a raw inner-product graph. Both classes
+more accurate in that space than with a raw inner-product graph, and so are IVF's lists (the same
+transform is used for ``"ivf"`` / ``"ivfpq"``). Both classes
 return ``(scores float32 [n, k], idx int64 [n, k])`` like faiss, best first; ``-1`` marks an empty
 slot. Thread counts come from :func:`musicrecall.config.set_threads` (never set here).
 """
@@ -79,14 +80,17 @@ class FaissIndex:
     ``efSearch`` (default 128, can be changed later via :meth:`set_params`); IVF ``nlist``
     (default ``4*sqrt(n)``), ``nprobe`` (default 16), ``train_size`` (the coarse k-means is trained
     on a random sample of that many items, default ``min(n, 64*nlist)``), ``seed``.
-    ``mips_transform`` (HNSW + ``"ip"`` only): search an L2 graph over norm-augmented vectors (see
-    the module docstring); returned scores are the exact inner products of the returned items.
+    ``"ivfpq"``: IVF with product-quantised codes (``pq_m`` sub-vectors of 8 bits) whose ``k_factor * k``
+    best candidates are re-ranked exactly (``IndexRefineFlat``).
+    ``mips_transform`` (any ANN kind with ``"ip"``): search an L2 graph / L2 inverted lists over
+    norm-augmented vectors (see the module docstring); returned scores are the exact inner products
+    of the returned items. With a raw inner-product coarse quantizer, long vectors swallow the lists.
     """
 
     def __init__(
         self,
         item_vecs: np.ndarray | torch.Tensor,
-        kind: Literal["hnsw", "ivf", "flat"] = "hnsw",
+        kind: Literal["hnsw", "ivf", "ivfpq", "flat"] = "hnsw",
         metric: Metric = "ip",
         *,
         M: int = 32,
@@ -95,6 +99,8 @@ class FaissIndex:
         nlist: int | None = None,
         nprobe: int = 16,
         train_size: int | None = None,
+        pq_m: int = 16,
+        k_factor: int = 4,
         seed: int = 0,
         mips_transform: bool = True,
     ):
@@ -103,34 +109,46 @@ class FaissIndex:
         x = _prep(item_vecs, metric)
         n, d = x.shape
         fmetric = faiss.METRIC_INNER_PRODUCT
-        self._augment = kind == "hnsw" and metric == "ip" and mips_transform
-        self._items = x
+        self._augment = kind in ("hnsw", "ivf", "ivfpq") and metric == "ip" and mips_transform
+        self._items = x if self._augment else None  # kept for the exact scores of the returned items
         if self._augment:
             norms2 = np.einsum("ij,ij->i", x, x)
             extra = np.sqrt(np.maximum(norms2.max(initial=0.0) - norms2, 0.0))[:, None]
             x = np.hstack([x, extra]).astype(np.float32)
             d, fmetric = d + 1, faiss.METRIC_L2
+            if kind == "ivfpq" and d % pq_m:  # zero columns: PQ needs the dimension split into pq_m parts
+                x = np.hstack([x, np.zeros((n, pq_m - d % pq_m), np.float32)])
+                d = x.shape[1]
         if kind == "hnsw":
             index = faiss.IndexHNSWFlat(d, M, fmetric)
             index.hnsw.efConstruction = efConstruction
             index.hnsw.efSearch = efSearch
             index.add(x)
-        elif kind == "ivf":
-            nlist = nlist or max(1, int(4 * np.sqrt(n)))
-            quantizer = faiss.IndexFlatIP(d)
-            index = faiss.IndexIVFFlat(quantizer, d, nlist, fmetric)
-            index.cp.seed = seed
+        elif kind in ("ivf", "ivfpq"):
+            nlist = nlist or self.default_nlist(n)
+            quantizer = faiss.IndexFlatL2(d) if fmetric == faiss.METRIC_L2 else faiss.IndexFlatIP(d)
+            if kind == "ivf":
+                ivf = faiss.IndexIVFFlat(quantizer, d, nlist, fmetric)
+            else:
+                if d % pq_m:
+                    raise ValueError(f"pq_m={pq_m} must divide the dimension {d}")
+                ivf = faiss.IndexIVFPQ(quantizer, d, nlist, pq_m, 8, fmetric)
+            ivf.cp.seed = seed
             m = min(n, train_size or 64 * nlist)
             sample = x[np.random.default_rng(seed).choice(n, size=m, replace=False)] if m < n else x
-            index.train(sample)
+            ivf.train(sample)
+            ivf.nprobe = nprobe
+            index = ivf
+            if kind == "ivfpq":  # PQ distances are coarse: re-rank k_factor * k candidates exactly
+                index = faiss.IndexRefineFlat(ivf)
+                index.k_factor = k_factor
             index.add(x)
-            index.nprobe = nprobe
-            self._quantizer = quantizer  # keep the python reference alive
+            self._quantizer, self._ivf = quantizer, ivf  # keep the python references alive
         elif kind == "flat":
             index = faiss.IndexFlatIP(d)
             index.add(x)
         else:
-            raise ValueError(f"kind must be 'hnsw', 'ivf' or 'flat', got {kind!r}")
+            raise ValueError(f"kind must be 'hnsw', 'ivf', 'ivfpq' or 'flat', got {kind!r}")
         self.index = index
 
     @property
@@ -138,12 +156,20 @@ class FaissIndex:
         """Number of indexed items."""
         return int(self.index.ntotal)
 
-    def set_params(self, *, efSearch: int | None = None, nprobe: int | None = None) -> None:
+    @staticmethod
+    def default_nlist(n: int) -> int:
+        """IVF lists for ``n`` items: ``4*sqrt(n)`` (about 4,000 at a million songs)."""
+        return max(1, int(4 * np.sqrt(n)))
+
+    def set_params(self, *, efSearch: int | None = None, nprobe: int | None = None,
+                   k_factor: int | None = None) -> None:
         """Change the search-time accuracy/speed knob without rebuilding."""
         if efSearch is not None and self.kind == "hnsw":
             self.index.hnsw.efSearch = efSearch
-        if nprobe is not None and self.kind == "ivf":
-            self.index.nprobe = nprobe
+        if nprobe is not None and self.kind in ("ivf", "ivfpq"):
+            self._ivf.nprobe = nprobe
+        if k_factor is not None and self.kind == "ivfpq":
+            self.index.k_factor = k_factor
 
     def search(self, queries: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(scores float32, idx int64)`` of the (approximately) ``k`` best items per query."""
@@ -151,8 +177,9 @@ class FaissIndex:
         if not self._augment:
             scores, idx = self.index.search(q, k)
             return scores, idx.astype(np.int64, copy=False)
-        _, idx = self.index.search(np.hstack([q, np.zeros((q.shape[0], 1), np.float32)]), k)
+        _, idx = self.index.search(np.hstack([q, np.zeros((q.shape[0], self.index.d - q.shape[1]), np.float32)]), k)
         idx = idx.astype(np.int64, copy=False)
+        assert self._items is not None
         scores = np.einsum("nd,nkd->nk", q, self._items[np.maximum(idx, 0)]).astype(np.float32)
         scores[idx < 0] = -np.inf
         return scores, idx

@@ -155,6 +155,7 @@ def test_sampling_targets_and_ordinal_sessions():
     assert o.split_name == "position"
     t = rolling_targets(o)
     assert t.same_session is None and "sessions unknown" in t.notes[0]
+    assert "sessions unknown" in t.describe() and f"{t.n_targets:,} rolling targets" in t.describe()
     r = rolling_next_play(MarkovRecall().fit(o.fit, 60).score, t, k=(1,))
     assert set(r.summary(n_boot=50)["slice"]) == {"all", "repeat", "discovery"}
     with pytest.raises(KeyError, match="sessions unknown"):

@@ -96,6 +96,17 @@ class RollingTargets:
     def n_targets(self) -> int:
         return int(self.users.shape[0])
 
+    def describe(self) -> str:
+        """One line: how many targets of how many users, what was dropped or sampled, session slices."""
+        c = self.counts
+        line = (f"{self.n_targets:,} rolling targets of {np.unique(self.users).shape[0]:,} users "
+                f"(window plays {c.get('window_plays', 0):,}, labelled {c.get('targets_before_filters', 0):,}; "
+                f"{c.get('no_history', 0):,} without an earlier play dropped, {c.get('sampled_out', 0):,} sampled out); "
+                f"{int(self.repeat.sum()):,} repeats")
+        if self.same_session is not None:
+            line += f", {int(self.same_session.sum()):,} within a session"
+        return line + ("; " + "; ".join(self.notes) if self.notes else "")
+
     def masks(self) -> dict[str, np.ndarray]:
         """Boolean target masks of the slices that exist for this data."""
         out = {"all": np.ones(self.n_targets, dtype=bool)}

@@ -55,6 +55,7 @@ from musicrecall.fusion.channels import (
     profile_scorer,
     recent_plays,
 )
+from musicrecall.fusion.inputs import missing_inputs
 from musicrecall.fusion.merge import (
     Channel,
     FusedRecall,
@@ -76,6 +77,7 @@ from musicrecall.fusion.stage import (
 )
 
 __all__ = [
+    "missing_inputs",
     "Channel",
     "DSSMVectors",
     "FusedRecall",

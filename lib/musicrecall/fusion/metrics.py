@@ -43,13 +43,19 @@ def list_beyond_accuracy(lists: np.ndarray, known: sp.csr_matrix, genre_of: np.n
 
 
 def beyond_accuracy_table(lists: Mapping[str, np.ndarray], users: np.ndarray, fit: pl.DataFrame,
-                          genre_of: np.ndarray, popularity: np.ndarray, n_fit_users: int, n_items: int,
+                          genre_of: np.ndarray | None, popularity: np.ndarray, n_fit_users: int, n_items: int,
                           n_boot: int = 1000, seed: int = 0) -> pl.DataFrame:
-    """Coverage, genre diversity, novelty and surprise (bootstrap CIs over users) per model."""
-    known = known_genres(fit, users, genre_of)
+    """Coverage, genre diversity, novelty and surprise (bootstrap CIs over users) per model; without
+    genres (``genre_of`` None, or no song with a genre: codes all -1) only coverage and novelty."""
+    if genre_of is not None and genre_of.max(initial=-1) < 0:
+        genre_of = None
+    known = known_genres(fit, users, genre_of) if genre_of is not None else None
     tables = []
     for name, lst in lists.items():
-        vals = list_beyond_accuracy(lst, known, genre_of, popularity, n_fit_users)
+        if genre_of is None:
+            vals = {"novelty": novelty(lst, popularity, n_fit_users, per_user=True)}
+        else:
+            vals = list_beyond_accuracy(lst, known, genre_of, popularity, n_fit_users)
         vals["novelty"] = np.nan_to_num(vals["novelty"], nan=0.0)
         tables.append(summarize(vals, n_boot=n_boot, seed=seed, scalars={"coverage": coverage(lst, n_items)},
                                 model=name, k=lst.shape[1]))

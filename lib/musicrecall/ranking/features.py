@@ -174,7 +174,17 @@ def rank_features(channel_lists: Mapping[str, tuple[np.ndarray, np.ndarray]], us
     return out.sort("__i").drop("__i", "user_id", "song_id")
 
 
-def build_features(events: pl.DataFrame, cut: datetime, pairs: pl.DataFrame, items: pl.DataFrame,
+def events_before(events: pl.DataFrame, cut: datetime | pl.DataFrame) -> pl.DataFrame:
+    """The events strictly before ``cut``: a timestamp (global splits) or a per-user frame ``user_id, cut``
+    (position splits; a user without a cut has every play before it)."""
+    if isinstance(cut, pl.DataFrame):
+        c = cut.select(pl.col("user_id").cast(events.schema["user_id"]), pl.col("cut").alias("__cut"))
+        return (events.join(c, on="user_id", how="left", maintain_order="left")
+                .filter(pl.col("__cut").is_null() | (pl.col("ts") < pl.col("__cut"))).drop("__cut"))
+    return events.filter(pl.col("ts") < cut)
+
+
+def build_features(events: pl.DataFrame, cut: datetime | pl.DataFrame, pairs: pl.DataFrame, items: pl.DataFrame,
                    audio: AudioTable | None = None, scorers: Mapping[str, PairScorer] | None = None,
                    channel_lists: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
                    list_users: np.ndarray | None = None, recent: int = 10) -> pl.DataFrame:
@@ -182,10 +192,13 @@ def build_features(events: pl.DataFrame, cut: datetime, pairs: pl.DataFrame, ite
 
     ``scorers`` (channel scores of models fitted before the cut) and ``channel_lists`` (their ranked
     lists, rows aligned with ``list_users``) are the caller's responsibility; everything else is computed
-    here from ``events`` filtered to ``ts < cut``, so later events cannot change a feature.
+    here from ``events`` filtered to ``ts < cut``, so later events cannot change a feature. With a
+    per-user ``cut`` (order-only data) the "days" features count from the last play before any cut.
     """
-    fit = events.filter(pl.col("ts") < cut)
+    fit = events_before(events, cut)
     check_no_leakage(fit, cut, name="ranking features")
+    if isinstance(cut, pl.DataFrame):  # no common clock: recency is measured from the last fitted play
+        cut = fit["ts"].max()
     pairs = pairs.with_columns(pl.col("user_id").cast(pl.Int64), pl.col("song_id").cast(pl.Int64))
     base = pairs.select("user_id", "song_id").with_row_index("__i")
     keys = pairs.select("user_id", "song_id")

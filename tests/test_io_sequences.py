@@ -286,3 +286,44 @@ def test_csv_fast_path_equals_the_record_reader(tmp_path: Path, monkeypatch: pyt
     slow = tables.read_csv_records(p, ",")
     assert fast.frame.equals(slow.frame) and fast.rows_read == slow.rows_read == 3
     assert fast.frame.row(1) == ("1", "", "", 1)
+
+
+def test_user_item_headerless_third_field_is_the_clock(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``user item ts`` without a header: a numeric third field that never decreases per user is the clock,
+    in the detected unit (seconds, milliseconds) or the one given; with ``extra_columns='ignore'`` it is
+    not read and the time is ordinal."""
+    from musicrecall.io.__main__ import main
+
+    sec = tmp_path / "s.txt"
+    sec.write_text("u1 a 1704103200\nu2 b 978300760\nu1 b 1704103260\nu1 a 1704103260\n")  # ties are fine
+    res = import_user_item(sec)
+    balanced(res)
+    assert res.meta["time_kind"] == "clock" and "column 3" in res.meta["clock"]
+    assert keyed(res)["ts"].to_list() == [datetime(2024, 1, 1, 10, tzinfo=UTC), datetime(2000, 12, 31, 22, 12, 40,
+                                                                                          tzinfo=UTC),
+                                          datetime(2024, 1, 1, 10, 1, tzinfo=UTC), datetime(2024, 1, 1, 10, 1,
+                                                                                            tzinfo=UTC)]
+    ms = tmp_path / "ms.tsv"
+    ms.write_text("u1\ta\t1704103200000\nu1\tb\t1704103260000\n")
+    assert keyed(import_user_item(ms))["ts"].to_list() == [datetime(2024, 1, 1, 10, tzinfo=UTC),
+                                                           datetime(2024, 1, 1, 10, 1, tzinfo=UTC)]
+    as_s = import_user_item(ms, ts_unit="s", on_error="quarantine")  # the user's unit wins: year 55970 -> out
+    assert as_s.events.height == 0 and set(as_s.rejected["reason"]) == {"ts_out_of_range"}
+    rating = tmp_path / "r.txt"
+    rating.write_text("u1 a 5\nu1 b 3\n")
+    with pytest.raises(InputError, match="column 3") as err:
+        import_user_item(rating)
+    assert err.value.row == 1 and "r.txt" in str(err.value) and "file line 2" in str(err.value)
+    res = import_user_item(rating, extra_columns="ignore")
+    balanced(res)
+    assert res.meta["time_kind"] == "ordinal" and "extra_columns='ignore'" in res.meta["ignored_fields"]
+    assert res.events.height == 2
+    with pytest.raises(ValueError, match="extra_columns"):
+        import_user_item(rating, extra_columns="drop")  # type: ignore[arg-type]
+    assert main(["user-item", str(rating), str(tmp_path / "ds")]) == 2
+    assert "column 3" in capsys.readouterr().err
+    assert main(["user-item", str(rating), str(tmp_path / "ds"), "--extra-columns", "ignore"]) == 0
+    assert load_dataset_dir(tmp_path / "ds")["meta"]["time_kind"] == "ordinal"
+    with pytest.raises(SystemExit):  # only user-item takes it
+        main(["log", str(rating), str(tmp_path / "ds2"), "--extra-columns", "ignore"])
+    assert "--extra-columns is not used by log" in capsys.readouterr().err

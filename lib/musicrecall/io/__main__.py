@@ -11,7 +11,9 @@
 Options: ``--on-error raise|quarantine`` (default raise: the first bad record stops the import with its
 file, row and reason; quarantine: bad records go to rejected.parquet with a reason and the rest is
 imported), ``--catalog`` (songs with artist/album/genre/... columns: items and KG triples), ``--ts-unit``
-(s/ms/us/ns for numeric timestamps; default detected), ``--overwrite`` (replace a dataset already in
+(s/ms/us/ns for numeric timestamps; default detected), ``--extra-columns detect|ignore`` (user-item
+without a header: a third field is the clock when it is numeric, never decreasing per user and epoch
+times, else an error; ``ignore`` imports user and item only), ``--overwrite`` (replace a dataset already in
 the output folder; without it that is an error), ``--sample-users N [--seed S]`` (a random subset
 of N users with their whole sequences, ids renumbered: for quick runs and CI).
 
@@ -61,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="a bad record stops the import (raise) or is quarantined with its reason")
     parser.add_argument("--catalog", help="catalogue file (sequences, user-item, log): song + any columns")
     parser.add_argument("--ts-unit", choices=("s", "ms", "us", "ns"), help="unit of numeric timestamps")
+    parser.add_argument("--extra-columns", choices=("detect", "ignore"),
+                        help="user-item without a header: a third field is used as the clock when it is one and "
+                             "is an error otherwise (detect, default), or fields after user and item are ignored")
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT")
     parser.add_argument("--sample-users", type=int, metavar="N",
                         help="keep N users drawn at random (whole sequences; for quick runs and CI)")
@@ -71,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--catalog is not used by {args.format}")
     if args.ts_unit and not takes_unit:
         parser.error(f"--ts-unit is not used by {args.format}")
+    if args.extra_columns and args.format != "user-item":
+        parser.error(f"--extra-columns is not used by {args.format}")
     try:
         # checked before the (possibly long) import: do not make the user wait for an error
         from pathlib import Path
@@ -86,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             kwargs["catalog"] = args.catalog
         if takes_unit and args.ts_unit:
             kwargs["ts_unit"] = args.ts_unit
+        if args.extra_columns:
+            kwargs["extra_columns"] = args.extra_columns
         result = importer(args.source, **kwargs)
         with pl.Config(tbl_rows=50, tbl_cols=20, fmt_str_lengths=80):
             print(result.accounting())

@@ -11,7 +11,8 @@ affects the next.
 * ``user_key`` = the Last.fm user id; ``play_ms`` and ``song_ms`` are unknown (null);
 * rejected reasons: ``bad_encoding`` (the line holds bytes that are not UTF-8, e.g. a latin-1
   "Café": never decoded into a replacement character; ``raw`` shows ``Caf\\xe9``), ``truncated`` (the
-  last line of a file that does not end with a line break: it may be cut), ``bad_columns`` (not
+  last line of a file that does not end with a line break, when it is incomplete: too few fields, a bad
+  value, a character cut in half; a complete last line without a line break is kept), ``bad_columns`` (not
   exactly six tab-separated fields, including blank lines), ``missing_user`` (empty user id),
   ``bad_ts`` (timestamp not a date-time), ``ts_out_of_range`` (before 1990 or from 2100),
   ``missing_track`` (no track MBID and no track name). The first two stop the import with
@@ -41,13 +42,6 @@ from musicrecall.io.timeconv import PLAUSIBLE_TS
 LASTFM_COLUMNS = ("user_key", "ts_raw", "artist_mbid", "artist", "track_mbid", "title")
 
 
-def _read_lines(path: Path) -> pl.DataFrame:
-    """Every line of ``path``: ``line`` (null when not UTF-8) and ``raw`` (``\\xNN``-escaped bad lines)."""
-    from musicrecall.io.text import read_lines
-
-    return read_lines(path)
-
-
 def import_lastfm_1k(
     path: PathLike, source_root: PathLike | None = None, on_error: OnError = "raise"
 ) -> ImportResult:
@@ -64,16 +58,16 @@ def import_lastfm_1k(
         An :class:`ImportResult` with one user per Last.fm user id; items carry ``title`` and
         ``artist`` (no album, so only ``song_artist`` triples).
     """
-    from musicrecall.io.sequences import check_on_error, raise_first
+    from musicrecall.io.sequences import _cut_last, check_on_error, open_note, raise_first
     from musicrecall.io.spotify import song_key_expr
-    from musicrecall.io.text import ends_with_newline
+    from musicrecall.io.text import read_text
 
     check_on_error(on_error)
     p = Path(path)
-    lines = _read_lines(p)
+    text = read_text(p)
+    lines = text.lines
     root = Path(source_root) if source_root is not None else p.parent
     source_file = p.resolve().relative_to(root.resolve()).as_posix()
-    cut = not ends_with_newline(p)
     df = lines.select(
         pl.col("line_no").alias("source_row"), pl.col("line").str.split("\t").alias("parts"), "line", "raw",
     )
@@ -85,7 +79,6 @@ def import_lastfm_1k(
     lo, hi = PLAUSIBLE_TS
     df = df.with_columns(
         pl.when(pl.col("raw").is_not_null()).then(pl.lit("bad_encoding"))
-        .when(pl.lit(cut) & (pl.col("source_row") == df.height - 1)).then(pl.lit("truncated"))
         .when(~pl.col("shape_ok")).then(pl.lit("bad_columns"))
         .when(pl.col("user_key").is_null()).then(pl.lit("missing_user"))
         .when(pl.col("ts").is_null()).then(pl.lit("bad_ts"))
@@ -95,8 +88,10 @@ def import_lastfm_1k(
         pl.coalesce("track_mbid", song_key_expr(pl.col("artist").fill_null(""), pl.col("title"))).alias("song_key"),
         pl.coalesce("raw", "line").alias("line"),
     )
+    # a last line without a line break after it is kept when complete; cut (truncated) when it is not
+    df = _cut_last(df.with_columns(pl.col("line").fill_null("").alias("raw")), text)
     rejected = df.filter(pl.col("reason").is_not_null()).select(
-        pl.lit(source_file).alias("source_file"), "source_row", "reason", pl.col("line").fill_null("").alias("raw")
+        pl.lit(source_file).alias("source_file"), "source_row", "reason", "raw"
     ).select(pl.col(c).cast(t) for c, t in REJECTED_SCHEMA.items())
     if on_error == "raise":
         raise_first(p, rejected.with_columns(pl.col("source_row").alias("line_no")))
@@ -107,7 +102,9 @@ def import_lastfm_1k(
     users = ok.get_column("user_key").unique().to_list()
     files = pl.DataFrame(
         {"source_file": [source_file], "user_key": [None], "rows_read": [df.height],
-         "note": ["several users in one file" if len(users) > 1 else None]},
+         "note": [(("several users in one file" if len(users) > 1 else "")
+                   + open_note(text, bool(df.height) and df.get_column("reason")[-1] == "truncated"))
+                  .removeprefix("; ") or None]},
         schema=FILES_SCHEMA,
     )
     return assemble_result(ok, rejected, files, users, meta={"time_kind": "clock", "source": "lastfm-1k"})

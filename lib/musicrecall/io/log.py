@@ -18,7 +18,8 @@ play length    ``play_ms``, ``ms_played``, ``msplayed``
 Also read when present: ``song_ms``, ``entry``, ``action``, ``reason_start``, ``reason_end``, ``skipped``,
 ``title``, ``artist``, ``album`` (item information). Each row is one record; a bad row is rejected with
 the first reason that applies: ``bad_encoding``, ``blank_line``, ``bad_format`` (wrong field count),
-``truncated`` (the last record of a text file that does not end with a line break: it may be cut),
+``truncated`` (the last record of a text file that does not end with a line break, when it is
+incomplete: too few fields, an unclosed quote, a bad value, a character cut in half; a complete one is kept),
 ``missing_user``, ``missing_track``, ``bad_ts``, ``ts_out_of_range``, ``bad_play_ms``,
 ``play_ms_out_of_range``, ``bad_song_ms``, ``song_ms_out_of_range``, ``bad_skipped``; the rejected
 ``raw`` names the column and holds the row. With ``on_error="raise"`` the first record whose structure
@@ -141,6 +142,12 @@ def import_log(
     raw = df.select(pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in data_cols], separator=",")
                     .alias("raw")).to_series()
     frame = frame.with_columns(first, column, raw)
+    if table.open_row is not None:  # a bad value in the last record of a file without a final line break: a cut
+        cut = (pl.col("source_row") == table.open_row) & pl.col("reason").is_not_null()
+        frame = frame.with_columns(
+            pl.when(cut).then(pl.lit("truncated")).otherwise("reason").alias("reason"),
+            pl.when(cut).then(pl.format("{} (last record, no line break after it: the file was cut here?); {}",
+                                        "reason", "raw")).otherwise("raw").alias("raw"))
     bad = frame.filter(pl.col("reason").is_not_null())
     value_rej = bad.select(pl.lit(p.name).alias("source_file"), "source_row",
                            "reason", (pl.lit("column ") + pl.col("column") + pl.lit(": ") + pl.col("raw")).alias("raw"))
@@ -157,8 +164,13 @@ def import_log(
         meta = {"time_kind": "clock", "source": "log", "file": p.name,
                 "ts_unit": ts_unit or ("detected" if df.get_column(ts_c).dtype != pl.String else "text or detected")}
     meta["columns"] = {"user": user_c, "song": song_c, "ts": ts_c, "play_ms": play_c}
+    note = table.note
+    if table.open_row is not None and "truncated" in frame.get_column("reason").to_list()[-1:]:
+        from musicrecall.io.tables import OPEN_CUT
+
+        note = OPEN_CUT
     files = pl.DataFrame({"source_file": [p.name], "user_key": [None], "rows_read": [table.rows_read],
-                          "note": [table.note]}, schema=FILES_SCHEMA)
+                          "note": [note]}, schema=FILES_SCHEMA)
     users = ok.get_column("user_key").unique().to_list()
     return assemble_result(ok, rejected, files, users, as_catalog(catalog), meta)
 

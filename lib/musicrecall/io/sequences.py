@@ -33,9 +33,18 @@ record's 0-based index in that count (the rejected ``raw`` names the file line).
 ``empty_item``     an empty song id between two ``:`` (that one play is rejected)
 ``bad_ts``         (user-item with a timestamp column) not a number
 ``ts_out_of_range``  timestamp outside 1990-01-01 .. 2100-01-01 in the detected / given unit
-``truncated``      the file does not end with a line break, so its last record may be cut: the
-                   last play (sequences) or the last line (user-item) is rejected, never kept
+``truncated``      the file does not end with a line break and its last record is incomplete: a
+                   last line without ``,`` or songs, an empty last song (``u,1:``), a last user-item
+                   line with too few fields or a bad value, or a character cut in half at the end.
+                   A complete last record without a line break after it is kept (many tools write
+                   files that way); a cut that leaves a complete-looking record ("270" of "27024")
+                   cannot be told from it. The accounting note says which of the two it was.
 =================  =======================================================================
+
+Without a header, a ``user item`` file with a third field uses it as the clock when it is one
+(numeric, never decreasing per user, epoch times: ``time_kind="clock"``, unit detected or
+``ts_unit``); any other extra field is an :class:`InputError` naming file, row and column unless
+``extra_columns="ignore"``.
 
 With ``on_error="raise"`` (default) the first record whose *structure* is broken (``bad_encoding``,
 ``blank_line``, ``bad_format``, ``truncated``) raises :class:`InputError` naming the file, the line and
@@ -48,7 +57,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 
@@ -62,7 +71,7 @@ from musicrecall.io.generic import (
     PathLike,
     assemble_result,
 )
-from musicrecall.io.text import ends_with_newline, read_lines
+from musicrecall.io.text import TextFile, read_text
 from musicrecall.io.timeconv import epoch_to_ts
 
 # Positions are written as seconds from the Unix epoch: no music log is that old, so
@@ -118,6 +127,18 @@ def raise_first(path: Path, rejected: pl.DataFrame) -> None:
                      f"and lists these in rejected.parquet")
 
 
+_CUT = " (last record, no line break after it: the file was cut here?)"
+
+
+def open_note(text: TextFile, last_truncated: bool) -> str:
+    """The accounting note's part about the file's end: nothing when it ends with a line break."""
+    if text.newline:
+        return ""
+    if last_truncated:
+        return "; no line break after the last record, which is incomplete (cut?) and quarantined as truncated"
+    return "; no line break after the last record, which is complete and kept"
+
+
 def _line_reasons(df: pl.DataFrame) -> pl.Expr:
     return (pl.when(pl.col("raw").is_not_null()).then(pl.lit("bad_encoding"))
             .when(pl.col("line").str.strip_chars() == "").then(pl.lit("blank_line")))
@@ -140,7 +161,8 @@ def import_sequences(
     """
     check_on_error(on_error)
     p = Path(path)
-    lines = read_lines(p)
+    text = read_text(p)
+    lines = text.lines
     # a line with bad bytes is parsed from its escaped text, so each of its plays is one quarantined record
     df = lines.with_columns(pl.coalesce("line", "raw").str.strip_chars().alias("s"),
                             pl.col("raw").is_not_null().alias("bad_bytes"))
@@ -154,6 +176,11 @@ def import_sequences(
             pl.when(pl.col("rest") == "").then(pl.lit("no_items")),
         ).alias("reason")
     ).with_columns(
+        # no line break after the last line: a broken last line is a prefix of a line (cut), not bad data
+        pl.when((pl.int_range(pl.len()) == pl.len() - 1) & pl.lit(not text.newline)
+                & pl.col("reason").is_in(["bad_format", "missing_user", "no_items"]))
+        .then(pl.lit("truncated")).otherwise("reason").alias("reason")
+    ).with_columns(
         pl.when(pl.col("reason").is_null()).then(pl.col("rest").str.split(item_sep)).alias("songs")
     ).with_columns(
         pl.when(pl.col("reason").is_null()).then(pl.col("songs").list.len()).otherwise(1)
@@ -163,7 +190,9 @@ def import_sequences(
     bad_lines = df.filter(pl.col("reason").is_not_null()).select(
         pl.lit(source_file).alias("source_file"), pl.col("offset").alias("source_row"),
         pl.when(pl.col("bad_bytes")).then(pl.lit("bad_encoding")).otherwise("reason").alias("reason"),
-        pl.format("file line {}: {}", pl.col("line_no") + 1, pl.coalesce("raw", "line")).alias("raw"), "line_no")
+        pl.format("file line {}: {}{}", pl.col("line_no") + 1, pl.coalesce("raw", "line"),
+                  pl.when(pl.col("reason") == "truncated").then(pl.lit(_CUT)).otherwise(pl.lit(""))).alias("raw"),
+        "line_no")
     plays = (
         df.filter(pl.col("reason").is_null())
         .select("line_no", "offset", "bad_bytes", pl.col("u").alias("user_key"), "songs",
@@ -172,18 +201,20 @@ def import_sequences(
         .with_columns((pl.col("offset") + pl.col("pos")).alias("source_row"),
                       pl.col("songs").str.strip_chars().alias("song_key"))
     )
-    cut = not ends_with_newline(p) and plays.height > 0 and df.get_column("reason")[-1] is None
-    # no line break at the end: the file may be cut inside the last song id ("2702" of "27024")
-    is_last = pl.int_range(pl.len()) == plays.height - 1
+    # no line break at the end: the last play is kept when it is complete; an empty last song ("u,1:")
+    # or a character cut in half shows a cut (a cut inside a song id, "2702" of "27024", cannot be seen)
+    open_last = not text.newline and plays.height > 0 and df.get_column("reason")[-1] is None
+    is_last = (pl.int_range(pl.len()) == plays.height - 1) & pl.lit(open_last)
     plays = plays.with_columns(
         pl.when(pl.col("bad_bytes")).then(pl.lit("bad_encoding"))
-        .when(pl.col("song_key") == "").then(pl.lit("empty_item"))
-        .when(is_last & pl.lit(cut)).then(pl.lit("truncated")).alias("reason"))
+        .when(is_last & ((pl.col("song_key") == "") | pl.lit(text.cut_char))).then(pl.lit("truncated"))
+        .when(pl.col("song_key") == "").then(pl.lit("empty_item")).alias("reason"))
     bad_plays = plays.filter(pl.col("reason").is_not_null()).select(
         pl.lit(source_file).alias("source_file"), "source_row", "reason",
         pl.format("file line {}, play {} of user {}: {}{}", pl.col("line_no") + 1, "pos", "user_key",
                   pl.col("song_key"), pl.when(pl.col("bad_bytes")).then(pl.lit(" (the line holds bytes that are "
                                                                               "not UTF-8, shown as \\xNN)"))
+                  .when(pl.col("reason") == "truncated").then(pl.lit(_CUT))
                   .otherwise(pl.lit(""))).alias("raw"),
         "line_no")
     rejected = pl.concat([bad_lines, bad_plays]).sort("source_row")
@@ -194,7 +225,10 @@ def import_sequences(
     ).with_columns(ordinal_ts())
     n_rows = int(df.get_column("n_rows").sum())
     files = pl.DataFrame({"source_file": [source_file], "user_key": [None], "rows_read": [n_rows],
-                          "note": [f"{df.height} line(s); order only (ordinal time)"]}, schema=FILES_SCHEMA)
+                          "note": [f"{df.height} line(s); order only (ordinal time)"
+                                   + open_note(text, rejected.get_column("reason").to_list()[-1:] == ["truncated"]
+                                               and int(rejected.get_column("source_row")[-1]) == n_rows - 1)]},
+                         schema=FILES_SCHEMA)
     users = ok.get_column("user_key").unique().to_list()
     return assemble_result(ok, rejected.select(list(REJECTED_SCHEMA)), files, users, as_catalog(catalog),
                            ordinal_meta("sequences", p))
@@ -211,9 +245,44 @@ def _header_names(tokens: list[str]) -> list[str] | None:
     return None
 
 
+def _clock_column(p: Path, df: pl.DataFrame, col: int, skip_last: bool) -> None:
+    """:class:`InputError` unless field ``col`` of a headerless file reads as a clock: numeric on every line,
+    never decreasing within a user (the lines are in listening order) and a median that is an epoch time
+    between 1990 and 2100 in the unit its magnitude gives (a position or a rating is not). The lines already
+    rejected (and a last line that may be cut) are not judged. The values are then converted as a
+    ``timestamp`` column is (a given ``ts_unit`` wins; values outside the range are ``ts_out_of_range``)."""
+    from musicrecall.io.timeconv import PLAUSIBLE_TS, UNITS_MS, detect_unit
+
+    d = df.filter(pl.col("reason").is_null())
+    if skip_last and d.height and int(d.get_column("source_row")[-1]) == df.height - 1:
+        d = d.head(d.height - 1)
+    d = d.with_columns(pl.col("ts_raw").cast(pl.Float64, strict=False).alias("v"))
+    fix = ("; without a header a third field is read as a timestamp only when it is one. Add a header line "
+           "naming the columns (RecBole: user_id:token item_id:token timestamp:float) or pass "
+           "extra_columns='ignore' (CLI: --extra-columns ignore) to import user and item only")
+    bad = d.filter(pl.col("v").is_null() | ~pl.col("v").is_finite())
+    if bad.height:
+        r = bad.row(0, named=True)
+        raise InputError(p, r["source_row"], f"column {col + 1}: {r['ts_raw']!r} (file line {r['line_no'] + 1}) is "
+                         f"not a number ({bad.height} such line(s)){fix}")
+    down = d.with_columns(pl.col("v").shift(1).over("user_key").alias("prev")).filter(pl.col("v") < pl.col("prev"))
+    if down.height:
+        r = down.row(0, named=True)
+        raise InputError(p, r["source_row"], f"column {col + 1}: {r['ts_raw']} (file line {r['line_no'] + 1}) is "
+                         f"smaller than user {r['user_key']!r}'s previous value {r['prev']:g}, so it is not a clock "
+                         f"of lines in listening order ({down.height} such line(s)){fix}")
+    unit = detect_unit(d.get_column("v")) or "s"
+    med = d.get_column("v").median()
+    lo, hi = (t.timestamp() * 1000 for t in PLAUSIBLE_TS)
+    if med is not None and not lo <= float(med) * UNITS_MS.get(unit, 1.0) < hi:  # type: ignore[arg-type]
+        raise InputError(p, None, f"column {col + 1}: numeric and never decreasing per user, but its median "
+                         f"{float(med):g} is no epoch time between 1990 and 2100 in {unit!r} (a position or a "
+                         f"count?){fix}")
+
+
 def import_user_item(
     path: PathLike, catalog: Catalog | PathLike | None = None, on_error: OnError = "raise",
-    ts_unit: str | None = None,
+    ts_unit: str | None = None, extra_columns: Literal["detect", "ignore"] = "detect",
 ) -> ImportResult:
     """Import ``user item`` lines in listening order (SASRec / RecBole ``.inter``); see the module docstring.
 
@@ -223,14 +292,22 @@ def import_user_item(
         on_error: ``"raise"`` or ``"quarantine"``.
         ts_unit: unit of a ``timestamp`` column (``"s"``, ``"ms"``, ``"us"``, ``"ns"``); default: detected
             from the magnitude of the values (see :func:`musicrecall.io.timeconv.epoch_to_ts`).
+        extra_columns: fields after user and item in a file **without a header**. ``"detect"`` (default):
+            a third field that is numeric, never decreasing within a user and epoch times (after 1990
+            in ``ts_unit`` or the detected unit) is the clock (``time_kind="clock"``); any other extra
+            field raises :class:`InputError` naming file, row and column. ``"ignore"``: extra fields are
+            ignored (ordinal time; recorded in ``meta``).
 
     Every data line must have as many fields as the first (header or first data line); a line with
-    another count is ``bad_format``. Without a header the first two fields are user and item and any
-    further fields are ignored (recorded in ``meta``).
+    another count is ``bad_format``. A last line without a line break after it is kept when it is
+    complete and valid, and quarantined as ``truncated`` otherwise (the file was cut).
     """
     check_on_error(on_error)
+    if extra_columns not in ("detect", "ignore"):
+        raise ValueError(f"extra_columns must be 'detect' or 'ignore', not {extra_columns!r}")
     p = Path(path)
-    lines = read_lines(p)
+    text = read_text(p)
+    lines = text.lines
     first_good = lines.filter(pl.col("raw").is_null() & (pl.col("line").str.strip_chars() != "")).head(1)
     if first_good.height == 0:
         raise InputError(p, None, "no readable line")
@@ -241,6 +318,7 @@ def import_user_item(
     first_tokens = pl.select(split(pl.lit(first_line))).item().to_list()
     names = _header_names(first_tokens)
     meta_extra: dict[str, Any] = {}
+    guess_clock = False
     if names is not None:
         header_no = int(first_good.get_column("line_no")[0])
         lines = lines.filter(pl.col("line_no") != header_no)
@@ -253,8 +331,16 @@ def import_user_item(
         meta_extra["columns"] = names
     else:
         u_i, i_i, t_i = 0, 1, None
-        if len(first_tokens) > 2:
-            meta_extra["ignored_fields"] = f"{len(first_tokens) - 2} field(s) after user and item"
+        n_extra = len(first_tokens) - 2
+        if n_extra > 0 and extra_columns == "ignore":
+            meta_extra["ignored_fields"] = f"{n_extra} field(s) after user and item (extra_columns='ignore')"
+        elif n_extra > 1:
+            raise InputError(p, 0, f"column 4: {n_extra + 2} fields per line and no header; without one only "
+                             f"'user item [timestamp]' is understood. Add a header line naming the columns "
+                             f"(RecBole: user_id:token item_id:token rating:float timestamp:float) or pass "
+                             f"extra_columns='ignore' (CLI: --extra-columns ignore) to import user and item only")
+        elif n_extra == 1:
+            t_i, guess_clock = 2, True
     n_fields = len(first_tokens)
     source_file = p.name
     df = lines.with_row_index("source_row").with_columns(pl.col("source_row").cast(pl.Int64))
@@ -272,9 +358,10 @@ def import_user_item(
         pl.when(pl.col("song_key") == "").then(pl.lit("empty_item")),
     )
     df = df.with_columns(reason.alias("reason"))
-    if df.height and not ends_with_newline(p):  # the last line may be cut mid-field
-        df = df.with_columns(pl.when(pl.int_range(pl.len()) == df.height - 1).then(pl.lit("truncated"))
-                             .otherwise(pl.col("reason")).alias("reason"))
+    if guess_clock:
+        _clock_column(p, df, 2, skip_last=not text.newline)
+        meta_extra["clock"] = ("column 3 (no header): numeric, never decreasing per user, epoch times in "
+                               f"{ts_unit or 'the detected unit'}")
     if t_i is not None:
         df = df.with_columns(pl.col("ts_raw").cast(pl.Float64, strict=False).alias("ts_num"))
         ts, ts_reason = epoch_to_ts(df.get_column("ts_num"), ts_unit, p, "timestamp")
@@ -284,9 +371,10 @@ def import_user_item(
         meta = {"time_kind": "clock", "source": "user-item", "file": p.name, **meta_extra}
     else:
         meta = {**ordinal_meta("user-item", p), **meta_extra}
+    df = df.with_columns(pl.format("file line {}: {}", pl.col("line_no") + 1, pl.coalesce("raw", "line")).alias("raw"))
+    df = _cut_last(df, text)
     rejected = df.filter(pl.col("reason").is_not_null()).select(
-        pl.lit(source_file).alias("source_file"), "source_row", "reason", pl.format("file line {}: {}", pl.col("line_no") + 1, pl.coalesce("raw", "line")).alias("raw"),
-        "line_no")
+        pl.lit(source_file).alias("source_file"), "source_row", "reason", "raw", "line_no")
     if on_error == "raise":
         raise_first(p, rejected)
     ok = df.filter(pl.col("reason").is_null()).select(
@@ -294,7 +382,23 @@ def import_user_item(
         *(["ts"] if t_i is not None else []))
     if t_i is None:
         ok = ok.with_columns(ordinal_ts())
+    last_cut = bool(df.height) and df.get_column("reason")[-1] == "truncated"
+    note = ("header line not counted" if names is not None else "") + open_note(text, last_cut)
     files = pl.DataFrame({"source_file": [source_file], "user_key": [None], "rows_read": [df.height],
-                          "note": ["header line not counted" if names is not None else None]}, schema=FILES_SCHEMA)
+                          "note": [note.removeprefix("; ") or None]}, schema=FILES_SCHEMA)
     users = ok.get_column("user_key").unique().to_list()
     return assemble_result(ok, rejected.select(list(REJECTED_SCHEMA)), files, users, as_catalog(catalog), meta)
+
+
+def _cut_last(df: pl.DataFrame, text: TextFile) -> pl.DataFrame:
+    """The last record of a file without a final line break: kept when complete and valid, ``truncated``
+    when it is not (its first reason stays in ``raw``) or when the file ends inside a character."""
+    if text.newline or df.height == 0:
+        return df
+    last = pl.int_range(pl.len()) == pl.len() - 1
+    cut = last & (pl.lit(text.cut_char) | (pl.col("reason").is_not_null()
+                                           & ~pl.col("reason").is_in(["bad_encoding", "blank_line"])))
+    return df.with_columns(
+        pl.when(cut).then(pl.lit("truncated")).otherwise("reason").alias("reason"),
+        pl.when(cut).then(pl.format("{}{}: {}", pl.col("reason").fill_null("cut inside a character"), pl.lit(_CUT),
+                                    "raw")).otherwise("raw").alias("raw"))

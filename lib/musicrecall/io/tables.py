@@ -4,7 +4,9 @@
 types for Parquet) with its 0-based record index ``_row``, plus the records it could not read, each with
 a reason: ``bad_encoding`` (bytes that are not UTF-8), ``blank_line``, ``bad_format`` (a CSV record
 with the wrong number of fields), ``truncated`` (the last record of a text file without a final line
-break, or of a JSON array cut mid-record), ``malformed_json``, ``not_a_record`` (a JSON value that is
+break when it is incomplete: wrong field count, unclosed quote, a JSON line that does not parse, a
+character cut in half; a complete one is kept and ``Records.open_row`` names it; or the last record of
+a JSON array cut mid-record), ``malformed_json``, ``not_a_record`` (a JSON value that is
 not an object). ``rows_read`` is the true record count: rows + rejected. A duplicate column name
 raises :class:`~musicrecall.io.errors.InputError` (which of the two is meant cannot be known).
 """
@@ -23,7 +25,7 @@ import polars as pl
 
 from musicrecall.io.errors import InputError
 from musicrecall.io.jsonarray import BROKEN, duplicate_note, read_json_array, record_pairs
-from musicrecall.io.text import bad_utf8_positions, decode_lines, read_bytes
+from musicrecall.io.text import bad_utf8_positions, cut_char_bytes, decode_lines, read_bytes
 
 _REJ = {"source_row": pl.Int64, "reason": pl.String, "raw": pl.String}
 
@@ -36,6 +38,9 @@ class Records:
     rejected: pl.DataFrame
     rows_read: int
     note: str | None = None
+    # the last record of a text file without a final line break, kept because it is complete: a value
+    # the importer finds invalid in it is a sign of a cut (``truncated``), e.g. "2024-01-01T1"
+    open_row: int | None = None
 
 
 def check_columns(path: Path, names: list[str]) -> None:
@@ -88,14 +93,24 @@ def _fast_csv(path: Path, data: bytes, sep: str) -> Records | None:
     return Records(frame, pl.DataFrame(schema=_REJ), body.len())
 
 
+OPEN_KEPT = "no line break after the last record, which is complete and kept"
+OPEN_CUT = "no line break after the last record, which is incomplete (file cut?) and quarantined as truncated"
+
+
 def _read_csv(path: Path, sep: str) -> Records:
     data = read_bytes(path)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
+    ends_nl = data.endswith((b"\n", b"\r"))
+    cut_char = 0 if ends_nl else cut_char_bytes(data)
+    if cut_char:  # the file ends inside a character: it was cut, its last record is incomplete
+        data = data[:-cut_char]
     bad = _bad_lines(data)
-    if not bad:
-        fast = _fast_csv(path, data, sep)
+    if not bad and not cut_char:
+        fast = _fast_csv(path, data if ends_nl else data + b"\n", sep)
         if fast is not None:
+            if not ends_nl:
+                fast.note, fast.open_row = OPEN_KEPT, fast.rows_read - 1
             return fast
     text = data.decode("utf-8", errors="replace")
     # strict: a quote that is never closed makes an error (not one record swallowing the next lines)
@@ -160,19 +175,24 @@ def _read_csv(path: Path, sep: str) -> Records:
     idx -= 1
     n = idx + 1
     note = None
-    if n and not data.endswith((b"\n", b"\r")):
-        note = "the file does not end with a line break: its last record may be cut and is quarantined"
-        if last_ok:  # the fragment of a cut file parses as a record: never keep it
+    open_row = None
+    if n and not ends_nl:
+        # a complete last record (right field count, quoting closed) is kept; an incomplete one is a cut
+        if last_ok and not cut_char:
+            note, open_row = OPEN_KEPT, n - 1
+        elif last_ok:
             rows.pop()
             values = [c.pop() or "" for c in cols]
-            rej.append((n - 1, "truncated", "last record, no line break after it (file cut? if the file is "
-                        f"complete, end it with a line break): {sep.join(values)}"))
-        else:
+            rej.append((n - 1, "truncated", "a character cut in half at the end of the file; last record, no "
+                        f"line break after it: {sep.join(values)}"))
+            note = OPEN_CUT
+        elif cut_char or rej[-1][1] == "bad_format":
             last = rej.pop()
             rej.append((last[0], "truncated", f"{last[1]}; last record, no line break after it: {last[2]}"))
+            note = OPEN_CUT
     frame = pl.DataFrame({name: pl.Series(name, c, dtype=pl.String) for name, c in zip(names, cols, strict=True)})
     frame = frame.with_columns(pl.Series("_row", rows, dtype=pl.Int64))
-    return Records(frame, pl.DataFrame(rej, schema=_REJ, orient="row"), n, note)
+    return Records(frame, pl.DataFrame(rej, schema=_REJ, orient="row"), n, note, open_row)
 
 
 def read_csv_records(path: Path, sep: str) -> Records:
@@ -205,10 +225,12 @@ def _from_objects(path: Path, records: list[tuple[int, Any]]) -> tuple[pl.DataFr
 
 
 def _read_ndjson(path: Path) -> Records:
-    lines = decode_lines(read_bytes(path))
+    data = read_bytes(path)
+    ends_nl = data.endswith(b"\n")
+    cut_char = 0 if ends_nl else cut_char_bytes(data)
+    lines = decode_lines(data[:len(data) - cut_char])
     objs: list[tuple[int, Any]] = []
     rej: list[tuple[int, str, str]] = []
-    ends_nl = path.read_bytes().endswith(b"\n")
     n = lines.height
     for i, line, raw in lines.iter_rows():
         if raw is not None:
@@ -217,6 +239,8 @@ def _read_ndjson(path: Path) -> Records:
             rej.append((i, "blank_line", ""))
         else:
             try:
+                if cut_char and i == n - 1:
+                    raise json.JSONDecodeError("a character cut in half at the end of the file", line, len(line))
                 obj = json.loads(line, object_pairs_hook=record_pairs)
             except json.JSONDecodeError as err:
                 reason = "truncated" if i == n - 1 and not ends_nl else "malformed_json"
@@ -227,7 +251,10 @@ def _read_ndjson(path: Path) -> Records:
             else:
                 objs.append((i, obj))
     frame, more = _from_objects(path, objs)
-    return Records(frame, pl.DataFrame(rej + more, schema=_REJ, orient="row").sort("source_row"), n)
+    note = None
+    if n and not ends_nl:  # a JSON line is complete when it parses: a cut one cannot
+        note = OPEN_CUT if rej and rej[-1][:2] == (n - 1, "truncated") else OPEN_KEPT
+    return Records(frame, pl.DataFrame(rej + more, schema=_REJ, orient="row").sort("source_row"), n, note)
 
 
 def _read_json(path: Path) -> Records:

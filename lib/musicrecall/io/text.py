@@ -10,6 +10,7 @@ for the whole file in C; only the positions of bad bytes are visited in Python.
 from __future__ import annotations
 
 import codecs
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,52 @@ def bad_utf8_positions(data: bytes) -> list[int]:
     out = list(_BAD_POSITIONS)
     _BAD_POSITIONS.clear()
     return out
+
+
+def cut_char_bytes(data: bytes) -> int:
+    """How many bytes at the end of ``data`` begin a UTF-8 character that never ends (0 if none).
+
+    A file cut at an arbitrary byte often ends inside a multi-byte character ("Caf\\xc3"): that is the
+    signature of a cut, not of a file in another encoding, so the importers treat the last record as
+    ``truncated`` rather than ``bad_encoding``.
+    """
+    tail = data[-4:]
+    for back in range(1, min(len(tail), 3) + 1):
+        b = tail[-back]
+        if b & 0xC0 == 0x80:  # a continuation byte: look further back for the lead byte
+            continue
+        need = 2 if b & 0xE0 == 0xC0 else 3 if b & 0xF0 == 0xE0 else 4 if b & 0xF8 == 0xF0 else 0
+        return back if need > back else 0
+    return 0
+
+
+@dataclass
+class TextFile:
+    """:func:`read_text`'s result: the lines, and how the file ends."""
+
+    lines: pl.DataFrame  # as :func:`decode_lines`
+    newline: bool  # the file ends with a line break (its last record is certainly complete)
+    cut_char: bool  # the file ends inside a UTF-8 character: it was cut, its last record is incomplete
+
+
+def read_text(path: Path) -> TextFile:
+    """:func:`read_lines` plus how the file ends (see :class:`TextFile`).
+
+    The bytes of a character cut at the end of the file are left out of the last line (so a cut is
+    reported as such, not as ``bad_encoding``); ``cut_char`` tells the importer to quarantine that line.
+    """
+    newline = ends_with_newline(path)
+    cut = 0
+    if not newline:
+        with path.open("rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(fh.tell() - 4, 0))
+            cut = cut_char_bytes(fh.read())
+    if cut:
+        data = read_bytes(path)[:-cut]
+        if data.strip():
+            return TextFile(decode_lines(data), False, True)
+    return TextFile(read_lines(path), newline, False)
 
 
 def ends_with_newline(path: Path) -> bool:

@@ -20,9 +20,10 @@ user vector built once at the cut cannot see it; scoring each play from the play
   (:class:`~musicrecall.evaluation.MarkovRecall`), the ranks come from there (same ranks, sparse cost).
 * **Slices** (each reported apart, with its own users): ``all``; ``within_session`` (the target is in the
   same listening session as the previous play of the history, from the cleaned events' ``session_id``)
-  and ``new_session`` (the first ``label`` play of a session: the previous one was in another session); ``repeat`` (the user played the song before, any play,
-  fit window or earlier in the window) and ``discovery`` (never played before). For order-only data
-  (ordinal time) or logs without ``session_id`` the session slices are left out and ``notes`` says why.
+  and ``new_session`` (the first ``label`` play of a session: the previous one was in another session);
+  ``repeat`` (the user played the song before, any play, fit window or earlier in the window) and
+  ``discovery`` (never played before). For order-only data (ordinal time) or logs without ``session_id``
+  the session slices are left out and ``notes`` says why (:meth:`RollingTargets.describe`).
 * Per-user values are the mean over that user's targets in the slice (users weigh equally, as in the
   set-based protocol); CIs are percentile bootstraps over users (Efron & Tibshirani 1993), and
   :func:`rolling_lift` compares two models **on the same targets** with a paired bootstrap over users
@@ -35,7 +36,8 @@ user vector built once at the cut cannot see it; scoring each play from the play
   machine): building the targets 1.7 s, popularity 2.6 s, Markov 1.3 s (sparse ranks), an embedding
   scorer (mean of d=64 history vectors, inner products with every song) 29 s, most of it the
   ``[B, d] x [d, n_items]`` products; ``summary()`` (1,000 resamples, 5 slices x 6 metrics) 2.3 s. With
-  ``max_targets_per_user=10``: 77,841 targets, 11.6 s for the embedding scorer.
+  ``max_targets_per_user=10``: 77,841 targets, 11.6 s for the embedding scorer (``bench/bench_rolling.py``).
+* Early stopping on the same metric: :func:`rolling_validator` over targets of the validation setup.
 
 **Leave-last-out** (:func:`leave_last_out_eval`): the protocol of RecBole's ``LS`` split with full
 ranking (Zhao et al., *RecBole*, CIKM 2021) for parity benches: one target per user (the last play of

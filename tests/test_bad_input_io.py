@@ -235,6 +235,17 @@ CASES: list[Case] = [
     Case("ext_field_given_twice_raises", lambda t: io("import_spotify_extended")(broken_json(
         t, json.dumps(ext_rec(2))[:-1] + ', "ms_played": 99}')),
         Err(EXT, 2, "ms_played", match="given twice")),
+    Case("ext_field_given_twice_in_a_nested_object", lambda t: io("import_spotify_extended")(broken_json(
+        t, json.dumps(ext_rec(2))[:-1] + ', "extra": {"a": 1, "b": [{"c": 1, "c": 2}], "a": 2}}'), on_error="quarantine"),
+        Quar(EXT, 2, "duplicate_key", events=4, rows_read=5)),
+    Case("ext_nested_field_given_twice_raises", lambda t: io("import_spotify_extended")(broken_json(
+        t, json.dumps(ext_rec(2))[:-1] + ', "extra": {"a": 1, "a": 2}}')),
+        Err(EXT, 2, "extra.a", match="given twice")),
+    Case("ext_nested_field_given_twice_beside_a_broken_record", lambda t: io("import_spotify_extended")(ext_text(
+        t, "[" + ", ".join([json.dumps(ext_rec(0)), '{"ts": oops}', json.dumps(ext_rec(2))[:-1]
+                            + ', "extra": {"a": {"x": 1, "x": 2}}}', json.dumps(ext_rec(3))]) + "]"),
+        on_error="quarantine"),
+        Quar(EXT, 2, "duplicate_key", events=2, rows_read=4)),
     Case("ext_ms_played_1e13", lambda t: five_with(t, 1, ms_played=1e13),
          Quar(EXT, 1, "play_ms_out_of_range", events=4)),
     Case("ext_ms_played_int64_max", lambda t: five_with(t, 1, ms_played=2**63 - 1),
@@ -337,6 +348,9 @@ CASES: list[Case] = [
     Case("log_ndjson_field_given_twice", lambda t: log(t, "plays.jsonl", '{"user": "a", "user": "b", "song": 1}\n'
                                                        '{"user": "c", "song": 3}\n'),
          Quar("plays.jsonl", 0, "duplicate_key", events=1, rows_read=2)),
+    Case("log_ndjson_nested_field_given_twice", lambda t: log(t, "plays.jsonl", '{"user": "a", "song": 1}\n'
+                                                              '{"user": "b", "song": 2, "m": {"k": 1, "k": 2}}\n'),
+         Quar("plays.jsonl", 1, "duplicate_key", events=1, rows_read=2)),
     Case("log_ndjson_malformed_line", lambda t: log(t, "plays.jsonl", '{"user": "a", "song": 1}\n{"user": "b"\n'
                                                     '{"user": "c", "song": 3}\n'),
          Quar("plays.jsonl", 1, "malformed_json", events=2, rows_read=3)),
@@ -622,3 +636,16 @@ def test_cut_last_record_is_an_error_in_raise_mode(tmp_path: Path) -> None:
     assert "quarantined as truncated" in acc["note"][0], acc
     assert res.rejected.select("source_row", "reason").rows() == [(1, "truncated")]
     assert "b,2,2024-01-01T0" in res.rejected["raw"][0]
+
+
+def test_nested_duplicate_named_by_its_path(tmp_path: Path) -> None:
+    """A key repeated inside a nested object is named by its dotted path; records without one are kept
+    (the search runs only when the parse met a repeated key, so other files pay nothing)."""
+    recs = [json.dumps(ext_rec(k)) for k in range(3)]
+    recs[1] = recs[1][:-1] + ', "extra": {"list": [{"c": 1, "c": 2}]}}'
+    res = io("import_spotify_extended")(ext_text(tmp_path, "[" + ", ".join(recs) + "]"), on_error="quarantine")
+    _balanced(res)
+    assert res.rejected.select("source_row", "reason").rows() == [(1, "duplicate_key")]
+    assert "'extra.list[0].c' given twice" in res.rejected["raw"][0]
+    clean = io("import_spotify_extended")(ext_file(tmp_path / "b", [ext_rec(k, extra={"a": {"b": 1}}) for k in range(3)]))
+    assert clean.rejected.height == 0 and clean.events.height == 3

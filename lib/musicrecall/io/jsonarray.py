@@ -10,8 +10,9 @@ never turned into replacement characters.
 
 Reasons: ``bad_encoding``, ``malformed_json`` (a record, or data after the closing ``]``, that is not
 valid JSON), ``truncated`` (the file ends inside a record: the fragment is quarantined, not kept),
-``duplicate_key`` (a record names the same field twice, e.g. two ``ms_played``: :func:`json.loads` would
-silently keep the last; which one is meant cannot be known).
+``duplicate_key`` (a record names the same field twice, e.g. two ``ms_played``, at its top level or
+inside a nested object (named by its dotted path, ``extra.a``): :func:`json.loads` would silently keep
+the last; which one is meant cannot be known).
 """
 
 from __future__ import annotations
@@ -36,19 +37,49 @@ class _Record(dict):  # type: ignore[type-arg]
     duplicates: tuple[str, ...] = ()
 
 
+# How many objects (at any depth) repeated a key so far: a parse that did not change it has no nested
+# duplicate, so nested objects are searched only in the rare files that have one.
+_DUP_OBJECTS = [0]
+
+
+def dup_objects() -> int:
+    """The running count of parsed objects that repeated a key (compare before and after a parse)."""
+    return _DUP_OBJECTS[0]
+
+
 def record_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """``object_pairs_hook`` for :mod:`json`: a dict; one that lists the keys given more than once."""
     rec = dict(pairs)
     if len(rec) != len(pairs):  # rare: only then the slower subclass
+        _DUP_OBJECTS[0] += 1
         rec = _Record(pairs)
         seen: set[str] = set()
         rec.duplicates = tuple(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
     return rec
 
 
-def duplicate_note(rec: Any) -> str | None:
-    """``"field(s) 'x' given twice: "`` for a record parsed with :func:`record_pairs`, else None."""
-    dups = getattr(rec, "duplicates", ())
+def _nested_duplicates(obj: Any, path: str) -> list[str]:
+    """Dotted paths of the keys repeated inside the objects nested in ``obj`` (not ``obj``'s own keys)."""
+    out: list[str] = []
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        where = f"{path}[{k}]" if isinstance(obj, list) else f"{path}.{k}" if path else str(k)
+        if isinstance(v, dict):
+            out += [f"{where}.{d}" for d in getattr(v, "duplicates", ())]
+        if isinstance(v, (dict, list)):
+            out += _nested_duplicates(v, where)
+    return out
+
+
+def duplicate_note(rec: Any, deep: bool = False) -> str | None:
+    """``"field(s) 'x' given twice: "`` for a record parsed with :func:`record_pairs`, else None.
+
+    ``deep``: also the keys repeated inside nested objects (dotted paths); pass
+    ``dup_objects() != before`` so that only a parse that met a repeated key pays for the search.
+    """
+    dups = list(getattr(rec, "duplicates", ()))
+    if deep:
+        dups += _nested_duplicates(rec, "")
     return f"field(s) {', '.join(map(repr, dups))} given twice: " if dups else None
 
 
@@ -109,6 +140,7 @@ def read_json_array(path: Path, on_error: Literal["raise", "quarantine"] = "rais
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     text = data.decode("utf-8", "surrogateescape")
+    before = dup_objects()
     try:
         obj = json.loads(text, object_pairs_hook=record_pairs)
     except json.JSONDecodeError:
@@ -117,6 +149,7 @@ def read_json_array(path: Path, on_error: Literal["raise", "quarantine"] = "rais
         if not isinstance(obj, list):
             raise InputError(path, None, f"top-level JSON value is a {type(obj).__name__}, expected an array")
         out = JsonRecords(obj)
+        deep = dup_objects() != before
         try:
             text.encode("utf-8")
             bad_bytes = False
@@ -127,9 +160,9 @@ def read_json_array(path: Path, on_error: Literal["raise", "quarantine"] = "rais
                 out.records[i] = BROKEN
                 out.breaks.append(JsonBreak(i, "bad_encoding", _visible(json.dumps(rec, ensure_ascii=False))
                                             [:RAW_MAX_CHARS]))
-            elif duplicate_note(rec):
+            elif duplicate_note(rec, deep):
                 out.records[i] = BROKEN
-                out.breaks.append(JsonBreak(i, "duplicate_key", (duplicate_note(rec) or "") + _visible(
+                out.breaks.append(JsonBreak(i, "duplicate_key", (duplicate_note(rec, deep) or "") + _visible(
                     json.dumps(rec, ensure_ascii=False))[:RAW_MAX_CHARS]))
     if on_error == "raise" and out.breaks:
         b = out.breaks[0]
@@ -160,6 +193,7 @@ def _scan(path: Path, text: str) -> JsonRecords:
             _broken(out, text, i, n, "malformed_json")
         return out
     while i < n:
+        before = dup_objects()
         try:
             obj, j = decoder.raw_decode(text, i)
         except json.JSONDecodeError:
@@ -167,7 +201,7 @@ def _scan(path: Path, text: str) -> JsonRecords:
         if j is not None:
             if _has_bad_bytes(obj):
                 _broken(out, text, i, j, "bad_encoding")
-            elif duplicate_note(obj):
+            elif duplicate_note(obj, dup_objects() != before):
                 _broken(out, text, i, j, "duplicate_key")
             else:
                 out.records.append(obj)

@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 
 from musicrecall.io.errors import InputError
-from musicrecall.io.jsonarray import BROKEN, duplicate_note, read_json_array, record_pairs
+from musicrecall.io.jsonarray import BROKEN, dup_objects, duplicate_note, read_json_array, record_pairs
 from musicrecall.io.text import bad_utf8_positions, cut_char_bytes, decode_lines, read_bytes
 
 _REJ = {"source_row": pl.Int64, "reason": pl.String, "raw": pl.String}
@@ -241,13 +241,15 @@ def _read_ndjson(path: Path) -> Records:
             try:
                 if cut_char and i == n - 1:
                     raise json.JSONDecodeError("a character cut in half at the end of the file", line, len(line))
+                before = dup_objects()
                 obj = json.loads(line, object_pairs_hook=record_pairs)
             except json.JSONDecodeError as err:
                 reason = "truncated" if i == n - 1 and not ends_nl else "malformed_json"
                 rej.append((i, reason, f"{err.msg}: {line[:10_000]}"))
                 continue
-            if duplicate_note(obj):
-                rej.append((i, "duplicate_key", f"{duplicate_note(obj)}{line[:10_000]}"))
+            note = duplicate_note(obj, dup_objects() != before)
+            if note:
+                rej.append((i, "duplicate_key", f"{note}{line[:10_000]}"))
             else:
                 objs.append((i, obj))
     frame, more = _from_objects(path, objs)

@@ -58,7 +58,7 @@ def import_lastfm_1k(
         An :class:`ImportResult` with one user per Last.fm user id; items carry ``title`` and
         ``artist`` (no album, so only ``song_artist`` triples).
     """
-    from musicrecall.io.sequences import _cut_last, check_on_error, open_note, raise_first
+    from musicrecall.io.sequences import check_on_error, mark_cut_last_record, open_note, raise_first
     from musicrecall.io.spotify import song_key_expr
     from musicrecall.io.text import read_text
 
@@ -89,7 +89,7 @@ def import_lastfm_1k(
         pl.coalesce("raw", "line").alias("line"),
     )
     # a last line without a line break after it is kept when complete; cut (truncated) when it is not
-    df = _cut_last(df.with_columns(pl.col("line").fill_null("").alias("raw")), text)
+    df = mark_cut_last_record(df.with_columns(pl.col("line").fill_null("").alias("raw")), text)
     rejected = df.filter(pl.col("reason").is_not_null()).select(
         pl.lit(source_file).alias("source_file"), "source_row", "reason", "raw"
     ).select(pl.col(c).cast(t) for c, t in REJECTED_SCHEMA.items())

@@ -372,7 +372,7 @@ def import_user_item(
     else:
         meta = {**ordinal_meta("user-item", p), **meta_extra}
     df = df.with_columns(pl.format("file line {}: {}", pl.col("line_no") + 1, pl.coalesce("raw", "line")).alias("raw"))
-    df = _cut_last(df, text)
+    df = mark_cut_last_record(df, text)
     rejected = df.filter(pl.col("reason").is_not_null()).select(
         pl.lit(source_file).alias("source_file"), "source_row", "reason", "raw", "line_no")
     if on_error == "raise":
@@ -390,7 +390,7 @@ def import_user_item(
     return assemble_result(ok, rejected.select(list(REJECTED_SCHEMA)), files, users, as_catalog(catalog), meta)
 
 
-def _cut_last(df: pl.DataFrame, text: TextFile) -> pl.DataFrame:
+def mark_cut_last_record(df: pl.DataFrame, text: TextFile) -> pl.DataFrame:
     """The last record of a file without a final line break: kept when complete and valid, ``truncated``
     when it is not (its first reason stays in ``raw``) or when the file ends inside a character."""
     if text.newline or df.height == 0:

@@ -51,10 +51,10 @@ def test_the_world_lacks_nothing():
 
 def test_what_an_imported_log_lacks_is_named(imported):
     clock = prepare(str(imported["clock"]), profile="tiny", seed=0)
-    assert set(missing_inputs(clock.dataset, clock.clean.events)) == {"audio", "party_b", "entry", "collect", "genre"}
+    assert set(missing_inputs(clock.dataset, clock.clean.events)) == {"audio", "party_b", "entries", "collect", "genre"}
     ordinal = prepare(str(imported["ordinal"]), profile="tiny", seed=0)
     assert set(missing_inputs(ordinal.dataset, ordinal.clean.events)) == {
-        "audio", "party_b", "entry", "collect", "genre", "clock", "play_outcome"}
+        "audio", "party_b", "entries", "collect", "genre", "clock", "durations"}
 
 
 def test_features_with_per_user_cuts_use_only_each_users_past():
@@ -78,8 +78,9 @@ def test_notebook_08_completes_on_order_only_imported_data(imported, tmp_path):
     out = run_reports_dir(str(imported["ordinal"]), tmp_path)
     text = "".join("".join(o.get("text", "")) for c in json.loads((out / "08_fusion_and_ranking.ipynb").read_text())["cells"]
                    for o in c.get("outputs", []))
-    for what in ("audio", "party_b", "entry", "clock", "play_outcome"):
+    for what in ("audio", "party_b", "entries", "clock", "durations"):
         assert f"skipped ({what}):" in text, what
+    assert "skipped (per-entry hit rates):" in text
     assert "C7 not tested on this dataset" in text
     rec = json.loads((out / "metrics.json").read_text())["notebooks"]["08_fusion_and_ranking"]["records"][-1]
     names = {m["name"] for m in rec["metrics"]}

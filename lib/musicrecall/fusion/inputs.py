@@ -1,40 +1,35 @@
 """What a dataset lacks for notebook 08, each with the one-line reason a skipped cell prints.
 
-The simulated world has everything; an imported log may have no entry points, no collect actions, no
-play durations, no genre, no audio (the world renders its songs; real logs come without audio), no
-second party (party B's features exist only in the world) and no clock (order-only data: ordinal
-time, per-user position splits). The model and recall parts never need these; the cells that do are skipped with the reason.
+The general list (audio, a clock, entry points, play durations) is :func:`musicrecall.yardsticks.lacks`,
+shared by every model notebook; notebook 08 adds what only it needs: a second party (party B's features
+exist only in the simulated world), collect actions (the collect label) and genres (genre diversity and
+surprise). The recall and ranking models never need these; the cells that do are skipped with the reason.
 """
 
 from __future__ import annotations
 
 import polars as pl
 
-from musicrecall.evaluation import detect_time_kind
+from musicrecall.yardsticks import lacks
+
+SHARED = ("audio", "clock", "entries", "durations")  # the keys of yardsticks.lacks notebook 08 reads
 
 
 def _has(df: pl.DataFrame, col: str) -> bool:
     return col in df.columns and df[col].drop_nulls().len() > 0
 
 
-def missing_inputs(dataset, events: pl.DataFrame, meta: dict | None = None) -> dict[str, str]:
+def missing_inputs(dataset, events: pl.DataFrame) -> dict[str, str]:
     """``{input: reason}`` for every input of notebook 08 that ``dataset`` (a :class:`musicrecall.data.Dataset`)
-    lacks; ``events`` are its cleaned plays."""
-    lacks: dict[str, str] = {}
-    if not dataset.is_world:
-        lacks["audio"] = "no audio: imported logs come without audio (the simulated world renders its songs)"
+    lacks; ``events`` are its cleaned plays. Keys: those of :data:`SHARED`, ``party_b``, ``collect``, ``genre``."""
+    general = lacks(dataset, events)
+    out = {k: general[k] for k in SHARED if k in general}
+    if "durations" not in out and (not _has(events, "full_play") or events["full_play"].drop_nulls().n_unique() < 2):
+        out["durations"] = "every play has the same outcome (full play or not): impression labels are constant"
     if dataset.cross_business is None:
-        lacks["party_b"] = "no second party: party B's user features exist only in the simulated world"
-    if not _has(events, "entry"):
-        lacks["entry"] = "no entry points in the log: per-entry hit rates are skipped, ranking pools all plays"
+        out["party_b"] = "no second party: party B's user features exist only in the simulated world"
     if not (_has(events, "action") and (events["action"] == "collect").any()):
-        lacks["collect"] = "no collect actions in the log: the collect label is constant, so no collect model"
-    if not _has(events, "full_play") or events["full_play"].drop_nulls().n_unique() < 2:
-        lacks["play_outcome"] = ("no play outcome (no durations: every play counts as a full play): impression "
-                                 "labels are constant, so impression AUCs are skipped; candidates are still ranked")
+        out["collect"] = "no collect actions in the log: the collect label is constant, so no collect model"
     if not _has(dataset.items, "genre"):
-        lacks["genre"] = "no genre in the catalogue: genre diversity and surprise are skipped"
-    if detect_time_kind(events, meta) == "ordinal":
-        lacks["clock"] = ("order only, no clock: per-user position split; recency features count positions, "
-                          "not days")
-    return lacks
+        out["genre"] = "no genre in the catalogue: genre diversity and surprise are skipped"
+    return out

@@ -11,7 +11,7 @@ ONLY ?=
 RUN_ARGS = $(if $(DATASET),--dataset "$(DATASET)") $(if $(ONLY),--only $(ONLY))
 STAMP := $(VENV)/.installed
 
-.PHONY: run test nb lab clean lint bench install audio-corpus
+.PHONY: run test test-fast nb lab clean lint bench install audio-corpus
 
 # (Re)install when pyproject.toml changes; the stamp records that the venv matches it.
 $(STAMP): pyproject.toml
@@ -36,6 +36,11 @@ nb: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The fast subset (markers applied in tests/conftest.py): no notebooks, Spark, ../shared data or slow tests.
+FAST := not slow and not notebooks and not spark and not real_data
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "$(FAST)"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lib tests bench

@@ -62,7 +62,6 @@ KNOWN_PRIVATE = {
     ("musicrecall.world.users", "musicrecall.world.catalog", "_draw_categorical"),
     ("musicrecall.world.sessions", "musicrecall.world.catalog", "_draw_categorical"),
     ("musicrecall.report.index", "musicrecall.report.record", "_fmt"),
-    ("musicrecall.io.lastfm", "musicrecall.io.sequences", "_cut_last"),
 }
 
 

@@ -21,8 +21,12 @@ Contenders:
   :data:`musicrecall.sequences.FULL_SOFTMAX_MAX_ITEMS` songs, sampled beyond) on
   :func:`musicrecall.sequences.training_windows`, with the recipes of :mod:`musicrecall.models.recipes`
   except the width and length, set to RecBole's (``d = 64``, 50 plays);
+* ``ours_sasrec_full_softmax`` (``--only``): ours with the exact softmax on a catalogue above the
+  full-softmax limit, to see what the sampled loss costs;
 * ``recbole_sasrec``: ``recbole.model.sequential_recommender.SASRec`` with its own trainer, data loader
-  and evaluator, its default hyper-parameters (2 layers, 2 heads, d 64, inner 256, dropout 0.5, CE
+  and evaluator (NumPy 2 removed aliases RecBole 1.2.1 still uses, ``np.float_`` among them; the bench
+  restores them before importing it, :func:`_numpy2_aliases`, and changes nothing else), its default
+  hyper-parameters (2 layers, 2 heads, d 64, inner 256, dropout 0.5, CE
   loss over the full catalogue, batch 2048, lr 1e-3) and the protocol above;
 * ``rechub_sasrec``, ``rechub_youtube_dnn``: ``torch_rechub.models.matching.SASRec`` (BCE with one
   random negative per position, Kang & McAuley's loss) and ``YoutubeDNN`` (mean-pooled history into an
@@ -47,6 +51,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -132,7 +137,7 @@ def _epochs_summary(valid: list[float], times: list[float], cap: int) -> dict:
 # --------------------------------------------------------------------------------------------------
 
 
-def ours(data: LOO, kind: str, args) -> dict:
+def ours(data: LOO, kind: str, args, full_softmax: bool | None = None) -> dict:
     from musicrecall.models import recipes
 
     n = data.n_items
@@ -155,12 +160,14 @@ def ours(data: LOO, kind: str, args) -> dict:
     def validate(m: torch.nn.Module) -> float:
         return rank_metrics(sq.user_vectors(m, h_valid, users), sq.item_vectors(m), data.target(2))["ndcg@10"]
 
-    hist = train(model, sq.window_batches(windows, batch, args.seed), sq.causal_loss(sampler, n, args.n_neg),
+    loss = sq.causal_loss(sampler, n, args.n_neg, full_softmax=full_softmax)
+    hist = train(model, sq.window_batches(windows, batch, args.seed), loss,
                  TrainConfig(epochs=args.max_epochs, lr=lr, patience=3, seed=args.seed, progress=False),
                  validate, name=f"parity_{kind}")
     res = rank_metrics(sq.user_vectors(model, h_test, users), sq.item_vectors(model), data.target(1))
     return {**res, "epochs": len(hist.epochs), "best_epoch": hist.best_epoch, "epoch_s": hist.seconds_per_epoch,
-            "capped": hist.capped, "loss": "full softmax" if n <= sq.FULL_SOFTMAX_MAX_ITEMS else "sampled"}
+            "capped": hist.capped, "loss": "full softmax" if (n <= sq.FULL_SOFTMAX_MAX_ITEMS if full_softmax is None
+                                                              else full_softmax) else f"sampled, {args.n_neg} negatives"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -168,7 +175,16 @@ def ours(data: LOO, kind: str, args) -> dict:
 # --------------------------------------------------------------------------------------------------
 
 
+def _numpy2_aliases() -> None:
+    """RecBole 1.2.1 uses aliases NumPy 2 removed (``np.float_`` ...): put them back, nothing else changes."""
+    for old, new in (("float_", np.float64), ("int_", np.int64), ("complex_", np.complex128), ("unicode_", np.str_),
+                     ("bool8", np.bool_), ("NaN", np.nan), ("Inf", np.inf)):
+        if old not in np.__dict__:
+            setattr(np, old, new)
+
+
 def recbole_sasrec(data: LOO, args) -> dict:
+    _numpy2_aliases()
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
     from recbole.model.sequential_recommender import SASRec as RBSASRec
@@ -190,6 +206,8 @@ def recbole_sasrec(data: LOO, args) -> dict:
            "reproducibility": True, "device": "cpu", "use_gpu": False, "show_progress": False,
            "eval_batch_size": 4096, "worker": 0, "log_wandb": False, "save_dataset": False,
            "save_dataloaders": False}
+    here = os.getcwd()
+    os.chdir(root)  # RecBole writes log/ and log_tensorboard/ into the working directory
     config_ = Config(model="SASRec", dataset=data.name, config_dict=cfg)
     logging.getLogger().setLevel(logging.WARNING)
     init_seed(config_["seed"], config_["reproducibility"])
@@ -209,6 +227,7 @@ def recbole_sasrec(data: LOO, args) -> dict:
     trainer._train_epoch = timed
     trainer.fit(train_data, valid_data, saved=True, show_progress=False)
     test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+    os.chdir(here)
     n_ep = len(times)
     return {"hr@10": float(test["hit@10"]), "ndcg@10": float(test["ndcg@10"]), "epochs": n_ep,
             "epoch_s": statistics.median(times), "capped": n_ep >= args.max_epochs, "loss": "full softmax (CE)"}
@@ -352,6 +371,7 @@ def rechub_youtube_dnn(data: LOO, args) -> dict:
 CONTENDERS = {
     "ours_sasrec": lambda d, a: ours(d, "sasrec", a),
     "ours_youtube_dnn": lambda d, a: ours(d, "youtube_dnn", a),
+    "ours_sasrec_full_softmax": lambda d, a: ours(d, "sasrec", a, full_softmax=True),
     "recbole_sasrec": recbole_sasrec,
     "rechub_sasrec": rechub_sasrec,
     "rechub_youtube_dnn": rechub_youtube_dnn,
@@ -370,7 +390,7 @@ def main() -> None:
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--n-neg", type=int, default=2048)
-    p.add_argument("--only", nargs="*", default=list(CONTENDERS))
+    p.add_argument("--only", nargs="*", default=[c for c in CONTENDERS if c != "ours_sasrec_full_softmax"])
     p.add_argument("--out", default=None)
     args = p.parse_args()
     threads = config.set_threads(args.threads)

@@ -255,3 +255,40 @@ def test_causal_loss_is_the_exact_full_softmax_for_a_small_catalogue():
     sampled = sq.causal_loss(sampler, 40, n_neg=5, full_softmax=False)(model, batch)
     assert not torch.allclose(sampled, expected)
     assert sq.FULL_SOFTMAX_MAX_ITEMS >= 40
+
+
+def test_lift_verdict_needs_the_sequence_model_to_beat_markov():
+    good = ((0.10, 0.05, 0.15), (0.01, -0.02, 0.04), (0.03, 0.01, 0.05))
+    assert sq.lift_verdict(*good, over_markov=(0.05, 0.01, 0.09)) == "reproduced"
+    assert sq.lift_verdict(*good, over_markov=(0.01, -0.02, 0.04)) == "partly"
+
+
+def test_seeded_lift_widens_the_bootstrap_interval_by_the_seed_and_aa_spread():
+    rng = np.random.default_rng(0)
+    base = rng.random(400)
+    b = [base + rng.normal(0, 0.01, 400) for _ in range(3)]
+    a = [1.2 * base + rng.normal(0, 0.01, 400) for _ in range(3)]
+    calm = sq.seeded_lift(a, b, n_boot=300)
+    assert 0.15 < calm["value"] < 0.25 and calm["lo"] <= calm["boot_lo"] and calm["hi"] >= calm["boot_hi"]
+    noisy = sq.seeded_lift(a, b, n_boot=300, aa=[0.2, -0.2])  # a large A/A spread must widen the interval
+    assert noisy["lo"] < calm["lo"] - 0.05 and noisy["hi"] > calm["hi"] + 0.05
+    assert noisy["sd_seed"] == pytest.approx(np.std([0.2, -0.2], ddof=1))
+    one = sq.seeded_lift(a[:1], b[:1], n_boot=300)
+    assert one["lo"] == pytest.approx(one["boot_lo"]) and one["hi"] == pytest.approx(one["boot_hi"])
+
+
+def test_recipes_are_the_single_source_of_the_adapters_defaults():
+    import inspect
+
+    from musicrecall.fusion import mind_adapter, sasrec_adapter
+    from musicrecall.models import recipes
+
+    mind = inspect.signature(mind_adapter).parameters
+    for field, value in recipes.MIND.as_dict().items():
+        name = {"max_epochs": "epochs"}.get(field, field)
+        assert mind[name].default == value, field
+    assert inspect.signature(sasrec_adapter).parameters["recipe"].default is recipes.SASREC
+    tiny = recipes.for_profile(recipes.SASREC, "tiny")
+    assert tiny.max_epochs == recipes.TINY_MAX_EPOCHS < recipes.SASREC.max_epochs
+    assert recipes.for_profile(recipes.SASREC, "small") == recipes.SASREC
+    assert recipes.SASREC.patience >= 3 and recipes.YOUTUBE_DNN.patience >= 3

@@ -334,20 +334,26 @@ class SequenceInputs:
 
 def sequence_inputs(events: pl.DataFrame, users: pl.DataFrame, n_items: int, max_len: int = 50,
                     user_cols: Sequence[str] = ("age_bucket", "gender", "region"), valid_days: int = 7,
-                    test_days: int = 7, max_windows_per_user: int | None = None) -> SequenceInputs:
+                    test_days: int = 7, max_windows_per_user: int | None = None,
+                    max_train_users: int | None = None, seed: int = 0) -> SequenceInputs:
     """Split the cleaned log (:func:`musicrecall.experiment.make_eval_setup`) and build windows and histories.
 
     Models train on the train window and stop early on the validation window; at test time they are
     served, without refitting, on histories that run up to the test cut (train + valid), as a model
-    trained last week serves this week.
+    trained last week serves this week. ``max_train_users`` trains on the windows of a seeded subset of
+    users (the models have no user embedding, so every user is still served); it bounds training time.
     """
     valid = make_eval_setup(events, n_items, stage="valid", valid_days=valid_days, test_days=test_days)
     test = make_eval_setup(events, n_items, stage="test", valid_days=valid_days, test_days=test_days)
     n_users = int(max(users["user_id"].max(), events["user_id"].max())) + 1
     cols = [c for c in user_cols if c in users.columns]
     feats, cards = encode_categoricals(users, "user_id", cols, n_users)
-    return SequenceInputs(valid, test, training_windows(valid.fit, n_items, max_len,
-                                                        max_windows_per_user=max_windows_per_user),
+    windows = training_windows(valid.fit, n_items, max_len, max_windows_per_user=max_windows_per_user)
+    if max_train_users is not None and np.unique(windows.users).shape[0] > max_train_users:
+        chosen = np.random.default_rng(seed).choice(np.unique(windows.users), max_train_users, replace=False)
+        keep = np.isin(windows.users, chosen)
+        windows = Windows(windows.users[keep], windows.inputs[keep], windows.targets[keep], windows.pad)
+    return SequenceInputs(valid, test, windows,
                           last_n_histories(valid.fit, n_users, n_items, max_len),
                           last_n_histories(test.fit, n_users, n_items, max_len), feats, cards, n_items)
 
@@ -377,11 +383,14 @@ def next_play_targets(window: pl.DataFrame, users: np.ndarray | None = None, lab
 
 
 def lift_verdict(lift: tuple[float, float, float], placebo: tuple[float, float, float] | None,
-                 order_drop: tuple[float, float, float] | None = None, placebo_consistent: bool = True) -> str:
+                 order_drop: tuple[float, float, float] | None = None, placebo_consistent: bool = True,
+                 over_markov: tuple[float, float, float] | None = None) -> str:
     """Ledger verdict for "A beats B because of order", from ``(value, lo, hi)`` lifts.
 
     * ``reproduced``: the lift's interval is above 0, the placebo lift is smaller and its interval
-      reaches 0 (or below), and (when given) shuffling the history at inference costs accuracy;
+      reaches 0 (or below), (when given) shuffling the history at inference costs accuracy, and (when
+      given) A beats the previous-song Markov baseline (``over_markov`` interval above 0: a sequence
+      model that does not beat it has not shown it uses order beyond the last play);
     * ``partly``: the lift is above 0 but a falsification check fails (including
       ``placebo_consistent=False``: on some other target kind the placebo lift is not smaller), or the
       point lift is positive while its interval reaches 0;
@@ -390,7 +399,8 @@ def lift_verdict(lift: tuple[float, float, float], placebo: tuple[float, float, 
     if lift[1] > 0:
         shrinks = placebo is None or (placebo[0] < lift[0] and placebo[1] <= 0 and placebo_consistent)
         order = order_drop is None or order_drop[1] > 0
-        return "reproduced" if shrinks and order else "partly"
+        markov = over_markov is None or over_markov[1] > 0
+        return "reproduced" if shrinks and order and markov else "partly"
     return "partly" if lift[0] > 0 and lift[2] > 0 and placebo is not None and placebo[0] < lift[0] else "not reproduced"
 
 
@@ -444,3 +454,203 @@ def lift_table(per_user: dict[str, dict[str, dict[str, np.ndarray]]], a: str, b:
             rows.append({"model": a, "baseline": b, "kind": kind, "metric": m, "a": float(va.mean()),
                          "b": float(vb.mean()), "lift": lift, "ci_lo": lo, "ci_hi": hi, "n_users": len(va)})
     return pl.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# C2 on rolling next-play: recipes, seed replicates, seeded lifts (notebook 03)
+# --------------------------------------------------------------------------------------------------
+
+
+def rolling_validator(setup: EvalSetup, user_feats: np.ndarray | None = None, k: int = 10, max_history: int = 50,
+                      max_users: int | None = 1000, max_targets_per_user: int | None = 20, seed: int = 0
+                      ) -> Callable[[torch.nn.Module], float]:
+    """``validate(model)`` for early stopping on the claim's own metric: rolling next-play HR@``k`` on the
+    validation window (:func:`musicrecall.evaluation.rolling_next_play`; a seeded subset of users and of
+    their targets, built once, so every epoch is scored on the same plays)."""
+    from musicrecall.evaluation.rolling import model_score_fn, rolling_next_play, rolling_targets
+
+    targets = rolling_targets(setup, max_history=max_history, max_users=max_users,
+                              max_targets_per_user=max_targets_per_user, seed=seed)
+
+    def validate(model: torch.nn.Module) -> float:
+        res = rolling_next_play(model_score_fn(model, user_feats), targets, k=(k,))
+        return float(res.per_user(f"hr@{k}")[1].mean())
+
+    return validate
+
+
+def fit_recipe(kind: str, inputs: SequenceInputs, recipe, seed: int = 0, data_key: str | None = None,
+               name: str | None = None, valid_k: int = 10) -> tuple[torch.nn.Module, History]:
+    """Build and train one model of ``kind`` ("sasrec", "sasrec_unshared", "youtube_dnn") from its recipe
+    (:mod:`musicrecall.models.recipes`) at training seed ``seed``: next-play loss (:func:`causal_loss`),
+    early stopping on the validation window's rolling next-play HR@``valid_k`` (:func:`rolling_validator`).
+    Notebook 03 and :func:`musicrecall.fusion.sasrec_adapter` both call this, so they share a checkpoint."""
+    from musicrecall.training import seed_everything
+
+    name = name or kind
+    feats = inputs.user_feats if kind == "youtube_dnn" and getattr(recipe, "use_user_feats", False) else None
+    seed_everything(seed)  # torch's default seed is random: the initial weights must come from the seed
+    if kind == "youtube_dnn":
+        model = recipe.build(inputs.n_items, inputs.user_cards if feats is not None else ())
+    else:
+        model = recipe.build(inputs.n_items, **({"shared": False} if kind == "sasrec_unshared" else {}))
+    cfg = recipe.train_config(seed)
+    valid_users = recipe.valid_users
+    hp = {"recipe": recipe.as_dict(), "kind": kind, "seed": seed, "valid": [valid_k, valid_users], "model": repr(model),
+          "train_windows": int(inputs.windows.inputs.shape[0]), "max_len": int(inputs.windows.inputs.shape[1])}
+    key = None if data_key is None else cache_key(data_key, name, hp)
+    n_batches = -(-inputs.windows.inputs.shape[0] // recipe.batch_size)
+    hist = train(model, window_batches(inputs.windows, recipe.batch_size, seed, feats),
+                 causal_loss(inputs.sampler(seed=seed), inputs.n_items, recipe.n_neg), cfg,
+                 rolling_validator(inputs.valid, feats, valid_k, recipe.max_len, max_users=valid_users,
+                                   max_targets_per_user=10, seed=seed),
+                 name=f"{name}-s{seed}",
+                 cache_key=key, n_batches=n_batches)
+    return model, hist
+
+
+def seeded_lift(a: Sequence[np.ndarray], b: Sequence[np.ndarray], n_boot: int = 1000, seed: int = 0,
+                aa: Sequence[float] = (), z: float = 1.96) -> dict[str, float]:
+    """Relative lift of arm A over arm B with training-seed noise in the interval.
+
+    ``a[r]``, ``b[r]``: per-user values (the same users, same order) of training seed ``r`` of each arm.
+    ``value`` = lift of the seed-averaged per-user values; ``boot_lo/hi`` = paired bootstrap over users
+    (test-sample noise); ``sd_seed`` = the larger of the spread of the per-seed lifts and of the A/A lifts
+    ``aa`` (the same model, different seeds); ``lo/hi`` widen the bootstrap half-widths by ``z * sd_seed /
+    sqrt(R)`` in quadrature (as :func:`musicrecall.evaluation.ranking_stats.seeded_diff`; Bouthillier et
+    al., MLSys 2021). With one seed and no A/A the interval is the bootstrap one.
+    """
+    va, vb = np.stack(a), np.stack(b)
+    value, blo, bhi = paired_bootstrap_lift(va.mean(0), vb.mean(0), n_boot=n_boot, seed=seed)
+    per_seed = va.mean(1) / vb.mean(1) - 1.0
+    spread = [float(per_seed.std(ddof=1))] if per_seed.shape[0] > 1 else []
+    if len(aa) > 1:
+        spread.append(float(np.std(aa, ddof=1)))
+    elif len(aa) == 1:
+        spread.append(abs(float(aa[0])) / np.sqrt(2.0))  # one A/A pair: |difference| / sqrt(2) estimates sd
+    sd = max(spread, default=0.0)
+    extra = z * sd / np.sqrt(va.shape[0])
+    return {"value": value, "lo": value - float(np.hypot(value - blo, extra)),
+            "hi": value + float(np.hypot(bhi - value, extra)), "boot_lo": blo, "boot_hi": bhi, "sd_seed": sd,
+            "n_seeds": int(va.shape[0]), "per_seed": per_seed.tolist()}
+
+
+def per_user_matrix(results: Sequence, metric: str = "hr@10", slice_: str = "all") -> list[np.ndarray]:
+    """Per-user ``metric`` of each :class:`musicrecall.evaluation.rolling.RollingResult` (same targets)."""
+    out, users = [], None
+    for r in results:
+        u, v = r.per_user(metric, slice_)
+        if users is not None and not np.array_equal(u, users):
+            raise ValueError("results were scored on different targets")
+        users = u
+        out.append(v)
+    return out
+
+
+def rolling_c2_table(arms: dict[str, Sequence], baseline: str, metrics: Sequence[str] = ("hr@10", "ndcg@10"),
+                     slices: Sequence[str] | None = None, n_boot: int = 1000, seed: int = 0,
+                     aa_arm: str | None = None) -> pl.DataFrame:
+    """Seeded lift (:func:`seeded_lift`) of every arm over ``baseline`` per slice and metric, plus the A/A
+    row (``aa_arm`` seed 1 vs its seed 0, paired bootstrap) whose seed spread (seed r vs seed 0, r >= 1)
+    widens every interval of that slice/metric. ``arms``: name -> rolling results, one per training seed
+    (a single result, e.g. the deterministic Markov baseline, is paired with every seed)."""
+    from musicrecall.evaluation.rolling import SLICES
+
+    base = arms[baseline]
+    masks = base[0].targets.masks()
+    rows = []
+    for sl in slices or [x for x in SLICES if x in masks and masks[x].any()]:
+        for m in metrics:
+            b = per_user_matrix(base, m, sl)
+            if np.mean(b) == 0:
+                continue
+            aa: list[float] = []
+            if aa_arm is not None and len(arms[aa_arm]) > 1:
+                x = per_user_matrix(arms[aa_arm], m, sl)
+                aa = [float(x[r].mean() / x[0].mean() - 1.0) for r in range(1, len(x)) if x[0].mean() > 0]
+                aa_ci = paired_bootstrap_lift(x[1], x[0], n_boot=n_boot, seed=seed)
+                rows.append({"a": f"{aa_arm} (seed 1)", "b": f"{aa_arm} (seed 0)", "slice": sl, "metric": m,
+                             "mean_a": float(x[1].mean()), "mean_b": float(x[0].mean()), "lift": aa_ci[0],
+                             "ci_lo": aa_ci[1], "ci_hi": aa_ci[2], "sd_seed": float("nan"), "n_seeds": 1,
+                             "n_users": int(x[0].shape[0])})
+            for name, res in arms.items():
+                if name == baseline:
+                    continue
+                a = per_user_matrix(res, m, sl)
+                bb = b * len(a) if len(b) == 1 else b  # a deterministic baseline (Markov) pairs with every seed
+                k = min(len(a), len(bb))
+                d = seeded_lift(a[:k], bb[:k], n_boot=n_boot, seed=seed, aa=aa)
+                rows.append({"a": name, "b": baseline, "slice": sl, "metric": m, "mean_a": float(np.mean(a)),
+                             "mean_b": float(np.mean(b)), "lift": d["value"], "ci_lo": d["lo"], "ci_hi": d["hi"],
+                             "sd_seed": d["sd_seed"], "n_seeds": k, "n_users": int(b[0].shape[0])})
+    return pl.DataFrame(rows)
+
+
+@dataclass
+class C2World:
+    """One world's C2 experiment (:func:`run_c2_world`): trained seeds per arm and their rolling results."""
+
+    inputs: SequenceInputs
+    models: dict[str, list[torch.nn.Module]]
+    histories: dict[str, list[History]]
+    targets: object  # RollingTargets of the test window, shared by every arm
+    results: dict[str, list]  # arm -> RollingResult per seed ("markov": one)
+
+    def epochs_table(self) -> pl.DataFrame:
+        """Epochs run, best epoch, whether the cap was reached and seconds per epoch, per arm and seed."""
+        return pl.DataFrame([{"arm": a, "seed": i, "epochs": len(h.epochs), "best_epoch": h.best_epoch,
+                              "best_valid_hr@10": h.best_score, "capped": h.capped, "from_cache": h.from_cache,
+                              "s_per_epoch": h.seconds_per_epoch} for a, hs in self.histories.items()
+                             for i, h in enumerate(hs)])
+
+    def summary(self, n_boot: int = 1000, seed: int = 0) -> pl.DataFrame:
+        """Rolling next-play HR/NDCG per arm (seed 0) and slice, bootstrap CIs over users."""
+        return pl.concat([r[0].summary(n_boot=n_boot, seed=seed) for r in self.results.values()])
+
+
+def run_c2_world(prep, recipes_: dict[str, object], seeds: Sequence[int], *, valid_days: float = 7,
+                 test_days: float = 7, eval_users: int | None = 2000,
+                 eval_targets_per_user: int | None = 20, ks: Sequence[int] = (10, 50), seed: int = 0,
+                 extra_single_seed: Sequence[str] = ()) -> C2World:
+    """Notebook 03's experiment on one prepared dataset: every arm of ``recipes_`` (kind -> recipe) trained
+    at each of ``seeds`` (:func:`fit_recipe`), the kinds of ``extra_single_seed`` at the first seed only,
+    the previous-song Markov baseline fitted on the same train window, all scored by rolling next-play on
+    the same test-window targets (a seeded subset of ``eval_users`` users, ``eval_targets_per_user`` plays
+    each). The arms train on the same windows: those of the smallest ``max_train_users`` of the recipes."""
+    from musicrecall.evaluation import MarkovRecall
+    from musicrecall.evaluation.rolling import model_score_fn, rolling_next_play, rolling_targets
+
+    ds = prep.dataset
+    max_len = max(r.max_len for r in recipes_.values())
+    caps = [r.max_train_users for r in recipes_.values() if r.max_train_users is not None]
+    max_train_users = min(caps) if caps else None
+    inputs = sequence_inputs(prep.clean.events, ds.users, ds.items.height, max_len, valid_days=valid_days,
+                             test_days=test_days, max_train_users=max_train_users, seed=seed)
+    targets = rolling_targets(inputs.test, max_history=max_len, max_users=eval_users,
+                              max_targets_per_user=eval_targets_per_user, seed=seed)
+    models: dict[str, list] = {}
+    hists: dict[str, list] = {}
+    results: dict[str, list] = {}
+    for kind, recipe in recipes_.items():
+        for s in seeds[:1] if kind in extra_single_seed else seeds:
+            model, hist = fit_recipe(kind, inputs, recipe, seed=s, data_key=ds.key)
+            feats = inputs.user_feats if kind == "youtube_dnn" and getattr(recipe, "use_user_feats", False) else None
+            models.setdefault(kind, []).append(model)
+            hists.setdefault(kind, []).append(hist)
+            results.setdefault(kind, []).append(rolling_next_play(model_score_fn(model, feats), targets, k=ks,
+                                                                  name=kind))
+    markov = MarkovRecall().fit(inputs.valid.fit, ds.items.height)
+    results["markov"] = [rolling_next_play(markov.score, targets, k=ks, name="markov")]
+    return C2World(inputs, models, hists, targets, results)
+
+
+def shuffled_results(world: C2World, kind: str, seed: int = 0, ks: Sequence[int] = (10, 50)) -> list:
+    """Rolling results of ``kind``'s trained seeds on the same targets with each history shuffled."""
+    from musicrecall.evaluation.rolling import model_score_fn, rolling_next_play
+
+    out = []
+    for model in world.models[kind]:
+        feats = world.inputs.user_feats if kind == "youtube_dnn" and getattr(model, "user_feat_emb", None) else None
+        out.append(rolling_next_play(model_score_fn(model, feats), world.targets, k=ks, name=f"{kind}_shuffled",
+                                     shuffle_history=True, seed=seed))
+    return out

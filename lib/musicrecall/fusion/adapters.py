@@ -18,8 +18,8 @@ from musicrecall.federated import pipeline as fp
 from musicrecall.models.dssm import DSSM, ItemTower
 from musicrecall.models.mind import MINDConfig, fit_mind, mind_cache_key
 from musicrecall.models.mind_data import side_codes
-from musicrecall.models.sasrec import SASRec
-from musicrecall.training import TrainConfig, seed_everything
+from musicrecall.models.recipes import MIND, SASREC, SASRecRecipe, for_profile
+from musicrecall.training import TrainConfig
 
 
 def kg_vectors(setup, triples: pl.DataFrame, *, dim: int = 32, gamma: float = 0.2, s2v_changes: dict | None = None,
@@ -50,30 +50,25 @@ class SequenceChannel:
         return sq.item_vectors(self.model)
 
 
-def sasrec_adapter(prep, *, max_len: int = 30, dim: int = 48, n_blocks: int = 1, n_heads: int = 1,
-                   dropout: float = 0.1, batch_size: int = 256, n_neg: int = 256, lr: float = 3e-3,
-                   max_epochs: int = 4, patience: int = 1, seed: int = 0, valid_days: int = 7,
-                   test_days: int = 7) -> SequenceChannel:
-    """SASRec trained exactly as notebook 03 trains it (same defaults, same checkpoint key): on the train
-    window with early stopping on the validation window; served on histories up to each stage's cut."""
+def sasrec_adapter(prep, *, recipe: SASRecRecipe = SASREC, profile: str = "small", seed: int = 0,
+                   valid_days: int = 7, test_days: int = 7) -> SequenceChannel:
+    """SASRec trained exactly as notebook 03 trains its seed ``seed`` (the same recipe as run at
+    ``profile``, :func:`musicrecall.sequences.fit_recipe`, the same checkpoint key): on the train window
+    with early stopping on the validation window; served on histories up to each stage's cut."""
+    recipe = for_profile(recipe, profile)
     ds = prep.dataset
-    inputs = sq.sequence_inputs(prep.clean.events, ds.users, ds.items.height, max_len, valid_days=valid_days,
-                                test_days=test_days)
-    seed_everything(seed)  # as notebook 03: the initial weights come from the seed, not the process
-    model = SASRec(inputs.n_items, dim, max_len, n_blocks, n_heads, dropout)
-    cfg = TrainConfig(epochs=max_epochs, lr=lr, patience=patience, seed=seed, progress=False)
-    hp = {"cfg": asdict(cfg), "batch_size": batch_size, "n_neg": n_neg, "feats": False, "model": repr(model),
-          "max_len": max_len}
-    key = sq.cache_key(ds.key, "sasrec", hp)
-    sq.fit_sequence_model(model, inputs, cfg, name="sasrec", batch_size=batch_size, n_neg=n_neg, cache_key=key)
+    inputs = sq.sequence_inputs(prep.clean.events, ds.users, ds.items.height, recipe.max_len, valid_days=valid_days,
+                                test_days=test_days, max_train_users=recipe.max_train_users, seed=seed)
+    model, _ = sq.fit_recipe("sasrec", inputs, recipe, seed=seed, data_key=ds.key)
     model.eval()
     return SequenceChannel(model, inputs)
 
 
-def mind_adapter(valid, items: pl.DataFrame, data_key: str, *, axis: str = "interest", dim: int = 48, k_max: int = 4,
-                 max_len: int = 30, pow_p: float = 2.0, sigma: float = 1.0, epochs: int = 3, lr: float = 3e-3,
-                 patience: int = 1, per_user: int = 6, batch_size: int = 1024, n_neg: int = 256,
-                 valid_users: int = 1000, seed: int = 0):
+def mind_adapter(valid, items: pl.DataFrame, data_key: str, *, axis: str = "interest", dim: int = MIND.dim,
+                 k_max: int = MIND.k_max, max_len: int = MIND.max_len, pow_p: float = MIND.pow_p,
+                 sigma: float = MIND.sigma, epochs: int = MIND.max_epochs, lr: float = MIND.lr,
+                 patience: int = MIND.patience, per_user: int = MIND.per_user, batch_size: int = MIND.batch_size,
+                 n_neg: int = MIND.n_neg, valid_users: int = MIND.valid_users, seed: int = 0):
     """MIND as notebook 04's "both" variant (genre/language side info, re-drawn routing logits, routing
     softmax over ``axis``; same defaults and checkpoint key, so its trained model is reused), trained on
     the train window; ``served_on(recall, setup.fit)`` serves it at a stage."""

@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # importing a recipe must stay cheap (no torch): fusion.py re
 @dataclass(frozen=True)
 class _Recipe:
     lr: float = 3e-3
-    batch_size: int = 256
+    batch_size: int = 128  # SASRec.pytorch's; more steps per epoch on small logs
     max_epochs: int = 30
     patience: int = 3
     n_neg: int = 2048
@@ -48,7 +48,15 @@ class _Recipe:
 
 
 @dataclass(frozen=True)
-class SASRecRecipe(_Recipe):
+class _SequenceRecipe(_Recipe):
+    # users whose windows train the model (a seeded subset; every user is served): bounds notebook 03's
+    # 3 seeds x 2 arms x 2 worlds of training at profile small
+    max_train_users: int | None = 1500
+    valid_users: int | None = 500  # users whose validation-week plays drive early stopping
+
+
+@dataclass(frozen=True)
+class SASRecRecipe(_SequenceRecipe):
     """SASRec (Kang & McAuley 2018), shared item table; width and depth sized for 2 shared cores."""
 
     dim: int = 48
@@ -67,7 +75,7 @@ class SASRecRecipe(_Recipe):
 
 
 @dataclass(frozen=True)
-class YouTubeDNNRecipe(_Recipe):
+class YouTubeDNNRecipe(_SequenceRecipe):
     """YouTube-DNN (Covington et al. 2016): mean-pooled history + user features, own softmax table."""
 
     dim: int = 48
@@ -100,6 +108,16 @@ class MINDRecipe(_Recipe):
     max_epochs: int = 3
     patience: int = 1
     valid_users: int = 1000
+
+
+#: Epoch cap at profile tiny: tiny runs are smoke tests of the code path (a handful of steps per epoch),
+#: not measurements; capped runs are flagged by the training loop.
+TINY_MAX_EPOCHS = 5
+
+
+def for_profile(recipe: _Recipe, profile: str) -> _Recipe:
+    """``recipe`` as run at ``profile``: unchanged, except the epoch cap at tiny (:data:`TINY_MAX_EPOCHS`)."""
+    return recipe.with_(max_epochs=min(recipe.max_epochs, TINY_MAX_EPOCHS)) if profile == "tiny" else recipe
 
 
 SASREC = SASRecRecipe()

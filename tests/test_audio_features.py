@@ -86,3 +86,33 @@ def test_vocal_labels_and_auc():
     assert auc(np.array([0.9, 0.8, 0.1, 0.2]), np.array([1, 1, 0, 0])) == 1.0
     assert auc(np.array([0.5, 0.5]), np.array([1, 0])) == 0.5
     assert np.isnan(auc(np.array([0.1]), np.array([1])))
+
+
+def test_running_median_equals_scipy_median_filter():
+    import scipy.ndimage as ndi
+
+    from musicrecall.audio.features import median_along
+
+    x = np.random.default_rng(0).random((12, 50)).astype(np.float32) ** 3
+    for size in (3, 9):
+        np.testing.assert_array_equal(median_along(x, size, 1), ndi.median_filter(x, size=(1, size), mode="reflect"))
+        np.testing.assert_array_equal(median_along(x, size, 0), ndi.median_filter(x, size=(size, 1), mode="reflect"))
+
+
+@pytest.mark.parametrize(("fmt", "subtype", "ext"), [("WAV", "PCM_16", "wav"), ("OGG", "VORBIS", "ogg"),
+                                                     ("MP3", "MPEG_LAYER_III", "mp3"), ("FLAC", "PCM_16", "flac")])
+def test_decoding_only_the_analysed_part_gives_the_same_samples(tmp_path, fmt, subtype, ext):
+    """``max_seconds`` stops the decoder early; the samples are those of the whole decode, cut."""
+    import soundfile as sf
+
+    from musicrecall.audio import load_audio
+
+    sr = 44_100
+    t = np.arange(20 * sr) / sr
+    y = (0.3 * np.sin(2 * np.pi * 440 * t) * (1 + np.sin(2 * np.pi * 0.7 * t))).astype(np.float32)
+    path = tmp_path / f"long.{ext}"
+    sf.write(path, y, sr, format=fmt, subtype=subtype)
+    whole, w_issues = load_audio(path, SR)
+    part, p_issues = load_audio(path, SR, max_seconds=6.0)
+    assert len(part) == 6 * SR and not w_issues and not p_issues
+    np.testing.assert_allclose(part, whole[: len(part)], atol=1e-4)

@@ -59,3 +59,16 @@ def test_streaming_segments_approximate_patches(model):
         separate = torch.sigmoid(model(mel)[0]).numpy()
         stream = model.pool_segments(model.frame_features(long)[0], np.array([0, 187, 374]), 187).numpy()
     assert np.corrcoef(separate.ravel(), stream.ravel())[0, 1] > 0.95
+
+
+def test_front_end_matrix_product_equals_conv2d():
+    """The chunked patch x kernel product gives conv2d's min and max over frequency (float rounding)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 300, 96)
+    for k in (torch.randn(8, 1, 7, 38), torch.randn(5, 1, 32, 1)):
+        lo, hi = MusiCNN._conv_minmax_freq(x, k, chunk=64)  # several chunks and a ragged last one
+        ref_lo, ref_hi = torch.aminmax(F.conv2d(x, k), dim=3)
+        torch.testing.assert_close(lo, ref_lo, atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(hi, ref_hi, atol=1e-4, rtol=1e-5)

@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
-import scipy.ndimage as ndi
 import scipy.stats
 
 from musicrecall.models import musicnn
@@ -108,6 +107,15 @@ def segment_starts(n_frames: int, cfg: AudioConfig) -> np.ndarray:
     return np.arange(0, max(n_frames - cfg.segment_frames, 0) + 1, cfg.hop_frames)
 
 
+def median_along(x: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """Running median of odd ``size`` along ``axis`` with half-sample symmetric edges: equal to
+    ``scipy.ndimage.median_filter`` with a 1-D ``size`` and ``mode="reflect"``, about twice as fast."""
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (size // 2, size // 2)
+    win = np.lib.stride_tricks.sliding_window_view(np.pad(x, pad, mode="symmetric"), size, axis=axis)
+    return np.partition(win, size // 2, axis=-1)[..., size // 2]
+
+
 def repeat_pad(y: np.ndarray, n: int) -> np.ndarray:
     """Repeat a clip until it has ``n`` samples (musicnn's ``pad_short = repeat-pad``)."""
     return y if len(y) >= n else np.tile(y, int(np.ceil(n / len(y))))[:n]
@@ -164,8 +172,8 @@ def segment_attributes(y: np.ndarray, cfg: AudioConfig | None = None,
     idx = {name: i for i, name in enumerate(musicnn.MTT_LABELS)}
     group = {g: tags[:, [idx[t] for t in names]].mean(axis=1) for g, names in TAG_GROUPS.items()}
     # DSP on the same spectrogram
-    harm = ndi.median_filter(mel, size=(1, cfg.hpss_kernel), mode="reflect")
-    perc = ndi.median_filter(mel, size=(cfg.hpss_kernel, 1), mode="reflect")
+    harm = median_along(mel, cfg.hpss_kernel, axis=1)
+    perc = median_along(mel, cfg.hpss_kernel, axis=0)
     perc_share = _seg_mean(perc.sum(axis=0), starts, length) / (
         _seg_mean(harm.sum(axis=0) + perc.sum(axis=0), starts, length) + 1e-12)
     freqs = np.linspace(0.0, cfg.sr / 2, power.shape[0])

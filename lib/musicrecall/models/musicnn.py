@@ -145,10 +145,29 @@ class MusiCNN(nn.Module):
         ``BN(ReLU(min_f z + b))`` where it is negative; only one min/max pass touches the big tensor.
         """
         bn = self.bn_front[i]
-        z_min, z_max = torch.aminmax(F.conv2d(x, self.k_front[i]), dim=3)
+        z_min, z_max = self._conv_minmax_freq(x, self.k_front[i])
         pos = (bn.scale > 0).view(1, -1, 1)
         z = torch.where(pos, z_max, z_min) + self.b_front[i].view(1, -1, 1)
         return bn(F.relu(z))
+
+    @staticmethod
+    def _conv_minmax_freq(x: torch.Tensor, k: torch.Tensor, chunk: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+        """Min and max over frequency of the 'valid' convolution of ``x`` (B, 1, T', F) with ``k``
+        (C, 1, kh, kw), each ``(B, C, T)``. The input has one channel, so the convolution is one matrix
+        product of the (time, frequency) patches with the kernels; done in time chunks, it never holds
+        the (C, T, F) output and runs about a third faster on one thread than ``conv2d`` + ``aminmax``."""
+        c, _, kh, kw = k.shape
+        w = k[:, 0].reshape(c, kh * kw).T.contiguous()  # (kh*kw, C)
+        n_f, n_t = x.shape[3] - kw + 1, x.shape[2] - kh + 1
+        lo, hi = torch.empty(x.shape[0], n_t, c), torch.empty(x.shape[0], n_t, c)
+        for b in range(x.shape[0]):
+            for s in range(0, n_t, chunk):
+                e = min(n_t, s + chunk)
+                patches = x[b, 0, s:e + kh - 1].unfold(0, kh, 1).unfold(1, kw, 1).reshape(-1, kh * kw)
+                z = (patches @ w).view(e - s, n_f, c)
+                torch.amin(z, dim=1, out=lo[b, s:e])  # two passes beat one aminmax over a middle axis
+                torch.amax(z, dim=1, out=hi[b, s:e])
+        return lo.transpose(1, 2), hi.transpose(1, 2)
 
     def head(self, max_pool: torch.Tensor, mean_pool: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Back-end on pooled features ``(N, 753)`` each: ``(logits (N, 50), penultimate (N, 200))``."""

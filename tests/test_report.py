@@ -481,3 +481,19 @@ def test_interval_and_null_rules():
     assert "outside its interval" in metric_problems(metric("lift", 0.5, (0.1, 0.2)))[0]
     assert metric_problems(metric("nmi", None, note="no genre in this data")) == []
     assert metric_problems({"name": "nmi", "value": None, "ci_lo": None, "ci_hi": None, "unit": "", "note": ""})
+
+
+def test_a_dataset_that_does_not_exist_is_an_error_before_anything_runs(tmp_path):
+    from musicrecall.report.runner import DatasetNotFoundError, run_all
+
+    nbs = _fake_notebooks(tmp_path / "nbs")
+    with pytest.raises(DatasetNotFoundError, match="does not exist"):
+        run_all("tiny", extra={"dataset": str(tmp_path / "no-such-log")}, reports_dir=tmp_path / "r", notebooks_dir=nbs)
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_forest_plot_is_a_one_line_note_when_no_claim_has_an_effect(tmp_path):
+    rec = build_record("03_seq", [], profile="tiny", claims=[record_claim("C2", ours="+5%", placebo="+0%",
+                                                                          verdict="partly")])
+    page = build_index({"notebooks": {"03_seq": _run("03_seq", [rec])}}, tmp_path / "index.html").read_text()
+    assert "no claim has recorded a headline effect" in page and "data:image/png" not in page

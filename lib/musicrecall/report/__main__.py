@@ -14,6 +14,7 @@ import yaml
 
 from musicrecall.report.runner import (
     REPORTS_DIR,
+    DatasetNotFoundError,
     UnknownParameterError,
     build_indexes,
     parse_only,
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         extra["dataset"] = str(Path(extra["dataset"]).expanduser().resolve())
     try:
         runs = run_all(args.profile, only=parse_only(args.only), extra=extra)
-    except UnknownParameterError as err:  # a typo must not run the workbook on its defaults
+    except (UnknownParameterError, DatasetNotFoundError) as err:  # a typo must not run on the defaults
         print(f"[musicrecall] {err}", file=sys.stderr)
         return 2
     failed = [r.name for r in runs if r.status != "ok"]

@@ -117,6 +117,9 @@ def forest_png(points: list[Point], datasets: list[str]) -> bytes:
 def forest_html(world_claims: dict[str, dict[str, Any]], dataset_claims: dict[str, dict[str, dict[str, Any]]]) -> str:
     """A ``<figure>`` with the inline forest plot and a caption listing every plotted figure as text."""
     points = collect_points(world_claims, dataset_claims)
+    if not points:  # seven empty panels would say nothing at great length
+        return ('<p class="sub"><b>Forest plot:</b> no claim has recorded a headline effect in these runs yet '
+                "(notebooks pass <code>effect=headline(...)</code> to <code>record_claim</code>).</p>")
     png = base64.b64encode(forest_png(points, list(dataset_claims))).decode()
     text = "; ".join(f"{p.claim} {p.source}: {format_effect({'value': p.value, 'lo': p.lo, 'hi': p.hi, 'unit': p.unit})}"
                      for p in points) or "no claim has recorded a headline effect yet"

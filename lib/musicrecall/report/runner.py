@@ -108,6 +108,10 @@ class UnknownParameterError(ValueError):
     """A parameter that none of the selected notebooks declares (a typo such as ``-p sede 7``)."""
 
 
+class DatasetNotFoundError(FileNotFoundError):
+    """``--dataset`` names a path that does not exist."""
+
+
 def notebook_parameters(path: Path) -> dict[str, str]:
     """Names assigned in the notebook's ``parameters`` cell, with the source text of their defaults."""
     nb = nbformat.read(path, as_version=4)
@@ -330,6 +334,9 @@ def run_all(profile: str, only: list[str] | str | None = None, extra: dict[str, 
         out_dir = reports_dir
     else:
         extra["dataset"] = resolve_dataset(str(dataset))
+        if not Path(extra["dataset"]).exists():  # say so before any kernel starts or any folder is made
+            raise DatasetNotFoundError(f"dataset {dataset!r}: {extra['dataset']} does not exist (expected 'world' "
+                                       "or a folder written by musicrecall.io, e.g. python -m musicrecall.io ...)")
         out_dir = run_reports_dir(extra["dataset"], reports_dir)
         only = only or list(DATASET_NOTEBOOKS)
     paths = list_notebooks(notebooks_dir, only)

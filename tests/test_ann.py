@@ -43,3 +43,14 @@ def test_ivfpq_reranks_exactly_and_its_recall_grows_with_nprobe() -> None:
     assert ann_recall(index.search(queries, 50)[1], exact) < ann_recall(i, exact)
     with pytest.raises(ValueError, match="must divide"):
         FaissIndex(items, "ivfpq", nlist=64, pq_m=5, mips_transform=False)
+
+
+def test_serving_defaults_work_from_a_handful_of_songs_up() -> None:
+    for n in (5, 300, 8000):
+        items, queries = _songs(n, 16, 2)
+        index = FaissIndex(items)  # the serving defaults: IVF + MIPS transform, nprobe 64
+        assert index.kind == "ivf" and index.ntotal == n
+        k = min(20, n)
+        _, exact = ExactIndex(items).search(queries, k)
+        # with at most 64 lists every list is probed: exact; at 8000 songs (205 lists) ANN, still >= 0.95
+        assert ann_recall(index.search(queries, k)[1], exact) >= (0.999 if n < 64 * 39 else 0.95)

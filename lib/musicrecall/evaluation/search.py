@@ -76,10 +76,16 @@ class ExactIndex:
 class FaissIndex:
     """A faiss index over item vectors: ``kind`` = ``"hnsw"``, ``"ivf"`` or ``"flat"``.
 
+    **Serving defaults** (``FaissIndex(item_vecs)``): IVF with the MIPS transform, ``nlist = 4*sqrt(n)``,
+    ``nprobe = 64``. On 1M synthetic songs (dim 64, Zipf-sized clusters, popularity-like norms;
+    ``bench/bench_retrieval_1m.py``) that gave recall@200 0.991 at 42x the speed of exact faiss search
+    (nprobe 32: 0.968 at 56x; 16: 0.918), with 0.5 GB for index and vectors; on smaller catalogues the
+    same ``nprobe`` covers a larger share of the lists (more recall, less speed-up).
+
     Parameters: HNSW ``M`` (graph degree, default 32), ``efConstruction`` (default 200),
     ``efSearch`` (default 128, can be changed later via :meth:`set_params`); IVF ``nlist``
-    (default ``4*sqrt(n)``), ``nprobe`` (default 16), ``train_size`` (the coarse k-means is trained
-    on a random sample of that many items, default ``min(n, 64*nlist)``), ``seed``.
+    (default :meth:`default_nlist`), ``nprobe`` (default 64), ``train_size`` (the coarse k-means is trained
+    on a random sample of that many items, default ``min(n, 40*nlist)``, faiss's lower bound), ``seed``.
     ``"ivfpq"``: IVF with product-quantised codes (``pq_m`` sub-vectors of 8 bits) whose ``k_factor * k``
     best candidates are re-ranked exactly (``IndexRefineFlat``).
     ``mips_transform`` (any ANN kind with ``"ip"``): search an L2 graph / L2 inverted lists over
@@ -90,14 +96,14 @@ class FaissIndex:
     def __init__(
         self,
         item_vecs: np.ndarray | torch.Tensor,
-        kind: Literal["hnsw", "ivf", "ivfpq", "flat"] = "hnsw",
+        kind: Literal["hnsw", "ivf", "ivfpq", "flat"] = "ivf",
         metric: Metric = "ip",
         *,
         M: int = 32,
         efConstruction: int = 200,
         efSearch: int = 128,
         nlist: int | None = None,
-        nprobe: int = 16,
+        nprobe: int = 64,
         train_size: int | None = None,
         pq_m: int = 16,
         k_factor: int = 4,
@@ -134,7 +140,7 @@ class FaissIndex:
                     raise ValueError(f"pq_m={pq_m} must divide the dimension {d}")
                 ivf = faiss.IndexIVFPQ(quantizer, d, nlist, pq_m, 8, fmetric)
             ivf.cp.seed = seed
-            m = min(n, train_size or 64 * nlist)
+            m = min(n, train_size or 40 * nlist)
             sample = x[np.random.default_rng(seed).choice(n, size=m, replace=False)] if m < n else x
             ivf.train(sample)
             ivf.nprobe = nprobe
@@ -158,8 +164,9 @@ class FaissIndex:
 
     @staticmethod
     def default_nlist(n: int) -> int:
-        """IVF lists for ``n`` items: ``4*sqrt(n)`` (about 4,000 at a million songs)."""
-        return max(1, int(4 * np.sqrt(n)))
+        """IVF lists for ``n`` items: ``4*sqrt(n)`` (4,000 at a million songs), but at least 39 items per
+        list (what k-means needs; small catalogues get fewer lists, down to one)."""
+        return max(1, min(int(4 * np.sqrt(n)), n // 39))
 
     def set_params(self, *, efSearch: int | None = None, nprobe: int | None = None,
                    k_factor: int | None = None) -> None:

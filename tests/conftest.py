@@ -47,6 +47,8 @@ SLOW: tuple[str, ...] = (
     # measured 07:51 UTC, load average ~22
     "test_distributed.py",  # [65 s] two training processes
     "test_bad_input_audio.py::test_ogg_cut_at_every_fraction_is_reported",  # [6.5 s] decodes every cut
+    # measured 08:08 UTC, load average ~20
+    "test_ann.py::test_ivfpq_reranks_exactly_and_its_recall_grows_with_nprobe",  # [10 s] trains IVF-PQ
 )
 
 

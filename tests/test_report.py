@@ -259,6 +259,10 @@ def test_claims_recorded_on_real_data_read_at_most_not_falsified():
     assert capped["verdict"] == "not falsified" and capped["verdict_asked"] == "reproduced"
     assert "placebo world" in capped["not_tested"] and capped["tested"]
     assert build_record("02_kg", [], profile="tiny", claims=[row])["claims"][0]["verdict"] == "reproduced"
+    said = record_claim("C2", ours="+41%", verdict="not falsified", not_tested="placebo world (imported data)")
+    assert said["not_tested"] == "placebo world (imported data)"
+    (kept,) = build_record("03_seq", [], profile="tiny", dataset="/data/x", claims=[said])["claims"]
+    assert kept["not_tested"] == "placebo world (imported data)"  # said once, not three times
 
 
 def _run(name, records, figures=()):

@@ -177,7 +177,7 @@ def record_claim(claim_id: str, *, ours: str = "", placebo: str = "", verdict: s
                            "real": real, "verdict": verdict, "note": note, "effect": effect,
                            "placebo_effect": placebo_effect, "tested": tested, "not_tested": not_tested}
     if not _has_placebo(placebo, placebo_effect):
-        row = cap_verdict(row, _NOT_MEASURED)
+        row = cap_verdict(row, "" if "placebo" in not_tested else _NOT_MEASURED)
     return row
 
 
@@ -190,7 +190,8 @@ def cap_for_dataset(row: dict[str, Any], dataset: str) -> dict[str, Any]:
         return row
     # real data has no placebo at all: say so once, instead of "placebo (not measured)"
     row = {**row, "not_tested": "; ".join(x for x in row.get("not_tested", "").split("; ") if x and x != _NOT_MEASURED)}
-    row = cap_verdict(row, REAL_DATA_UNTESTED)
+    # the notebook may have said it already ("placebo world (imported data)"): say it once
+    row = cap_verdict(row, "" if "placebo" in row["not_tested"] else REAL_DATA_UNTESTED)
     if not row.get("tested"):
         row["tested"] = "the effect on this dataset's test split" if (row.get("effect") or row.get("ours")
                                                                    or row.get("real")) else ""

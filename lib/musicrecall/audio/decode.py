@@ -109,12 +109,14 @@ def _read(path: Path, max_seconds: float | None = None) -> tuple[np.ndarray, int
                     raise
                 note = f"decoder stopped after {got} of {declared} announced frames ({err})"
             data = np.concatenate(blocks) if blocks else np.zeros((0, fh.channels), dtype=np.float32)
+            # an MP3 without a Xing/LAME header announces an estimate (off by a few tenths of a second)
+            end = int(declared * (0.99 if fh.format == "MP3" else 1.0))
             if note is None and "should be" in fh.extra_info:
                 note = "header announces more data than the file holds"
-            elif note is None and declared > 0 and got < min(want or declared, declared) * 0.99:
+            elif note is None and declared > 0 and want == declared and got < end:
                 note = f"decoded {got} of {declared} announced frames"
-            elif note is None and declared > 0 and got < declared:
-                note = _short_tail(fh, declared)
+            elif note is None and declared > 0 and got < end:
+                note = _short_tail(fh, end, declared)
             if note is None and fh.format == "OGG":
                 note = ogg_truncation(path)
             return data, native, note
@@ -142,18 +144,19 @@ def _is_ogg(path: Path) -> bool:
         return fh.read(4) == b"OggS"
 
 
-def _short_tail(fh, declared: int, n: int = 2048) -> str | None:
-    """After a partial decode: read the last ``n`` announced frames; a short read (or a failed seek or
-    decode there) means the stream ends before its announced length."""
+def _short_tail(fh, end: int, declared: int, n: int = 2048) -> str | None:
+    """After a partial decode: read the ``n`` frames before frame ``end`` (the announced length, less a
+    tolerance for estimates); a short read (or a failed seek or decode there) means the stream ends
+    before its announced length."""
     import soundfile as sf
 
-    start = max(0, declared - n)
+    start = max(0, end - n)
     try:
         fh.seek(start)
-        tail = fh.read(declared - start, dtype="float32", always_2d=True)
+        tail = fh.read(end - start, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as err:
         return f"the stream cannot be read near its announced end ({declared} frames): {err}"
-    if len(tail) < 0.99 * (declared - start):
+    if len(tail) < end - start:
         return f"the stream ends before its announced {declared} frames"
     return None
 

@@ -152,7 +152,7 @@ def gamma_sweep(setup: EvalSetup, triples: pl.DataFrame, s2v: Song2VecConfig, kg
             allowed = f.emb.has_vector.copy()
             seeds = badcase_seeds(np.flatnonzero(allowed), n_seeds, seed)
         hr = quick_hr(f.recall, setup)
-        table = restricted_table(f.emb, allowed)
+        table = restricted_table(f.emb, allowed, index=rc.index)
         row = {"gamma": g, "hr@50": hr["hr@50"].mean(), "hr@200": hr["hr@200"].mean(),
                "train_s": f.emb.train_seconds, "tokens": f.corpus.n_tokens}
         for name, c in codes.items():

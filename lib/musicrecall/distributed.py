@@ -189,54 +189,45 @@ def _spawned(rank: int, fn: Callable[..., Any], nproc: int, port: int, threads: 
 
 
 # ---- the recall models of notebooks 03 and 04 -------------------------------------------------------
-SEQUENCE_HP = {"valid_days": 7, "test_days": 7, "max_len": 30, "dim": 48, "n_blocks": 1, "n_heads": 1,
-               "dropout": 0.1, "batch_size": 256, "n_neg": 256, "lr": 3e-3, "max_epochs": 4, "patience": 1}
 MIND_HP = {"valid_days": 7, "test_days": 7, "max_len": 30, "dim": 48, "k_max": 4, "pow_p": 2.0, "sigma": 1.0,
            "per_user": 6, "batch_size": 1024, "n_neg": 256, "lr": 3e-3, "max_epochs": 3, "patience": 1,
            "valid_users": 1000, "routing_axis": "interest", "routing_init": "redraw", "side": True}
 
 
-def train_model(model: str, dataset: str = "world", profile: str = "tiny", seed: int = 0, **hp: Any) -> dict:
-    """Train one recall model as its notebook does (same data, hyper-parameters and cache key).
+def train_model(model: str, dataset: str = "world", profile: str = "tiny", seed: int = 0,
+                train_seed: int | None = None, **hp: Any) -> dict:
+    """Train one recall model as its notebook does (same data, recipe and cache key).
 
-    ``model``: ``youtube_dnn``, ``sasrec`` or ``sasrec_unshared`` (notebook 03's :func:`sequences
-    .fit_sequence_model`) or ``mind`` (notebook 04's ``both`` variant, :func:`models.mind.fit_mind`).
-    In a process group every rank calls this; rank 0's checkpoint is what the notebook then loads
-    from the cache. Returns a summary of the history.
+    ``model``: ``youtube_dnn``, ``sasrec`` or ``sasrec_unshared`` (notebook 03: the recipes of
+    :mod:`musicrecall.models.recipes` at ``profile``, trained by :func:`sequences.fit_recipe` on the
+    windows notebook 03's :func:`sequences.run_c2_world` builds; ``hp`` = recipe changes, plus
+    ``valid_days`` / ``test_days``) or ``mind`` (notebook 04's ``both`` variant, :func:`models.mind.fit_mind`).
+    ``seed`` is the data's seed (world, splits, windows), ``train_seed`` the training seed (notebook 03
+    trains seeds ``seed, seed + 1, ...``; default ``seed``). In a process group every rank calls this;
+    rank 0's checkpoint is what the notebook then loads from the cache. Returns a summary of the history.
     """
-    from dataclasses import asdict
-
     from musicrecall import sequences as sq
     from musicrecall.data import prepare
-    from musicrecall.training import TrainConfig, seed_everything
+    from musicrecall.models import recipes
 
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     prep = prepare(dataset, profile=profile, seed=seed)
-    ds = prep.dataset
     if model == "mind":
-        h = {**MIND_HP, **hp}
-        return _train_mind(prep, h, seed)
-    h = {**SEQUENCE_HP, **hp}
-    inputs = sq.sequence_inputs(prep.clean.events, ds.users, ds.items.height, h["max_len"],
-                                valid_days=h["valid_days"], test_days=h["test_days"])
-    cfg = TrainConfig(epochs=h["max_epochs"], lr=h["lr"], patience=h["patience"], seed=seed, progress=False)
-    seed_everything(seed)
-    if model == "youtube_dnn":
-        from musicrecall.models.youtube_dnn import YouTubeDNN
-
-        net: torch.nn.Module = YouTubeDNN(inputs.n_items, h["dim"], inputs.user_cards, dropout=h["dropout"])
-    else:
-        from musicrecall.models.sasrec import SASRec
-
-        net = SASRec(inputs.n_items, h["dim"], h["max_len"], h["n_blocks"], h["n_heads"], h["dropout"],
-                     **({"shared": False} if model == "sasrec_unshared" else {}))
-    feats = model == "youtube_dnn"
-    # the key notebook 03 computes in sequences.fit_and_evaluate, so that it finds this checkpoint
-    key_hp = {"cfg": asdict(cfg), "batch_size": h["batch_size"], "n_neg": h["n_neg"], "feats": feats,
-              "model": repr(net), "max_len": int(inputs.windows.inputs.shape[1])}
-    hist = sq.fit_sequence_model(net, inputs, cfg, name=model, batch_size=h["batch_size"], n_neg=h["n_neg"],
-                                 use_user_feats=feats, cache_key=sq.cache_key(ds.key, model, key_hp))
+        return _train_mind(prep, {**MIND_HP, **hp}, seed)
+    days = {k: hp.pop(k) for k in ("valid_days", "test_days") if k in hp}
+    arms = {"youtube_dnn": recipes.for_profile(recipes.YOUTUBE_DNN, profile).with_(**hp),
+            "sasrec": recipes.for_profile(recipes.SASREC, profile).with_(**hp)}
+    arms["sasrec_unshared"] = arms["sasrec"].with_(shared=False)
+    # the windows of run_c2_world: the longest history and the smallest user cap of notebook 03's arms
+    max_len = max(r.max_len for r in arms.values())
+    caps = [r.max_train_users for r in arms.values() if r.max_train_users is not None]
+    ds = prep.dataset
+    inputs = sq.sequence_inputs(prep.clean.events, ds.users, ds.items.height, max_len,
+                                valid_days=days.get("valid_days", 7), test_days=days.get("test_days", 7),
+                                max_train_users=min(caps) if caps else None, seed=seed)
+    _, hist = sq.fit_recipe(model, inputs, arms[model], seed=seed if train_seed is None else train_seed,
+                            data_key=ds.key)
     return _summary(model, hist)
 
 
@@ -305,10 +296,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--dataset", default="world")
     ap.add_argument("--profile", default="tiny")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-seed", type=int, default=None, help="training seed (default: --seed)")
     ap.add_argument("--nproc", type=int, default=2, help="processes on this machine (ignored under torchrun)")
-    ap.add_argument("--hp", default="{}", help='JSON overrides of the notebook hyper-parameters, e.g. \'{"dim": 64}\'')
+    ap.add_argument("--hp", default="{}", help='JSON changes to the recipe (notebook 03) or notebook 04\'s '
+                    'hyper-parameters, e.g. \'{"dim": 64}\'')
     args = ap.parse_args(argv)
-    kwargs = {"dataset": args.dataset, "profile": args.profile, "seed": args.seed, **json.loads(args.hp)}
+    kwargs = {"dataset": args.dataset, "profile": args.profile, "seed": args.seed, "train_seed": args.train_seed,
+              **json.loads(args.hp)}
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # started by torchrun: env:// rendezvous
         world = int(os.environ["WORLD_SIZE"])
         config.set_threads(max(1, config.n_threads() // int(os.environ.get("LOCAL_WORLD_SIZE", world))))

@@ -1,0 +1,164 @@
+"""Data-parallel training of notebook 03's and 04's recall models (:mod:`musicrecall.distributed`), with a CLI.
+
+One machine (spawns ``--nproc`` processes, gloo, ``MUSICRECALL_THREADS / nproc`` threads each)::
+
+    python -m musicrecall.ddp_train sasrec --dataset world --profile tiny --nproc 2
+
+Several machines (``torchrun`` sets the ranks; run on every machine with its ``--node_rank``)::
+
+    torchrun --nnodes 2 --node_rank 0 --nproc_per_node 2 --rdzv_backend c10d \\
+        --rdzv_endpoint HOST0:29500 --rdzv_id musicrecall -m musicrecall.ddp_train sasrec --profile medium
+
+Each run trains the model exactly as its notebook does (same data, recipe and content-keyed checkpoint),
+so the notebook then loads the checkpoint from the cache instead of training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+
+from musicrecall import config
+from musicrecall.distributed import init, spawn
+
+MODELS = ("youtube_dnn", "sasrec", "sasrec_unshared", "mind")
+
+
+MIND_HP = {"valid_days": 7, "test_days": 7, "max_len": 30, "dim": 48, "k_max": 4, "pow_p": 2.0, "sigma": 1.0,
+           "per_user": 6, "batch_size": 1024, "n_neg": 256, "lr": 3e-3, "max_epochs": 3, "patience": 1,
+           "valid_users": 1000, "routing_axis": "interest", "routing_init": "redraw", "side": True}
+
+
+def train_model(model: str, dataset: str = "world", profile: str = "tiny", seed: int = 0,
+                train_seed: int | None = None, **hp: Any) -> dict:
+    """Train one recall model as its notebook does (same data, recipe and cache key).
+
+    ``model``: ``youtube_dnn``, ``sasrec`` or ``sasrec_unshared`` (notebook 03: the recipes of
+    :mod:`musicrecall.models.recipes` at ``profile``, trained by :func:`sequences.fit_recipe` on the
+    windows notebook 03's :func:`sequences.run_c2_world` builds; ``hp`` = recipe changes, plus
+    ``valid_days`` / ``test_days``) or ``mind`` (notebook 04's ``both`` variant, :func:`models.mind.fit_mind`).
+    ``seed`` is the data's seed (world, splits, windows), ``train_seed`` the training seed (notebook 03
+    trains seeds ``seed, seed + 1, ...``; default ``seed``). In a process group every rank calls this;
+    rank 0's checkpoint is what the notebook then loads from the cache. Returns a summary of the history.
+    """
+    from musicrecall import sequences as sq
+    from musicrecall.data import prepare
+    from musicrecall.models import recipes
+
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    prep = prepare(dataset, profile=profile, seed=seed)
+    if model == "mind":
+        return _train_mind(prep, {**MIND_HP, **hp}, seed)
+    days = {k: hp.pop(k) for k in ("valid_days", "test_days") if k in hp}
+    arms = {"youtube_dnn": recipes.for_profile(recipes.YOUTUBE_DNN, profile).with_(**hp),
+            "sasrec": recipes.for_profile(recipes.SASREC, profile).with_(**hp)}
+    arms["sasrec_unshared"] = arms["sasrec"].with_(shared=False)
+    # the windows of run_c2_world: the longest history and the smallest user cap of notebook 03's arms
+    max_len = max(r.max_len for r in arms.values())
+    caps = [r.max_train_users for r in arms.values() if r.max_train_users is not None]
+    ds = prep.dataset
+    inputs = sq.sequence_inputs(prep.clean.events, ds.users, ds.items.height, max_len,
+                                valid_days=days.get("valid_days", 7), test_days=days.get("test_days", 7),
+                                max_train_users=min(caps) if caps else None, seed=seed)
+    _, hist = sq.fit_recipe(model, inputs, arms[model], seed=seed if train_seed is None else train_seed,
+                            data_key=ds.key)
+    return _summary(model, hist)
+
+
+def _train_mind(prep: Any, h: dict, seed: int) -> dict:
+    from dataclasses import asdict
+
+    from musicrecall.experiment import make_eval_setup
+    from musicrecall.models import mind as M
+    from musicrecall.models.mind_data import side_codes
+    from musicrecall.training import TrainConfig
+
+    ds = prep.dataset
+    valid = make_eval_setup(prep.clean.events, ds.items.height, stage="valid", valid_days=h["valid_days"],
+                            test_days=h["test_days"])
+    side = side_codes(ds.items) if h["side"] else None
+    cfg = M.MINDConfig(dim=h["dim"], k_max=h["k_max"], max_len=h["max_len"], pow_p=h["pow_p"], sigma=h["sigma"],
+                       routing_axis=h["routing_axis"], routing_init=h["routing_init"])
+    tcfg = TrainConfig(epochs=h["max_epochs"], lr=h["lr"], patience=h["patience"], seed=seed, progress=False)
+    name = f"both_{h['routing_axis']}"
+    # the key notebook 04 computes in models.mind.fit_and_evaluate, so that it finds this checkpoint
+    key_hp = {"per_user": h["per_user"], "batch_size": h["batch_size"], "n_neg": h["n_neg"],
+              "valid_users": h["valid_users"], "train": asdict(tcfg)}
+    key = M.mind_cache_key(ds.key, name, cfg, side, key_hp)
+    _, hist = M.fit_mind(valid.fit, valid.targets["all"], valid.n_items, cfg, side, tcfg, per_user=h["per_user"],
+                         batch_size=h["batch_size"], n_neg=h["n_neg"], valid_users=h["valid_users"],
+                         name=f"mind_{name}", cache_key=key, seed=seed)
+    return _summary(name, hist)
+
+
+def _summary(name: str, hist: Any) -> dict:
+    return {"model": name, "epochs": len(hist.epochs), "best_epoch": hist.best_epoch, "best_score": hist.best_score,
+            "seconds_per_epoch": hist.seconds_per_epoch, "from_cache": hist.from_cache,
+            "world": dist.get_world_size() if dist.is_initialized() else 1}
+
+
+def _spawned_train(rank: int, world: int, port: int, model: str, kwargs: dict, out: str | None) -> None:
+    init(rank, world, port=port)
+    try:
+        summary = train_model(model, **kwargs)
+        if rank == 0 and out:
+            Path(out).write_text(json.dumps(summary))
+    finally:
+        dist.destroy_process_group()
+
+
+def launch(model: str, nproc: int, **kwargs: Any) -> dict:
+    """Train ``model`` (:func:`train_model`) in ``nproc`` processes on this machine; rank 0's summary.
+
+    What a notebook's ``nproc`` parameter calls: afterwards the notebook's own training call finds the
+    checkpoint in the content-keyed cache. ``nproc=1`` trains in this process.
+    """
+    if nproc <= 1:
+        return train_model(model, **kwargs)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "summary.json")
+        spawn(_spawned_train, nproc, model, kwargs, out)
+        return json.loads(Path(out).read_text())
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """CLI: ``python -m musicrecall.ddp_train MODEL [--nproc N]``, or under ``torchrun`` (see the docstring)."""
+    ap = argparse.ArgumentParser(prog="python -m musicrecall.ddp_train", description=__doc__.splitlines()[0])
+    ap.add_argument("model", choices=MODELS)
+    ap.add_argument("--dataset", default="world")
+    ap.add_argument("--profile", default="tiny")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-seed", type=int, default=None, help="training seed (default: --seed)")
+    ap.add_argument("--nproc", type=int, default=2, help="processes on this machine (ignored under torchrun)")
+    ap.add_argument("--hp", default="{}", help='JSON changes to the recipe (notebook 03) or notebook 04\'s '
+                    'hyper-parameters, e.g. \'{"dim": 64}\'')
+    args = ap.parse_args(argv)
+    kwargs = {"dataset": args.dataset, "profile": args.profile, "seed": args.seed, "train_seed": args.train_seed,
+              **json.loads(args.hp)}
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # started by torchrun: env:// rendezvous
+        world = int(os.environ["WORLD_SIZE"])
+        config.set_threads(max(1, config.n_threads() // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+        dist.init_process_group("gloo")
+        try:
+            summary = train_model(args.model, **kwargs)
+            if dist.get_rank() == 0:
+                print(json.dumps(summary), flush=True)
+        finally:
+            dist.destroy_process_group()
+        return
+    config.set_threads()
+    print(json.dumps(launch(args.model, args.nproc, **kwargs)), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -79,9 +79,11 @@ def test_raw_rows_re_encoded_inside_an_embedding_are_caught(feats, how):
 
 @pytest.mark.parametrize("how", ["verbatim", "float16 in a float32 array", "float64 in a float32 array", "scaled by 2"])
 def test_raw_rows_re_encoded_inside_a_byte_blob_are_caught(feats, how):
+    """In B's PSI reply (only B holds B's raw values; A can only forward them, caught where B sent them)."""
     body = RE_ENCODED_ROWS[how](feats[7:9].copy()).tobytes()
     blob = np.frombuffer(b"\x01\x02\x03" + body, np.uint8)  # at an odd byte offset
-    assert not audit([Message("psi_request", "A", 1, {"n_client": 3}, {"request": blob})], feats).passed, how
+    empty = np.zeros(0, np.uint8)
+    assert not audit([Message("psi_reply", "B", 1, {}, {"setup": empty, "response": blob})], feats).passed, how
 
 
 COLUMNS = {

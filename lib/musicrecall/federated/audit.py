@@ -11,7 +11,9 @@ parties' raw tables, which the parties themselves never do. For each message it 
    alignment of typed arrays) as float32 (up to a few ulps: keys drop the 3 lowest bits), as float32
    rounded through float16, or as float64; no four adjacent values as float16 (every 2-byte
    alignment); no three adjacent values with their signs and exponents changed (mantissas kept:
-   scaling by any power of two, negation);
+   scaling by any power of two, negation). The re-encodings, and checks 3-4 below, are searched in
+   B's messages: A never holds B's raw values, so it could only forward what B sent, which is
+   checked where B sent it (plain float32 pairs are searched in every message);
 3. **no raw feature values gathered anywhere**: no four values of one raw row appear (exactly, as
    float32 words, in any order or position) in one array, and the share of float32 words equal to some
    raw value stays below ``max_value_share``;
@@ -153,13 +155,20 @@ class _KeySet:
         if self.keys.shape[0] == 0 or q.shape[0] == 0:
             return out.reshape(np.shape(queries))
         cand = np.flatnonzero(self._bits[q & self._mask])
-        pos = np.minimum(np.searchsorted(self.keys, q[cand]), self.keys.shape[0] - 1)
-        out[cand] = self.keys[pos] == q[cand]
+        order = np.argsort(q[cand], kind="stable")  # sorted queries walk the table once (cache friendly)
+        qs = q[cand][order]
+        pos = np.minimum(np.searchsorted(self.keys, qs), self.keys.shape[0] - 1)
+        out[cand[order]] = self.keys[pos] == qs
         return out.reshape(np.shape(queries))
 
     def count(self, queries: np.ndarray) -> int:
         """How many of ``queries`` are in the set."""
-        return int(np.count_nonzero(self.hits(queries)))
+        if self.keys.shape[0] == 0:
+            return 0
+        q = np.asarray(queries).ravel()
+        cand = np.sort(q[self._bits[q & self._mask]])
+        pos = np.minimum(np.searchsorted(self.keys, cand), self.keys.shape[0] - 1)
+        return int(np.count_nonzero(self.keys[pos] == cand))
 
 
 @dataclass
@@ -241,7 +250,8 @@ class ChannelAuditor:
             self._fail(entry, f"arrays {got} != schema {arrays}")
         for arr in msg.arrays.values():
             blob = arr.dtype == np.uint8
-            self._check_bytes(entry, np.ascontiguousarray(arr).tobytes(), offsets=4 if blob else 1, text=blob)
+            self._check_bytes(entry, np.ascontiguousarray(arr).tobytes(), offsets=4 if blob else 1, text=blob,
+                              deep=msg.sender == "B")
         for name, arr in msg.arrays.items():
             if arr.dtype == np.float32 and arr.size:
                 words = np.ascontiguousarray(arr).view(np.uint32)
@@ -250,8 +260,9 @@ class ChannelAuditor:
                 self.value_matches, self.float_words = self.value_matches + hits, self.float_words + arr.size
                 if hits > self.max_value_share * arr.size:
                     self._fail(entry, f"{name}: {hits}/{arr.size} words equal raw feature values")
-                self._check_gathered(entry, name, words.ravel()[hit.ravel()])
-                if arr.ndim == 2:
+                if msg.sender == "B":  # only B holds B's raw values: A can only echo what B sent (checked there)
+                    self._check_gathered(entry, name, words.ravel()[hit.ravel()])
+                if arr.ndim == 2 and msg.sender == "B":
                     self._check_columns(entry, name, arr, hit)
             if msg.type == "embed" and arr.size and (arr.min() < 0 or arr.max() >= max(self.n_aligned, 1)):
                 self._fail(entry, "indices outside the aligned range")
@@ -370,12 +381,16 @@ class ChannelAuditor:
         """How many of the uint32 ``words`` are the bit pattern of a raw feature value."""
         return self._values.count(words)
 
-    def _check_bytes(self, entry: LogEntry, body: bytes, offsets: int = 4, text: bool = True) -> None:
-        checks = (("two adjacent raw feature values of one user (float32, within a few ulps, or via float16)",
-                   self._pairs, _fuzzy_pair_keys),
-                  ("two adjacent raw feature values of one user as float64", self._f64, _f64_pairs),
-                  ("three adjacent raw feature values of one user with sign/exponent changed (e.g. scaled by 2)",
-                   self._mant, _mantissa_triples))
+    def _check_bytes(self, entry: LogEntry, body: bytes, offsets: int = 4, text: bool = True, deep: bool = True) -> None:
+        """Raw rows in the bytes. ``deep``: also the re-encodings (float16/float64 runs, sign/exponent
+        changes), run on B's messages only: A never holds B's raw values, so it can only forward what B
+        sent, and that is checked on B's message (the plain float32 pairs are checked everywhere)."""
+        checks = [("two adjacent raw feature values of one user (float32, within a few ulps, or via float16)",
+                   self._pairs, _fuzzy_pair_keys)]
+        if deep:
+            checks += [("two adjacent raw feature values of one user as float64", self._f64, _f64_pairs),
+                       ("three adjacent raw feature values of one user with sign/exponent changed (e.g. scaled by 2)",
+                        self._mant, _mantissa_triples)]
         for what, keys, fn in checks:
             for offset in range(offsets):
                 n = (len(body) - offset) // 4
@@ -384,7 +399,7 @@ class ChannelAuditor:
                 if keys.count(fn(np.frombuffer(body, dtype=np.uint32, count=n, offset=offset))):
                     self._fail(entry, what + " cross the channel")
                     break
-        for offset in range(2 if offsets == 1 else 4):  # float16 runs at every 2-byte alignment
+        for offset in range(2 if offsets == 1 else 4) if deep else ():  # float16 runs at every 2-byte alignment
             n = (len(body) - offset) // 2
             if n >= 4 and self._f16.count(_f16_quads(np.frombuffer(body, dtype=np.uint16, count=n, offset=offset))):
                 self._fail(entry, "four adjacent raw feature values of one user as float16 cross the channel")

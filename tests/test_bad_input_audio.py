@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from musicrecall.audio import AudioIndex, EmbeddingScaler, embed_files, embed_folder
+from musicrecall.audio import AudioConfig, AudioIndex, EmbeddingScaler, embed_files, embed_folder
 
 SR = 22_050
 
@@ -204,3 +204,37 @@ def test_ogg_cut_at_every_fraction_is_reported(tmp_path):
         path = _cut(tmp_path, f"cut{int(frac * 100)}.ogg", "OGG", "VORBIS", frac)
         corpus = embed_files([path], cache=False)
         assert [i.kind for i in corpus.issues if i.kind == "truncated"] == ["truncated"], (frac, corpus.issues)
+
+
+def _ogg_crc(page: bytes) -> int:
+    """Ogg's page CRC-32 (polynomial 0x04C11DB7, not reflected, initial 0), checksum field zeroed."""
+    crc = 0
+    for byte in page:
+        crc ^= byte << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
+            crc &= 0xFFFFFFFF
+    return crc
+
+
+def test_intact_ogg_whose_last_granule_overstates_is_not_called_cut(tmp_path):
+    """Real encoders leave a last granule position a few frames beyond the decodable samples (three
+    hyperrogue tracks: 104 frames, a wesnoth track: 5806); libsndfile then announces more frames than it decodes. The pages
+    are intact, so this is no truncation, in a whole or a partial decode."""
+    import struct
+
+    path = tmp_path / "intact.ogg"
+    sf.write(path, _tone(8.0, 330.0, 12), SR, format="OGG", subtype="VORBIS")
+    data = bytearray(path.read_bytes())
+    last = data.rfind(b"OggS")
+    granule = struct.unpack_from("<q", data, last + 6)[0]
+    struct.pack_into("<q", data, last + 6, granule + 5000)
+    struct.pack_into("<I", data, last + 22, 0)
+    page_end = last + 27 + data[last + 26] + sum(data[last + 27:last + 27 + data[last + 26]])
+    struct.pack_into("<I", data, last + 22, _ogg_crc(bytes(data[last:page_end])))
+    path.write_bytes(bytes(data))
+    with sf.SoundFile(path) as fh:
+        assert fh.frames > len(fh.read())  # the quirk is reproduced
+    for max_seconds in (None, 5.0):
+        corpus = embed_files([path], cfg=AudioConfig(max_seconds=max_seconds), cache=False)
+        assert corpus.files == [str(path)] and not corpus.issues, corpus.issues

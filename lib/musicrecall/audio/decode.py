@@ -113,12 +113,14 @@ def _read(path: Path, max_seconds: float | None = None) -> tuple[np.ndarray, int
             end = int(declared * (0.99 if fh.format == "MP3" else 1.0))
             if note is None and "should be" in fh.extra_info:
                 note = "header announces more data than the file holds"
+            elif note is None and fh.format == "OGG":
+                # Ogg declares no length: libsndfile's count comes from the last granule position, which
+                # can exceed the decodable samples by a few frames in intact files; the pages tell
+                note = ogg_truncation(path)
             elif note is None and declared > 0 and want == declared and got < end:
                 note = f"decoded {got} of {declared} announced frames"
             elif note is None and declared > 0 and got < end:
                 note = _short_tail(fh, end, declared)
-            if note is None and fh.format == "OGG":
-                note = ogg_truncation(path)
             return data, native, note
     except (sf.LibsndfileError, RuntimeError, TypeError) as sf_err:
         if _is_ogg(path) and (why := ogg_truncation(path)):  # cut before the first audio page

@@ -292,3 +292,17 @@ def test_recipes_are_the_single_source_of_the_adapters_defaults():
     assert tiny.max_epochs == recipes.TINY_MAX_EPOCHS < recipes.SASREC.max_epochs
     assert recipes.for_profile(recipes.SASREC, "small") == recipes.SASREC
     assert recipes.SASREC.patience >= 3 and recipes.YOUTUBE_DNN.patience >= 3
+
+
+def test_lifts_stay_defined_when_a_baseline_seed_scores_zero():
+    a = [np.array([0.2, 0.4, 0.0]), np.array([0.3, 0.1, 0.2])]
+    b = [np.zeros(3), np.array([0.1, 0.2, 0.3])]  # seed 0 of the baseline hits nothing
+    d = sq.seeded_lift(a, b, n_boot=100)
+    assert np.isfinite(d["value"]) and np.isfinite(d["lo"]) and np.isinf(d["per_seed"][0])
+    frame = pl.DataFrame({"a": ["x"], "b": ["y"], "slice": ["all"], "metric": ["hr@10"], "lift": [None],
+                          "ci_lo": [None], "ci_hi": [None]}, schema_overrides={"lift": pl.Float64, "ci_lo": pl.Float64,
+                                                                                "ci_hi": pl.Float64})
+    assert all(np.isnan(sq.pick_lift(frame, "x")))
+    assert all(np.isnan(sq.pick_lift(frame, "absent")))
+    (m,) = sq.lift_metrics(frame, "lift")
+    assert m["value"] is None and "scores 0" in m["note"]

@@ -522,8 +522,10 @@ def seeded_lift(a: Sequence[np.ndarray], b: Sequence[np.ndarray], n_boot: int = 
     """
     va, vb = np.stack(a), np.stack(b)
     value, blo, bhi = paired_bootstrap_lift(va.mean(0), vb.mean(0), n_boot=n_boot, seed=seed)
-    per_seed = va.mean(1) / vb.mean(1) - 1.0
-    spread = [float(per_seed.std(ddof=1))] if per_seed.shape[0] > 1 else []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_seed = va.mean(1) / vb.mean(1) - 1.0
+    finite = per_seed[np.isfinite(per_seed)]  # a seed whose baseline scores 0 has no relative lift
+    spread = [float(finite.std(ddof=1))] if finite.shape[0] > 1 else []
     if len(aa) > 1:
         spread.append(float(np.std(aa, ddof=1)))
     elif len(aa) == 1:
@@ -568,7 +570,8 @@ def rolling_c2_table(arms: dict[str, Sequence], baseline: str, metrics: Sequence
             if aa_arm is not None and len(arms[aa_arm]) > 1:
                 x = per_user_matrix(arms[aa_arm], m, sl)
                 aa = [float(x[r].mean() / x[0].mean() - 1.0) for r in range(1, len(x)) if x[0].mean() > 0]
-                aa_ci = paired_bootstrap_lift(x[1], x[0], n_boot=n_boot, seed=seed)
+                nan = float("nan")
+                aa_ci = paired_bootstrap_lift(x[1], x[0], n_boot=n_boot, seed=seed) if x[0].mean() > 0 else (nan, nan, nan)
                 rows.append({"a": f"{aa_arm} (seed 1)", "b": f"{aa_arm} (seed 0)", "slice": sl, "metric": m,
                              "mean_a": float(x[1].mean()), "mean_b": float(x[0].mean()), "lift": aa_ci[0],
                              "ci_lo": aa_ci[1], "ci_hi": aa_ci[2], "sd_seed": float("nan"), "n_seeds": 1,
@@ -653,4 +656,33 @@ def shuffled_results(world: C2World, kind: str, seed: int = 0, ks: Sequence[int]
         feats = world.inputs.user_feats if kind == "youtube_dnn" and getattr(model, "user_feat_emb", None) else None
         out.append(rolling_next_play(model_score_fn(model, feats), world.targets, k=ks, name=f"{kind}_shuffled",
                                      shuffle_history=True, seed=seed))
+    return out
+
+
+def pick_lift(frame: pl.DataFrame | None, a: str = "sasrec", slice_: str = "all", metric: str = "hr@10"
+              ) -> tuple[float, float, float]:
+    """``(lift, lo, hi)`` of arm ``a`` in a :func:`rolling_c2_table` (NaNs when the row is absent, e.g. a
+    baseline that scores 0 on this data)."""
+    nan = (float("nan"),) * 3
+    if frame is None or frame.is_empty():
+        return nan
+    r = frame.filter((pl.col("a") == a) & (pl.col("slice") == slice_) & (pl.col("metric") == metric))
+    if r.is_empty():
+        return nan
+    row = r.row(0, named=True)
+    return tuple(float("nan") if row[c] is None else float(row[c]) for c in ("lift", "ci_lo", "ci_hi"))  # type: ignore[return-value]
+
+
+def lift_metrics(frame: pl.DataFrame | None, prefix: str, world: str = "default") -> list[dict]:
+    """Ledger metrics (:func:`musicrecall.report.metric`) of every row of a :func:`rolling_c2_table`; an
+    undefined lift (the baseline scores 0) is recorded as n/a with that reason."""
+    from musicrecall.report import metric
+
+    out = []
+    for r in frame.iter_rows(named=True) if frame is not None else []:
+        lift = float("nan") if r["lift"] is None else r["lift"]
+        name = f"{prefix}_{r['a'].replace(' ', '_')}_vs_{r['b'].replace(' ', '_')}_{r['slice']}_{r['metric']}"
+        ok = np.isfinite(lift)
+        out.append(metric(name, lift, (r["ci_lo"], r["ci_hi"]) if ok else None, world=world,
+                          note="" if ok else "undefined: the baseline scores 0 here"))
     return out

@@ -49,8 +49,8 @@ times are only indicative; HR@10 / NDCG@10 on the test play, epochs run (best), 
     ours_youtube_dnn     0.314 / 0.190   21 (18)  15.7 s
     rechub_sasrec        0.126 / 0.062    5 (2)   23.7 s
     rechub_youtube_dnn   0.204 / 0.096   11 (8)   25.2 s
-    recbole_sasrec       not finished in the session: after 43 min wall (3 CPU min) its best
-                         validation NDCG@10 was 0.122 (epoch 1), against ours' 0.286 on the test play
+    recbole_sasrec       not finished in the session: after 50 min wall its best validation
+                         NDCG@10 was 0.163 (epoch 5, still rising), against ours' 0.286 on the test play
 
 ``30music``, 300 users, last 60 plays each (11,862 songs, 17,665 plays; ours use the sampled softmax,
 2,048 negatives, the catalogue being above the full-softmax limit)::
@@ -59,7 +59,7 @@ times are only indicative; HR@10 / NDCG@10 on the test play, epochs run (best), 
     ours_youtube_dnn     0.120 / 0.064   27 (24)  13.2 s
     rechub_sasrec        0.000 / 0.000    4 (1)   14.5 s
     rechub_youtube_dnn   0.133 / 0.064   14 (11)  10.2 s
-    recbole_sasrec       not finished in the session: best validation NDCG@10 0.053 after 2 epochs
+    recbole_sasrec       not finished in the session: best validation NDCG@10 0.077 at epoch 5 (rising)
 
 Ours are above torch-rechub on both datasets by a wide margin (its SASRec, trained with Kang &
 McAuley's one-negative BCE, stops improving after one or two epochs on validation NDCG@10).

@@ -13,6 +13,7 @@ from musicrecall import sequences as sq
 from musicrecall.models.losses import NegativeSampler
 from musicrecall.models.sasrec import SASRec, attention_mask
 from musicrecall.models.youtube_dnn import YouTubeDNN
+from musicrecall.report import lift_table_metrics
 from musicrecall.training import TrainConfig, train
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -304,5 +305,5 @@ def test_lifts_stay_defined_when_a_baseline_seed_scores_zero():
                                                                                 "ci_hi": pl.Float64})
     assert all(np.isnan(sq.pick_lift(frame, "x")))
     assert all(np.isnan(sq.pick_lift(frame, "absent")))
-    (m,) = sq.lift_metrics(frame, "lift")
+    (m,) = lift_table_metrics(frame, "lift")
     assert m["value"] is None and "scores 0" in m["note"]

@@ -671,18 +671,3 @@ def pick_lift(frame: pl.DataFrame | None, a: str = "sasrec", slice_: str = "all"
         return nan
     row = r.row(0, named=True)
     return tuple(float("nan") if row[c] is None else float(row[c]) for c in ("lift", "ci_lo", "ci_hi"))  # type: ignore[return-value]
-
-
-def lift_metrics(frame: pl.DataFrame | None, prefix: str, world: str = "default") -> list[dict]:
-    """Ledger metrics (:func:`musicrecall.report.metric`) of every row of a :func:`rolling_c2_table`; an
-    undefined lift (the baseline scores 0) is recorded as n/a with that reason."""
-    from musicrecall.report import metric
-
-    out = []
-    for r in frame.iter_rows(named=True) if frame is not None else []:
-        lift = float("nan") if r["lift"] is None else r["lift"]
-        name = f"{prefix}_{r['a'].replace(' ', '_')}_vs_{r['b'].replace(' ', '_')}_{r['slice']}_{r['metric']}"
-        ok = np.isfinite(lift)
-        out.append(metric(name, lift, (r["ci_lo"], r["ci_hi"]) if ok else None, world=world,
-                          note="" if ok else "undefined: the baseline scores 0 here"))
-    return out

@@ -12,7 +12,10 @@ import html
 import json
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # polars only for the type of a lift table
+    import polars as pl
 
 from musicrecall.report.claims import CLAIMS_BY_ID, NOT_FALSIFIED, SUPPORTING, VERDICTS
 
@@ -54,6 +57,19 @@ def metric(name: str, value: float | None, ci: tuple[float, float] | None = None
         lo = hi = None
     return {"name": name, "value": clean, "ci_lo": lo, "ci_hi": hi, "unit": unit, "world": world, "note": note}
 
+
+def lift_table_metrics(frame: pl.DataFrame | None, prefix: str, world: str = "default") -> list[dict]:
+    """Ledger metrics (:func:`metric`) of every row of a lift table (columns ``a``, ``b``, ``slice``, ``metric``,
+    ``lift``, ``ci_lo``, ``ci_hi``, e.g. :func:`musicrecall.sequences.rolling_c2_table`); an undefined lift
+    (the baseline scores 0) is recorded as n/a with that reason."""
+    out = []
+    for r in frame.iter_rows(named=True) if frame is not None else []:
+        lift = float("nan") if r["lift"] is None else r["lift"]
+        name = f"{prefix}_{r['a'].replace(' ', '_')}_vs_{r['b'].replace(' ', '_')}_{r['slice']}_{r['metric']}"
+        ok = math.isfinite(lift)
+        out.append(metric(name, lift, (r["ci_lo"], r["ci_hi"]) if ok else None, world=world,
+                          note="" if ok else "undefined: the baseline scores 0 here"))
+    return out
 
 # The sanity rule for recorded metrics, by unit. A metric is a *share* and must lie in [0, 1] when
 #   - it has no unit (unit ""): a metric with a unit ("s", "min", "x", ...) is a quantity, not a share;

@@ -295,6 +295,16 @@ def test_recipes_are_the_single_source_of_the_adapters_defaults():
     assert recipes.SASREC.patience >= 3 and recipes.YOUTUBE_DNN.patience >= 3
 
 
+def test_lift_is_undefined_not_an_error_when_the_baseline_scores_zero_on_every_seed():
+    # 30Music at tiny: YouTube-DNN hit nothing on any seed and notebook 03 stopped with "mean(b) is 0"
+    a = [np.array([0.2, 0.4, 0.0]), np.array([0.3, 0.1, 0.2])]
+    d = sq.seeded_lift(a, [np.zeros(3), np.zeros(3)], n_boot=100)
+    assert np.isnan(d["value"]) and np.isnan(d["lo"]) and np.isnan(d["hi"])
+    (m,) = lift_table_metrics(pl.DataFrame({"a": ["x"], "b": ["y"], "slice": ["all"], "metric": ["hr@10"],
+                                            "lift": [d["value"]], "ci_lo": [d["lo"]], "ci_hi": [d["hi"]]}), "lift")
+    assert m["value"] is None and "scores 0" in m["note"]
+
+
 def test_lifts_stay_defined_when_a_baseline_seed_scores_zero():
     a = [np.array([0.2, 0.4, 0.0]), np.array([0.3, 0.1, 0.2])]
     b = [np.zeros(3), np.array([0.1, 0.2, 0.3])]  # seed 0 of the baseline hits nothing

@@ -521,9 +521,13 @@ def seeded_lift(a: Sequence[np.ndarray], b: Sequence[np.ndarray], n_boot: int = 
     al., MLSys 2021). With one seed and no A/A the interval is the bootstrap one.
     """
     va, vb = np.stack(a), np.stack(b)
-    value, blo, bhi = paired_bootstrap_lift(va.mean(0), vb.mean(0), n_boot=n_boot, seed=seed)
     with np.errstate(divide="ignore", invalid="ignore"):
         per_seed = va.mean(1) / vb.mean(1) - 1.0
+    if vb.mean() == 0:  # the baseline scores 0 on every seed (e.g. an untrained model on a tiny real log)
+        nan = float("nan")
+        return {"value": nan, "lo": nan, "hi": nan, "boot_lo": nan, "boot_hi": nan, "sd_seed": nan,
+                "n_seeds": int(va.shape[0]), "per_seed": per_seed.tolist()}
+    value, blo, bhi = paired_bootstrap_lift(va.mean(0), vb.mean(0), n_boot=n_boot, seed=seed)
     finite = per_seed[np.isfinite(per_seed)]  # a seed whose baseline scores 0 has no relative lift
     spread = [float(finite.std(ddof=1))] if finite.shape[0] > 1 else []
     if len(aa) > 1:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -40,3 +41,14 @@ def content_key(*parts: Any) -> str:
     """A short stable hash of JSON-serialisable ``parts``."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs: a temp file or folder named after a dead writer is stale."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True

@@ -25,6 +25,7 @@ from typing import Any
 
 import nbformat
 
+from musicrecall.cache import pid_alive
 from musicrecall.config import REPO_ROOT, REPORTS_DIR
 from musicrecall.report.html import export_html
 from musicrecall.report.record import METRICS_MIME, dumps, sanitize_json
@@ -210,15 +211,6 @@ def _atomic_write(path: Path, text: str) -> None:
 FAILED = "FAILED"  # failed runs are written beside the last good one as NAME.FAILED.ipynb / .html
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
 
 def clean_stale_temp(folder: Path) -> list[Path]:
     """Remove temporary files an interrupted run left in ``folder`` (``*.<pid>.tmp``, ``*.running-<pid>.*``)
@@ -228,7 +220,7 @@ def clean_stale_temp(folder: Path) -> list[Path]:
         return removed
     for path in [*folder.glob("*.tmp"), *folder.glob("figures/*.tmp"), *folder.glob("*.running*")]:
         match = re.search(r"\.(?:running-)?(\d+)(?:\.tmp|\.ipynb|\.html)$", path.name)
-        if match is None or not _pid_alive(int(match.group(1))):
+        if match is None or not pid_alive(int(match.group(1))):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
                 removed.append(path)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import polars as pl
 
+from musicrecall.cache import pid_alive
+
 from .catalog import build_catalog, items_frame, song_style_frame, triples_frame
 from .noise import corrupt_and_assemble
 from .profiles import Effects, WorldConfig, resolve_config
@@ -80,15 +82,6 @@ class World:
         return cls(config=config, truth=truth, **tables)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
 
 def clean_interrupted_saves(path: Path, max_age_s: float = 3600.0) -> list[Path]:
     """Remove what a killed :meth:`World.save` of ``path`` left beside it: ``.<name>.tmp-<pid>-*``
@@ -102,7 +95,7 @@ def clean_interrupted_saves(path: Path, max_age_s: float = 3600.0) -> list[Path]
         if match is None or not leftover.is_dir():
             continue
         pid = match.group(2)
-        if pid is not None and _pid_alive(int(pid)):
+        if pid is not None and pid_alive(int(pid)):
             continue  # a save in progress in another process
         if pid is None and time.time() - leftover.stat().st_mtime < max_age_s:
             continue

@@ -44,8 +44,7 @@ import torch
 
 from musicrecall import config
 from musicrecall.data import prepare
-from musicrecall.evaluation import evaluate_lists
-from musicrecall.experiment import make_eval_setup
+from musicrecall.evaluation import evaluate_lists, make_eval_setup
 from musicrecall.models import mind as M
 from musicrecall.models.losses import NegativeSampler
 from musicrecall.models.mind_data import side_codes, training_examples, user_sequences

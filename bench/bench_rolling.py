@@ -53,8 +53,13 @@ def kernel(repeats: int, b: int = 512, n: int = 30_000) -> None:
 
 def world(profile: str) -> None:
     from musicrecall.data import prepare
-    from musicrecall.evaluation import MarkovRecall, PopularityRecall, rolling_next_play, rolling_targets
-    from musicrecall.experiment import make_eval_setup
+    from musicrecall.evaluation import (
+        MarkovRecall,
+        PopularityRecall,
+        make_eval_setup,
+        rolling_next_play,
+        rolling_targets,
+    )
 
     prep = prepare("world", profile=profile, seed=0)
     ev, n = prep.clean.events, prep.dataset.items.height

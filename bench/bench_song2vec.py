@@ -25,7 +25,7 @@ import numpy as np
 
 from musicrecall import config, kg
 from musicrecall.data import prepare
-from musicrecall.experiment import make_eval_setup
+from musicrecall.evaluation import make_eval_setup
 
 BAR = 1.5
 

@@ -41,11 +41,11 @@ def _frames(n_users: int = 30, n_songs: int = 40, seed: int = 0) -> tuple[pl.Dat
 
 
 def test_eval_setups_are_read_back_by_content_and_rebuilt_when_it_changes(monkeypatch):
-    import musicrecall.experiment as experiment
+    import musicrecall.evaluation as evaluation
 
     calls = []
-    real = experiment.make_eval_setup
-    monkeypatch.setattr(experiment, "make_eval_setup", lambda *a, **kw: calls.append(kw["stage"]) or real(*a, **kw))
+    real = evaluation.make_eval_setup
+    monkeypatch.setattr(evaluation, "make_eval_setup", lambda *a, **kw: calls.append(kw["stage"]) or real(*a, **kw))
     monkeypatch.setattr(fp, "_SETUPS", {})
     ev, items = _frames()
     first = fp.eval_setups(ev, items, max_plays=5)

@@ -18,7 +18,7 @@ LIB = Path(__file__).resolve().parents[1] / "lib" / "musicrecall"
 # Lowest first. A module may import its own layer or any lower one, never a higher one.
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundation", {"__init__", "config", "cache", "schema", "rules"}),
-    ("evaluation", {"evaluation", "experiment", "training", "distributed"}),  # splits, metrics, harness, training loop
+    ("evaluation", {"evaluation", "training", "distributed"}),  # splits, metrics, harness, training loop
     ("data", {"world", "io", "cleaning", "spark", "data", "olap", "overview"}),
     ("models", {"models"}),
     ("experiments", {"kg", "audio", "federated", "sequences", "serving", "yardsticks", "ddp_train"}),

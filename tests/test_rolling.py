@@ -15,6 +15,8 @@ import pytest
 from musicrecall.evaluation import (
     MarkovRecall,
     PopularityRecall,
+    evaluate_recommender,
+    make_eval_setup,
     rolling_lift,
     rolling_lift_table,
     rolling_next_play,
@@ -22,7 +24,6 @@ from musicrecall.evaluation import (
     rolling_validator,
 )
 from musicrecall.evaluation.rolling import leave_last_out_eval, model_score_fn
-from musicrecall.experiment import evaluate_recommender, make_eval_setup
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 SCHEMA = {"user_id": pl.Int64(), "song_id": pl.Int64(), "ts": pl.Datetime("ms", "UTC"), "full_play": pl.Boolean(),

@@ -15,11 +15,11 @@ from musicrecall.evaluation import (
     check_no_leakage,
     choose_split,
     detect_time_kind,
+    make_eval_setup,
     position_split,
     quantile_split,
     temporal_split,
 )
-from musicrecall.experiment import make_eval_setup
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 SCHEMA = {"user_id": pl.Int64(), "song_id": pl.Int64(), "ts": pl.Datetime("ms", "UTC"), "full_play": pl.Boolean()}

@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import polars as pl
 
-from musicrecall.evaluation import ItemCFRecall, PopularityRecall
-from musicrecall.experiment import make_eval_setup
+from musicrecall.evaluation import ItemCFRecall, PopularityRecall, make_eval_setup
 from musicrecall.yardsticks import compare_to_baselines, fit_item_cf, lacks, plain_verdicts, skipped
 
 

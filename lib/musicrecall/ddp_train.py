@@ -76,7 +76,7 @@ def train_model(model: str, dataset: str = "world", profile: str = "tiny", seed:
 def _train_mind(prep: Any, h: dict, seed: int) -> dict:
     from dataclasses import asdict
 
-    from musicrecall.experiment import make_eval_setup
+    from musicrecall.evaluation import make_eval_setup
     from musicrecall.models import mind as M
     from musicrecall.models.mind_data import side_codes
     from musicrecall.training import TrainConfig

@@ -1,6 +1,6 @@
 """Listening sequences for sequence and multi-interest recall (SASRec, YouTube-DNN, MIND ...).
 
-Everything here is built from the *fit* window of :func:`musicrecall.experiment.make_eval_setup`, so
+Everything here is built from the *fit* window of :func:`musicrecall.evaluation.make_eval_setup`, so
 no sequence reaches the evaluation window:
 
 * :func:`last_n_histories`: per user the last ``max_len`` full plays in time order, **left-padded**
@@ -38,16 +38,18 @@ import torch
 
 from musicrecall.cache import content_key, source_fingerprint
 from musicrecall.evaluation import (
+    EvalSetup,
     Targets,
     UserItemCSR,
     build_targets,
     evaluate_lists,
+    evaluate_recommender,
     evaluate_scores,
+    make_eval_setup,
     paired_bootstrap_lift,
     summarize,
     topk_scores,
 )
-from musicrecall.experiment import EvalSetup, evaluate_recommender, make_eval_setup
 from musicrecall.models.losses import NegativeSampler, full_softmax_loss, sampled_softmax_loss
 from musicrecall.training import History, TrainConfig, minibatches, train
 
@@ -299,7 +301,7 @@ def hr_validator(hist: Histories, targets: UserItemCSR, k: int = 200, user_feats
 
 def recommender(model: torch.nn.Module, hist: Histories, user_feats: np.ndarray | None = None
                 ) -> Callable[[np.ndarray, int, UserItemCSR | None], np.ndarray]:
-    """``recommend(users, k, exclude)`` for :func:`musicrecall.experiment.evaluate_recommender`:
+    """``recommend(users, k, exclude)`` for :func:`musicrecall.evaluation.evaluate_recommender`:
     exact full-catalogue top-k by inner product (:func:`musicrecall.evaluation.topk_scores`)."""
     items = item_vectors(model)
 
@@ -336,7 +338,7 @@ def sequence_inputs(events: pl.DataFrame, users: pl.DataFrame, n_items: int, max
                     user_cols: Sequence[str] = ("age_bucket", "gender", "region"), valid_days: int = 7,
                     test_days: int = 7, max_windows_per_user: int | None = None,
                     max_train_users: int | None = None, seed: int = 0) -> SequenceInputs:
-    """Split the cleaned log (:func:`musicrecall.experiment.make_eval_setup`) and build windows and histories.
+    """Split the cleaned log (:func:`musicrecall.evaluation.make_eval_setup`) and build windows and histories.
 
     Models train on the train window and stop early on the validation window; at test time they are
     served, without refitting, on histories that run up to the test cut (train + valid), as a model
@@ -418,7 +420,7 @@ def fit_and_evaluate(name: str, model: torch.nn.Module, inputs: SequenceInputs, 
                      ks: Sequence[int] = (50, 200), n_boot: int = 1000, data_key: str | None = None
                      ) -> tuple[History, pl.DataFrame, dict[str, dict[str, np.ndarray]]]:
     """Train ``model`` (:func:`fit_sequence_model`), then evaluate it on the test window: the kinds of
-    :func:`musicrecall.experiment.evaluate_recommender` plus ``"next"`` (:func:`next_play_targets`)."""
+    :func:`musicrecall.evaluation.evaluate_recommender` plus ``"next"`` (:func:`next_play_targets`)."""
     hp = {"cfg": asdict(cfg), "batch_size": batch_size, "n_neg": n_neg, "feats": use_user_feats,
           "model": repr(model), "max_len": int(inputs.windows.inputs.shape[1])}
     key = None if data_key is None else cache_key(data_key, name, hp)

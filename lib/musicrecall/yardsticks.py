@@ -22,8 +22,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from musicrecall.evaluation import ItemCFRecall, PopularityRecall, paired_bootstrap_lift, topk_scores
-from musicrecall.experiment import EvalSetup, Recommend, evaluate_recommender
+from musicrecall.evaluation import (
+    EvalSetup,
+    ItemCFRecall,
+    PopularityRecall,
+    Recommend,
+    evaluate_recommender,
+    paired_bootstrap_lift,
+    topk_scores,
+)
 from musicrecall.models.puresvd import PureSVD
 
 BASELINES = ("popularity", "item_cf", "pure_svd", "markov")

@@ -253,7 +253,7 @@ def user_genre_matrix(events: pl.DataFrame, users: np.ndarray, genre_of: np.ndar
 
 def subset_recommender(user_vecs: Callable[[np.ndarray], np.ndarray], item_vecs: np.ndarray, song_ids: np.ndarray,
                        n_items: int) -> Callable:
-    """A ``recommend(users, k, exclude)`` for :func:`musicrecall.experiment.evaluate_recommender` that
+    """A ``recommend(users, k, exclude)`` for :func:`musicrecall.evaluation.evaluate_recommender` that
     ranks only the songs with audio (``song_ids``) by ``user_vecs(users) @ item_vecs.T``."""
 
     def recommend(users: np.ndarray, k: int, exclude=None) -> np.ndarray:
@@ -294,7 +294,7 @@ def audio_world(name: str, profile: str, seed: int, effects, n_audio: int, clip_
                 recent: int = 10) -> AudioWorld:
     """Load and clean a world, embed ``n_audio`` songs' rendered audio, build the similarity frame."""
     from musicrecall.data import prepare
-    from musicrecall.experiment import make_eval_setup
+    from musicrecall.evaluation import make_eval_setup
 
     prep = prepare("world", profile=profile, seed=seed, effects=effects)
     ds, ev = prep.dataset, prep.clean.events

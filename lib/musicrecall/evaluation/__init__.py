@@ -8,6 +8,9 @@
   NDCG per user, bootstrap and paired-bootstrap intervals, coverage and novelty.
 * :mod:`.search` — exact and faiss (HNSW / IVF) inner-product search, ANN recall.
 * :mod:`.baselines` — popularity, item-based CF and previous-song Markov recall.
+* :mod:`.harness` — the evaluation harness every notebook shares: :func:`make_eval_setup` (one split, what a
+  model may fit on, targets per kind all / discovery / repeat) and :func:`evaluate_recommender` (full-catalogue
+  ranking, bootstrap CIs, coverage and novelty per kind).
 * :mod:`.rolling` — rolling next-play evaluation of sequence models (every window play a target, scored
   from the plays before it; slices within session / new session / repeat / discovery; paired lifts) and
   the RecBole-style leave-last-out protocol.
@@ -16,6 +19,7 @@
 from __future__ import annotations
 
 from .baselines import ItemCFRecall, MarkovRecall, PopularityRecall
+from .harness import KINDS, EvalSetup, Recommend, evaluate_recommender, make_eval_setup
 from .metrics import (
     Targets,
     UserItemCSR,
@@ -66,6 +70,11 @@ from .split import (
 )
 
 __all__ = [
+    "KINDS",
+    "EvalSetup",
+    "Recommend",
+    "evaluate_recommender",
+    "make_eval_setup",
     "SLICES",
     "MarkovRecall",
     "RollingResult",

@@ -465,7 +465,7 @@ class MarkovRecall:
         self, users: np.ndarray | Sequence[int], k: int, exclude: ExcludeLike = None, batch: int = 512
     ) -> np.ndarray:
         """``[len(users), k]`` song ids from each user's last fit-window play (for
-        :func:`musicrecall.experiment.evaluate_recommender`); ``exclude`` rows are masked."""
+        :func:`musicrecall.evaluation.evaluate_recommender`); ``exclude`` rows are masked."""
         users = np.asarray(users, dtype=np.int64)
         last = self.last_play(users)
         ex = _exclude_arrays(exclude, users.shape[0])

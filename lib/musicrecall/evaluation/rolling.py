@@ -56,12 +56,10 @@ import numpy as np
 import polars as pl
 import torch
 
+from .harness import EvalSetup
 from .metrics import bootstrap_resamples, paired_bootstrap_lift
 from .split import Split
 
-# An ``EvalSetup`` (musicrecall.experiment, which imports this package) is taken by duck typing: anything
-# with ``split`` (a Split), ``stage`` and ``n_items``.
-EvalSetup = Any
 ScoreFn = Callable[..., "np.ndarray | torch.Tensor"]
 SLICES = ("all", "within_session", "new_session", "repeat", "discovery")
 
@@ -159,7 +157,7 @@ def rolling_targets(data: EvalSetup | Split | tuple[pl.DataFrame, pl.DataFrame],
                     seed: int = 0, sessions: bool | None = None) -> RollingTargets:
     """Targets of the rolling next-play evaluation and their histories, vectorised.
 
-    ``data``: an :class:`~musicrecall.experiment.EvalSetup` (its stage's window; its ``users`` restriction
+    ``data``: an :class:`~musicrecall.evaluation.EvalSetup` (its stage's window; its ``users`` restriction
     is not applied), a :class:`~musicrecall.evaluation.Split` with ``stage``, or ``(history, window)``
     frames. Targets are the window's ``label`` plays (every play with ``label=None``); histories are the
     user's ``label`` plays before the target (fit window, then window), ordered by time (ties: fit first,

@@ -20,9 +20,8 @@ import torch
 
 from musicrecall.cache import content_key
 from musicrecall.config import n_threads, set_threads
-from musicrecall.evaluation import evaluate_scores, paired_bootstrap_lift
+from musicrecall.evaluation import EvalSetup, evaluate_recommender, evaluate_scores, paired_bootstrap_lift
 from musicrecall.evaluation.metrics import bootstrap_ci
-from musicrecall.experiment import EvalSetup, evaluate_recommender
 from musicrecall.federated.coldstart import EmbeddingScorer, batches, duration_at_k, per_user_auc, play_rows
 from musicrecall.models.losses import NegativeSampler
 from musicrecall.training import History, TrainConfig, train
@@ -192,7 +191,7 @@ def eval_setups(ev: pl.DataFrame, items: pl.DataFrame, max_plays: int
                 ) -> tuple[EvalSetup, EvalSetup, EvalSetup, np.ndarray, list[int], dict[Any, Any]]:
     """``(valid, test, cold, codes, cards, memo)`` of these plays and songs, built once per content: the
     placebo world differs from the signal world only by party B's table, so it reuses these (~5 s)."""
-    from musicrecall.experiment import make_eval_setup
+    from musicrecall.evaluation import make_eval_setup
     from musicrecall.federated.coldstart import cold_users
     from musicrecall.models.dssm import item_feature_matrix
 
@@ -302,7 +301,7 @@ def train_and_report(model: torch.nn.Module, data: ColdStartData, fed: Federatio
                      cache: bool = True, max_valid_users: int = 2000) -> tuple[dict[str, Any], History]:
     """Train on the validation-stage fit window (early stopping on validation HR@200 of aligned users),
     then report on the cold users of the test window."""
-    from musicrecall.experiment import make_eval_setup
+    from musicrecall.evaluation import make_eval_setup
 
     val_users = np.asarray([u for u in data.valid.targets["all"].users if int(u) in fed.aligned], dtype=np.int64)
     val_users = np.random.default_rng([rc.seed, 3]).permutation(val_users)[:max_valid_users]  # bounded cost

@@ -115,7 +115,7 @@ def _merge_batch(cands: np.ndarray, q: np.ndarray, k: int, n_items: int, n_real:
 
 @dataclass
 class FusedRecall:
-    """Channels fused by :func:`merge_channel_lists`; ``recommend`` fits :func:`musicrecall.experiment.evaluate_recommender`."""
+    """Channels fused by :func:`merge_channel_lists`; ``recommend`` fits :func:`musicrecall.evaluation.evaluate_recommender`."""
 
     channels: dict[str, Channel]
     shares: dict[str, float]

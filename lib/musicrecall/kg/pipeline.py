@@ -9,9 +9,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import polars as pl
 
-from musicrecall.evaluation import build_targets, evaluate_lists, paired_bootstrap_lift, summarize
+from musicrecall.evaluation import (
+    EvalSetup,
+    build_targets,
+    evaluate_lists,
+    evaluate_recommender,
+    paired_bootstrap_lift,
+    summarize,
+)
 from musicrecall.evaluation.metrics import bootstrap_ci
-from musicrecall.experiment import EvalSetup, evaluate_recommender
 from musicrecall.kg.badcase import badcase_per_seed
 from musicrecall.kg.corpus import Corpus, KGConfig, build_corpus
 from musicrecall.kg.recall import ItemToItemRecall

@@ -84,7 +84,7 @@ def topk_from_candidates(rows: np.ndarray, items: np.ndarray, scores: np.ndarray
 @dataclass
 class ItemToItemRecall:
     """Merged i2i recall over recent seeds (module docstring); ``recommend`` fits
-    :func:`musicrecall.experiment.evaluate_recommender`."""
+    :func:`musicrecall.evaluation.evaluate_recommender`."""
 
     nb_ids: np.ndarray
     nb_sims: np.ndarray

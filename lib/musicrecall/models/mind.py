@@ -52,8 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from musicrecall.evaluation import UserItemCSR
-from musicrecall.experiment import EvalSetup, evaluate_recommender
+from musicrecall.evaluation import EvalSetup, UserItemCSR, evaluate_recommender
 from musicrecall.models.losses import NegativeSampler, sampled_softmax_loss
 from musicrecall.models.mind_data import Sequences, last_histories, training_examples, user_sequences
 from musicrecall.training import History, TrainConfig, minibatches, seed_everything, train

@@ -28,15 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from musicrecall.evaluation import (
-    MIN_WINDOW_EVENTS,
-    MIN_WINDOW_USERS,
-    Split,
+from .metrics import (
     Targets,
     UserItemCSR,
     build_targets,
-    check_window,
-    choose_split,
     coverage,
     evaluate_lists,
     exclusion_csr,
@@ -44,6 +39,7 @@ from musicrecall.evaluation import (
     novelty,
     summarize,
 )
+from .split import MIN_WINDOW_EVENTS, MIN_WINDOW_USERS, Split, check_window, choose_split
 
 KINDS = ("all", "discovery", "repeat")
 # recommend(users, k, exclude) -> int64 [len(users), k] song ids (best first, -1 = empty slot)

@@ -47,7 +47,7 @@ from musicrecall.data import prepare
 from musicrecall.evaluation import evaluate_lists, make_eval_setup
 from musicrecall.models import mind as M
 from musicrecall.models.losses import NegativeSampler
-from musicrecall.models.mind_data import side_codes, training_examples, user_sequences
+from musicrecall.sequence_data import last_histories, side_codes, training_examples, user_sequences
 from musicrecall.training import TrainConfig, minibatches, seed_everything
 
 
@@ -102,7 +102,7 @@ def rechub(valid, test, args, seed: int) -> dict:
         times.append(time.perf_counter() - start)
     model.eval()
     users = test.targets["all"].users
-    h = M.last_histories(user_sequences(test.fit), users, args.max_len, n)
+    h = last_histories(user_sequences(test.fit), users, args.max_len, n)
     with torch.no_grad():
         model.mode = "user"
         x = {"const": torch.zeros(len(users), dtype=torch.long), "hist": torch.from_numpy(np.where(h == n, 0, h + 1))}

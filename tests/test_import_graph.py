@@ -19,7 +19,7 @@ LIB = Path(__file__).resolve().parents[1] / "lib" / "musicrecall"
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundation", {"__init__", "config", "cache", "schema", "rules"}),
     ("evaluation", {"evaluation", "training", "distributed"}),  # splits, metrics, harness, training loop
-    ("data", {"world", "io", "cleaning", "spark", "data", "olap", "overview"}),
+    ("data", {"world", "io", "cleaning", "spark", "data", "olap", "overview", "sequence_data"}),
     ("models", {"models"}),
     ("experiments", {"kg", "audio", "federated", "sequences", "serving", "yardsticks", "ddp_train"}),
     ("fusion", {"fusion"}),

@@ -20,13 +20,6 @@ from musicrecall.models.mind import (
     squash,
     user_interests,
 )
-from musicrecall.models.mind_data import (
-    Sequences,
-    last_histories,
-    side_codes,
-    training_examples,
-    user_sequences,
-)
 
 
 def test_squash_keeps_direction_and_norm_below_one():
@@ -155,50 +148,6 @@ def test_mind_loss_is_finite_and_trains(init):
     assert m.id_emb.weight.grad.abs().sum() > 0 and m.side_emb["genre"].weight.grad.abs().sum() > 0
 
 
-def _seqs():
-    ev = pl.DataFrame({"user_id": [1, 1, 1, 1, 2, 2, 3], "song_id": [10, 11, 12, 13, 20, 21, 30],
-                       "ts": [3, 1, 2, 4, 1, 2, 1], "full_play": [True, True, False, True, True, True, True]})
-    return user_sequences(ev)
-
-
-def test_user_sequences_are_time_ordered_full_plays():
-    s = _seqs()
-    assert s.users.tolist() == [1, 2, 3]
-    assert s.items[s.indptr[0]:s.indptr[1]].tolist() == [11, 10, 13]  # 12 was not a full play
-    assert s.lengths.tolist() == [3, 2, 1]
-
-
-def test_training_examples_never_see_the_future():
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(1, 40, 30)
-    indptr = np.concatenate([[0], np.cumsum(lengths)])
-    items = rng.permutation(indptr[-1])  # unique ids, so a position is identified by its id
-    seqs = Sequences(np.arange(30), indptr, items)
-    pad = int(items.max()) + 1
-    hist, target, users = training_examples(seqs, max_len=8, pad=pad, per_user=5, seed=0)
-    assert (np.bincount(users, minlength=30) <= 5).all()
-    for h, t, u in zip(hist, target, users, strict=True):
-        row = items[indptr[u]:indptr[u + 1]].tolist()
-        pos = row.index(t)
-        assert pos >= 1
-        real = h[h != pad].tolist()
-        assert real == row[max(0, pos - 8):pos]  # exactly the plays before the target, right-aligned
-        assert (h[: 8 - len(real)] == pad).all()
-
-
-def test_last_histories_pad_unknown_users():
-    s = _seqs()
-    h = last_histories(s, np.array([1, 4, 2]), max_len=2, pad=99)
-    assert h.tolist() == [[10, 13], [99, 99], [20, 21]]
-
-
-def test_side_codes():
-    items = pl.DataFrame({"song_id": [1, 0, 2], "genre": ["rock", "pop", None], "language": ["en", "en", "zh"]})
-    codes = side_codes(items)
-    assert codes["genre"].tolist()[0] != codes["genre"].tolist()[1]
-    assert len(set(codes["genre"].tolist())) == 3 and len(set(codes["language"].tolist())) == 2
-
-
 def test_clustering_quality_separates_structure_from_noise():
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(4), 100)
@@ -231,20 +180,6 @@ def test_fit_mind_is_reproducible_for_a_seed():
     torch.manual_seed(2)  # whatever the caller's RNG state
     b = fit_mind(ev, None, 40, cfg, None, tc, per_user=4, batch_size=16, n_neg=8)[0].item_vectors()
     assert np.array_equal(a, b)
-
-
-def test_side_info_uses_artist_and_album_when_genre_and_language_are_unknown():
-    # a real song->artist/album catalogue: genre and language are null, so as side info they were a constant
-    items = pl.DataFrame({"song_id": [0, 1, 2, 3], "artist": ["x", "x", "y", "z"], "album": ["p", "q", "r", "s"],
-                          "genre": [None] * 4, "language": [None] * 4},
-                         schema_overrides={"genre": pl.String, "language": pl.String})
-    codes = side_codes(items)
-    assert tuple(codes) == ("artist", "album")
-    assert codes["artist"].tolist()[0] == codes["artist"].tolist()[1] != codes["artist"].tolist()[2]
-    # the world's genre and language stay the side info when present
-    world = items.with_columns(genre=pl.Series(["g", "h", "g", "h"]), language=pl.Series(["en", "en", "zh", "zh"]))
-    assert tuple(side_codes(world)) == ("genre", "language")
-    assert side_codes(items.select("song_id")) == {}
 
 
 def test_clustering_check_warns_instead_of_a_silent_nan():

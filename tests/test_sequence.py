@@ -1,4 +1,4 @@
-"""Sequence data (histories, causal windows, shuffling) and the SASRec / YouTube-DNN recall models."""
+"""SASRec / YouTube-DNN recall models and their glue (musicrecall.sequences); the data is in test_sequence_data."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 import torch
 
+from musicrecall import sequence_data as sd
 from musicrecall import sequences as sq
 from musicrecall.models.losses import NegativeSampler
 from musicrecall.models.sasrec import SASRec, attention_mask
@@ -29,66 +30,6 @@ def _events(rows: list[tuple[int, int, int, bool]]) -> pl.DataFrame:
 EV = _events([(1, 5, 3, True), (0, 2, 1, True), (0, 3, 2, False), (0, 4, 0, True), (1, 6, 1, True),
               (0, 7, 5, True), (1, 8, 2, True), (1, 9, 9, True)])
 N_ITEMS = 10
-
-
-def test_histories_are_last_n_full_plays_in_time_order_left_padded():
-    h = sq.last_n_histories(EV, n_users=3, n_items=N_ITEMS, max_len=3)
-    assert h.items.tolist() == [[4, 2, 7], [8, 5, 9], [10, 10, 10]]  # skip (song 3) dropped; user 2 empty
-    h5 = sq.last_n_histories(EV, n_users=2, n_items=N_ITEMS, max_len=5)
-    assert h5.items[0].tolist() == [10, 10, 4, 2, 7] and h5.lengths.tolist() == [3, 4]
-    assert h.rows(np.array([1, 99])).tolist() == [[8, 5, 9], [10, 10, 10]]
-
-
-def test_histories_carry_side_features_aligned_with_positions():
-    ev = EV.with_columns(genre=pl.col("song_id") * 10)
-    h = sq.last_n_histories(ev, 2, N_ITEMS, max_len=4, side_cols=["genre"])
-    assert h.side["genre"].tolist() == [[0, 40, 20, 70], [60, 80, 50, 90]]
-
-
-def test_training_windows_have_causal_next_play_targets():
-    w = sq.training_windows(EV, N_ITEMS, max_len=2)
-    # user 0 plays 4, 2, 7; user 1 plays 6, 8, 5, 9 -> (input, next play) pairs cut from the end
-    got = sorted(zip(w.users.tolist(), w.inputs.tolist(), w.targets.tolist(), strict=True))
-    assert got == [(0, [4, 2], [2, 7]), (1, [8, 5], [5, 9]), (1, [10, 6], [10, 8])]
-    assert w.n_targets == 5  # every play but each user's first one is a target
-    capped = sq.training_windows(EV, N_ITEMS, max_len=2, max_windows_per_user=1)
-    assert sorted(capped.inputs.tolist()) == [[4, 2], [8, 5]]
-
-
-def test_the_last_column_of_every_users_latest_window_predicts_the_users_last_play():
-    # the served user vector is the last position's output: that position must be trained, with the
-    # user's last play as its target (SASRec.pytorch: seq = s[:-1], pos = s[1:])
-    rng = np.random.default_rng(0)
-    rows = [(u, int(rng.integers(0, N_ITEMS)), m, True) for u in range(6) for m in range(int(rng.integers(2, 9)))]
-    ev = _events(rows)
-    w = sq.training_windows(ev, N_ITEMS, max_len=3)
-    last = ev.sort("ts").group_by("user_id").agg(pl.col("song_id").last()).sort("user_id")
-    latest = {}
-    for r, u in enumerate(w.users.tolist()):
-        latest[u] = r  # a user's windows come oldest first
-    assert sorted(latest) == last["user_id"].to_list()
-    assert [int(w.targets[latest[u], -1]) for u in sorted(latest)] == last["song_id"].to_list()
-    assert (w.inputs[w.targets != w.pad] != w.pad).all()  # every target has a real play before it
-
-
-def test_shuffle_keeps_songs_and_pads_but_changes_order():
-    rng = np.random.default_rng(0)
-    items = np.full((200, 20), 50)
-    for r in range(200):
-        n = rng.integers(0, 21)
-        items[r, 20 - n:] = rng.choice(50, n, replace=False)
-    h = sq.Histories(items, 50)
-    s = sq.shuffle_histories(h, seed=1)
-    assert (s.lengths == h.lengths).all()
-    assert all(sorted(a) == sorted(b) for a, b in zip(s.items.tolist(), h.items.tolist(), strict=True))
-    assert (s.items[:, :1] == 50).sum() == (h.items[:, :1] == 50).sum()  # pads stay on the left
-    assert (s.items != h.items).any(axis=1).mean() > 0.8
-
-
-def test_encode_categoricals_uses_zero_for_missing():
-    users = pl.DataFrame({"user_id": [0, 2], "gender": ["m", None], "age": ["18-24", "<18"]})
-    codes, cards = sq.encode_categoricals(users, "user_id", ["gender", "age"], n_rows=3)
-    assert codes.tolist() == [[1, 1], [0, 0], [0, 2]] and cards == [2, 3]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -159,11 +100,11 @@ def test_youtube_dnn_is_order_free_and_causal():
     assert model.item_table().data_ptr() != model.item_emb.weight.data_ptr()  # the paper's separate softmax table
 
 
-def _toy_windows(n_items: int = 40, n_seq: int = 256, length: int = 10, seed: int = 0) -> sq.Windows:
+def _toy_windows(n_items: int = 40, n_seq: int = 256, length: int = 10, seed: int = 0) -> sd.Windows:
     """Deterministic successor sequences: song s is always followed by (s + 1) mod n_items."""
     start = np.random.default_rng(seed).integers(0, n_items, n_seq)
     seq = (start[:, None] + np.arange(length + 1)) % n_items
-    return sq.Windows(np.arange(n_seq), seq[:, :-1].copy(), seq[:, 1:].copy(), n_items)
+    return sd.Windows(np.arange(n_seq), seq[:, :-1].copy(), seq[:, 1:].copy(), n_items)
 
 
 @pytest.mark.parametrize("make", [lambda: SASRec(40, dim=16, max_len=10, n_blocks=1, dropout=0.0),
@@ -187,18 +128,18 @@ def test_sasrec_learns_the_successor_and_order_matters():
     sampler = NegativeSampler(win.target_counts(40), power=0.0, seed=0)
     train(model, sq.window_batches(win, 64, seed=0), sq.causal_loss(sampler, 40, n_neg=39),
           TrainConfig(epochs=25, lr=1e-2, progress=False))
-    hist = sq.Histories(win.inputs, 40)
+    hist = sd.Histories(win.inputs, 40)
     rec = sq.recommender(model, hist)
     top1 = rec(np.arange(64), 1, None)[:, 0]
     assert (top1 == win.targets[:64, -1]).mean() > 0.9
-    shuffled = sq.recommender(model, sq.shuffle_histories(hist, seed=0))(np.arange(64), 1, None)[:, 0]
+    shuffled = sq.recommender(model, sd.shuffle_histories(hist, seed=0))(np.arange(64), 1, None)[:, 0]
     assert (shuffled == win.targets[:64, -1]).mean() < 0.5
 
 
 def test_hr_validator_and_recommender_rank_the_full_catalogue():
     win = _toy_windows()
     model = YouTubeDNN(40, dim=8).eval()
-    hist = sq.Histories(win.inputs, 40)
+    hist = sd.Histories(win.inputs, 40)
     targets = sq.UserItemCSR(np.arange(5), np.arange(6), win.targets[:5, -1].copy())
     assert sq.hr_validator(hist, targets, k=40)(model) == 1.0  # k = catalogue: every target is hit
     lists = sq.recommender(model, hist)(np.arange(5), 40, None)

@@ -74,11 +74,9 @@ def train_model(model: str, dataset: str = "world", profile: str = "tiny", seed:
 
 
 def _train_mind(prep: Any, h: dict, seed: int) -> dict:
-    from dataclasses import asdict
-
     from musicrecall.evaluation import make_eval_setup
     from musicrecall.models import mind as M
-    from musicrecall.models.mind_data import side_codes
+    from musicrecall.sequence_data import side_codes
     from musicrecall.training import TrainConfig
 
     ds = prep.dataset
@@ -89,13 +87,11 @@ def _train_mind(prep: Any, h: dict, seed: int) -> dict:
                        routing_axis=h["routing_axis"], routing_init=h["routing_init"])
     tcfg = TrainConfig(epochs=h["max_epochs"], lr=h["lr"], patience=h["patience"], seed=seed, progress=False)
     name = f"both_{h['routing_axis']}"
-    # the key notebook 04 computes in models.mind.fit_and_evaluate, so that it finds this checkpoint
-    key_hp = {"per_user": h["per_user"], "batch_size": h["batch_size"], "n_neg": h["n_neg"],
-              "valid_users": h["valid_users"], "train": asdict(tcfg)}
-    key = M.mind_cache_key(ds.key, name, cfg, side, key_hp)
+    # the run name and arguments of notebook 04's variant: fit_mind keys the checkpoint on them, so the
+    # notebook finds this checkpoint
     _, hist = M.fit_mind(valid.fit, valid.targets["all"], valid.n_items, cfg, side, tcfg, per_user=h["per_user"],
                          batch_size=h["batch_size"], n_neg=h["n_neg"], valid_users=h["valid_users"],
-                         name=f"mind_{name}", cache_key=key, seed=seed)
+                         name=f"mind_{name}", data_key=ds.key, seed=seed)
     return _summary(name, hist)
 
 

@@ -1,22 +1,15 @@
-"""Listening sequences for sequence and multi-interest recall (SASRec, YouTube-DNN, MIND ...).
+"""SASRec and YouTube-DNN experiment glue (notebook 03): training, serving and the C2 tables.
 
-Everything here is built from the *fit* window of :func:`musicrecall.evaluation.make_eval_setup`, so
-no sequence reaches the evaluation window:
+The sequence data (histories, causal training windows, user feature codes) is built by
+:mod:`musicrecall.sequence_data` from the *fit* window of :func:`musicrecall.evaluation.make_eval_setup`,
+so no sequence reaches the evaluation window. Here:
 
-* :func:`last_n_histories`: per user the last ``max_len`` full plays in time order, **left-padded**
-  with ``pad`` (= ``n_items``, the extra padding row of every item table), one row per user id; with
-  optional per-position side features (e.g. genre / language codes of each played song);
-* :func:`training_windows`: each user's full-play sequence cut, from the end, into windows of
-  ``max_len`` inputs with their **causal targets** (the song played next), as in SASRec's training
-  (Kang & McAuley, *Self-Attentive Sequential Recommendation*, ICDM 2018, section III-E);
-* :func:`shuffle_histories`: the order-shuffle-at-inference test (permute each history, keep its
-  songs);
-* :func:`encode_categoricals`: integer codes of user or song features (0 = missing);
-* :func:`causal_loss`, :func:`window_batches`, :func:`hr_validator`, :func:`recommender`: the glue
-  between a sequence model, :func:`musicrecall.training.train`, the sampled softmax of
-  :mod:`musicrecall.models.losses` and the full-catalogue evaluation;
-* :func:`sequence_inputs`, :func:`fit_sequence_model`, :func:`next_play_targets`, :func:`lift_verdict`:
-  one world's experiment (notebook 03).
+* :func:`causal_loss`, :func:`window_batches`, :func:`hr_validator`, :func:`rolling_validator`,
+  :func:`recommender`: the glue between a sequence model, :func:`musicrecall.training.train`, the
+  softmax losses of :mod:`musicrecall.models.losses` and the full-catalogue evaluation;
+* :func:`sequence_inputs`, :func:`fit_recipe`, :func:`evaluate_sequence_model`, :func:`next_play_targets`,
+  :func:`lift_verdict`: one world's experiment; :func:`run_c2_world`, :func:`rolling_c2_table` and
+  :func:`seeded_lift`: C2 on rolling next-play with seed replicates (notebook 03).
 
 A *sequence model* is any ``torch.nn.Module`` with
 
@@ -30,13 +23,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 import torch
 
-from musicrecall.cache import content_key, source_fingerprint
 from musicrecall.evaluation import (
     EvalSetup,
     Targets,
@@ -51,162 +43,15 @@ from musicrecall.evaluation import (
     topk_scores,
 )
 from musicrecall.models.losses import NegativeSampler, full_softmax_loss, sampled_softmax_loss
-from musicrecall.training import History, TrainConfig, minibatches, train
-
-
-@dataclass
-class Histories:
-    """Left-padded last-N histories, one row per user id (``items[u]`` is user ``u``'s history)."""
-
-    items: np.ndarray  # int64 [n_users, max_len], pad = ``pad``
-    pad: int
-    side: dict[str, np.ndarray] = field(default_factory=dict)  # name -> int64 [n_users, max_len], 0 at pads
-
-    @property
-    def lengths(self) -> np.ndarray:
-        """Number of real (non-pad) positions per user."""
-        return (self.items != self.pad).sum(axis=1)
-
-    def rows(self, users: np.ndarray) -> np.ndarray:
-        """Histories of ``users`` (ids beyond the table get an empty history)."""
-        users = np.asarray(users, dtype=np.int64)
-        out = np.full((users.shape[0], self.items.shape[1]), self.pad, dtype=np.int64)
-        inside = (users >= 0) & (users < self.items.shape[0])
-        out[inside] = self.items[users[inside]]
-        return out
-
-
-@dataclass
-class Windows:
-    """Training windows: ``inputs[w, t]`` is followed by ``targets[w, t]`` (``pad`` where nothing follows)."""
-
-    users: np.ndarray  # int64 [n_windows]
-    inputs: np.ndarray  # int64 [n_windows, max_len]
-    targets: np.ndarray  # int64 [n_windows, max_len]
-    pad: int
-
-    @property
-    def n_targets(self) -> int:
-        return int((self.targets != self.pad).sum())
-
-    def target_counts(self, n_items: int) -> np.ndarray:
-        """How often each song is a target (the proposal of the negative sampler)."""
-        t = self.targets[self.targets != self.pad]
-        return np.bincount(t, minlength=n_items)
-
-
-def ordered_plays(events: pl.DataFrame, label: str | None = "full_play",
-                  side_cols: Sequence[str] = ()) -> pl.DataFrame:
-    """Plays with ``label`` true (all plays when ``None``), sorted by user then time (stable)."""
-    ev = events if label is None else events.filter(pl.col(label).fill_null(False))
-    cols = ["user_id", "song_id", "ts", *side_cols]
-    return ev.select(cols).sort(["user_id", "ts"], maintain_order=True)
-
-
-def _rank_from_end(users: np.ndarray) -> np.ndarray:
-    """For rows sorted by user: 0 for each user's last row, 1 for the one before, ..."""
-    n = users.shape[0]
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    last = np.ones(n, dtype=bool)
-    last[:-1] = users[1:] != users[:-1]
-    end = np.flatnonzero(last)
-    end_of_row = end[np.searchsorted(end, np.arange(n))]
-    return (end_of_row - np.arange(n)).astype(np.int64)
-
-
-def last_n_histories(events: pl.DataFrame, n_users: int, n_items: int, max_len: int = 50,
-                     label: str | None = "full_play", side_cols: Sequence[str] = ()) -> Histories:
-    """The last ``max_len`` ``label`` plays of every user (rows = user ids ``0..n_users-1``), left-padded.
-
-    ``side_cols`` are integer columns of ``events`` (e.g. song genre codes joined in) carried along per
-    position; their pads are 0, so code 0 must mean "missing".
-    """
-    plays = ordered_plays(events, label, side_cols)
-    u = plays["user_id"].to_numpy().astype(np.int64)
-    r = _rank_from_end(u)
-    keep = (r < max_len) & (u < n_users)
-    items = np.full((n_users, max_len), n_items, dtype=np.int64)
-    col = max_len - 1 - r[keep]
-    items[u[keep], col] = plays["song_id"].to_numpy()[keep]
-    side = {}
-    for name in side_cols:
-        arr = np.zeros((n_users, max_len), dtype=np.int64)
-        arr[u[keep], col] = plays[name].to_numpy()[keep]
-        side[name] = arr
-    return Histories(items, n_items, side)
-
-
-def training_windows(events: pl.DataFrame, n_items: int, max_len: int = 50, label: str | None = "full_play",
-                     max_windows_per_user: int | None = None) -> Windows:
-    """Each user's play sequence as right-aligned windows of ``max_len`` (input, next-play target) pairs.
-
-    As in SASRec's training (Kang & McAuley 2018; ``seq = s[:-1]``, ``pos = s[1:]`` in SASRec.pytorch),
-    the inputs are the plays but the last and the targets the plays but the first, so the **last column
-    of a user's most recent window predicts the user's last play**: the position a served user vector
-    is read from (the last one) is trained. The target at rank ``r`` from the end (``r = 0`` is the last
-    play) sits in window ``r // max_len`` at column ``max_len - 1 - r % max_len``, its input is the play
-    before it. A user with one play has no target and no window. ``max_windows_per_user`` keeps only the
-    most recent windows (bounds heavy users).
-    """
-    plays = ordered_plays(events, label)
-    u = plays["user_id"].to_numpy().astype(np.int64)
-    s = plays["song_id"].to_numpy().astype(np.int64)
-    has_prev = np.zeros(u.shape[0], dtype=bool)
-    has_prev[1:] = u[1:] == u[:-1]
-    prev = np.full_like(s, n_items)
-    prev[1:] = s[:-1]
-    # one row per target (a play with a previous play of the same user): input = the previous play
-    u, x, y = u[has_prev], prev[has_prev], s[has_prev]
-    r = _rank_from_end(u)
-    w = r // max_len
-    if max_windows_per_user is not None:
-        keep = w < max_windows_per_user
-        u, x, y, r, w = u[keep], x[keep], y[keep], r[keep], w[keep]
-    # one row per (user, window); both are sorted within the frame, so a run-length id works
-    key = np.stack([u, w])
-    new = np.ones(u.shape[0], dtype=bool)
-    new[1:] = (key[:, 1:] != key[:, :-1]).any(axis=0)
-    row = np.cumsum(new) - 1
-    n_rows = int(row[-1]) + 1 if row.shape[0] else 0
-    col = max_len - 1 - r % max_len
-    inputs = np.full((n_rows, max_len), n_items, dtype=np.int64)
-    targets = np.full((n_rows, max_len), n_items, dtype=np.int64)
-    inputs[row, col], targets[row, col] = x, y
-    return Windows(u[new], inputs, targets, n_items)
-
-
-def shuffle_histories(hist: Histories, seed: int = 0) -> Histories:
-    """The same songs per user in a random order (pads stay on the left): the shuffle-at-inference test."""
-    rng = np.random.default_rng(seed)
-    key = rng.random(hist.items.shape)
-    key[hist.items == hist.pad] = -1.0  # pads sort first, real plays in random order after them
-    order = np.argsort(key, axis=1, kind="stable")
-    items = np.take_along_axis(hist.items, order, axis=1)
-    side = {k: np.take_along_axis(v, order, axis=1) for k, v in hist.side.items()}
-    return Histories(items, hist.pad, side)
-
-
-def encode_categoricals(frame: pl.DataFrame, id_col: str, cols: Sequence[str], n_rows: int
-                        ) -> tuple[np.ndarray, list[int]]:
-    """Integer codes ``[n_rows, len(cols)]`` of categorical columns, row = ``frame[id_col]``.
-
-    Code 0 is "missing" (null, or an id absent from ``frame``); values get codes ``1..`` in sorted
-    order. Returns the codes and each column's cardinality (including the 0 code).
-    """
-    codes = np.zeros((n_rows, len(cols)), dtype=np.int64)
-    cards = []
-    ids = frame[id_col].to_numpy().astype(np.int64)
-    inside = (ids >= 0) & (ids < n_rows)
-    for j, c in enumerate(cols):
-        values = frame[c].cast(pl.String)
-        vocab = sorted(v for v in values.unique().to_list() if v is not None)
-        mapping = {v: i + 1 for i, v in enumerate(vocab)}
-        col = values.replace_strict(mapping, default=0, return_dtype=pl.Int64).to_numpy()
-        codes[ids[inside], j] = col[inside]
-        cards.append(len(vocab) + 1)
-    return codes, cards
-
+from musicrecall.sequence_data import (
+    Histories,
+    Windows,
+    encode_categoricals,
+    last_n_histories,
+    ordered_plays,
+    training_windows,
+)
+from musicrecall.training import History, checkpoint_key, minibatches, train
 
 # --------------------------------------------------------------------------------------------------
 # Glue with the training loop and the evaluation
@@ -289,8 +134,7 @@ def hr_validator(hist: Histories, targets: UserItemCSR, k: int = 200, user_feats
     rows = np.arange(targets.n_users)
     if max_users is not None and targets.n_users > max_users:
         rows = np.sort(np.random.default_rng(seed).choice(targets.n_users, max_users, replace=False))
-    sub = UserItemCSR(targets.users[rows], np.concatenate([[0], np.cumsum(targets.sizes[rows])]),
-                      np.concatenate([targets.row(r) for r in rows]) if rows.size else np.zeros(0, np.int64))
+    sub = targets.take(rows)
 
     def validate(model: torch.nn.Module) -> float:
         vecs = user_vectors(model, hist, sub.users, user_feats)
@@ -360,19 +204,6 @@ def sequence_inputs(events: pl.DataFrame, users: pl.DataFrame, n_items: int, max
                           last_n_histories(test.fit, n_users, n_items, max_len), feats, cards, n_items)
 
 
-def fit_sequence_model(model: torch.nn.Module, inputs: SequenceInputs, cfg: TrainConfig, *, name: str,
-                       batch_size: int = 256, n_neg: int = 256, use_user_feats: bool = False,
-                       valid_k: int = 200, valid_users: int | None = 3000, cache_key: str | None = None) -> History:
-    """Train with :func:`musicrecall.training.train`: next-play sampled softmax, early stopping on the
-    validation window's HitRate@``valid_k`` (full catalogue, ``valid_users`` sampled users)."""
-    feats = inputs.user_feats if use_user_feats else None
-    n_batches = -(-inputs.windows.inputs.shape[0] // batch_size)
-    return train(model, window_batches(inputs.windows, batch_size, cfg.seed, feats),
-                 causal_loss(inputs.sampler(seed=cfg.seed), inputs.n_items, n_neg), cfg,
-                 hr_validator(inputs.hist_valid, inputs.valid.targets["all"], valid_k, feats, valid_users, cfg.seed),
-                 name=name, cache_key=cache_key, n_batches=n_batches)
-
-
 def next_play_targets(window: pl.DataFrame, users: np.ndarray | None = None, label: str = "full_play") -> Targets:
     """Targets of kind ``"next"``: each user's *first* full play in the evaluation window.
 
@@ -404,30 +235,6 @@ def lift_verdict(lift: tuple[float, float, float], placebo: tuple[float, float, 
         markov = over_markov is None or over_markov[1] > 0
         return "reproduced" if shrinks and order and markov else "partly"
     return "partly" if lift[0] > 0 and lift[2] > 0 and placebo is not None and placebo[0] < lift[0] else "not reproduced"
-
-
-def cache_key(data_key: str, name: str, hparams: dict) -> str:
-    """Checkpoint key: the data's content hash, the model name and hyper-parameters, and this code."""
-    from musicrecall import training
-    from musicrecall.models import losses, sasrec, youtube_dnn
-
-    code = source_fingerprint(sys.modules[__name__], sasrec, youtube_dnn, losses, training)
-    return content_key(data_key, name, hparams, code)
-
-
-def fit_and_evaluate(name: str, model: torch.nn.Module, inputs: SequenceInputs, cfg: TrainConfig, *,
-                     use_user_feats: bool = False, batch_size: int = 256, n_neg: int = 256,
-                     ks: Sequence[int] = (50, 200), n_boot: int = 1000, data_key: str | None = None
-                     ) -> tuple[History, pl.DataFrame, dict[str, dict[str, np.ndarray]]]:
-    """Train ``model`` (:func:`fit_sequence_model`), then evaluate it on the test window: the kinds of
-    :func:`musicrecall.evaluation.evaluate_recommender` plus ``"next"`` (:func:`next_play_targets`)."""
-    hp = {"cfg": asdict(cfg), "batch_size": batch_size, "n_neg": n_neg, "feats": use_user_feats,
-          "model": repr(model), "max_len": int(inputs.windows.inputs.shape[1])}
-    key = None if data_key is None else cache_key(data_key, name, hp)
-    hist = fit_sequence_model(model, inputs, cfg, name=name, batch_size=batch_size, n_neg=n_neg,
-                              use_user_feats=use_user_feats, cache_key=key)
-    return (hist, *evaluate_sequence_model(name, model, inputs, inputs.hist_test, use_user_feats, ks, n_boot,
-                                           cfg.seed))
 
 
 def evaluate_sequence_model(name: str, model: torch.nn.Module, inputs: SequenceInputs, hist: Histories,
@@ -481,6 +288,13 @@ def rolling_validator(setup: EvalSetup, user_feats: np.ndarray | None = None, k:
     return validate
 
 
+def _code() -> tuple:
+    from musicrecall import sequence_data
+    from musicrecall.models import losses, sasrec, youtube_dnn
+
+    return (sys.modules[__name__], sequence_data, sasrec, youtube_dnn, losses)
+
+
 def fit_recipe(kind: str, inputs: SequenceInputs, recipe, seed: int = 0, data_key: str | None = None,
                name: str | None = None, valid_k: int = 10) -> tuple[torch.nn.Module, History]:
     """Build and train one model of ``kind`` ("sasrec", "sasrec_unshared", "youtube_dnn") from its recipe
@@ -500,7 +314,7 @@ def fit_recipe(kind: str, inputs: SequenceInputs, recipe, seed: int = 0, data_ke
     valid_users = recipe.valid_users
     hp = {"recipe": recipe.as_dict(), "kind": kind, "seed": seed, "valid": [valid_k, valid_users], "model": repr(model),
           "train_windows": int(inputs.windows.inputs.shape[0]), "max_len": int(inputs.windows.inputs.shape[1])}
-    key = None if data_key is None else cache_key(data_key, name, hp)
+    key = None if data_key is None else checkpoint_key(data_key, name, hp, code=_code())
     n_batches = -(-inputs.windows.inputs.shape[0] // recipe.batch_size)
     hist = train(model, window_batches(inputs.windows, recipe.batch_size, seed, feats),
                  causal_loss(inputs.sampler(seed=seed), inputs.n_items, recipe.n_neg), cfg,

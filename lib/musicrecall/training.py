@@ -24,10 +24,12 @@ import copy
 import json
 import logging
 import random
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -35,6 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from musicrecall import distributed
+from musicrecall.cache import content_key, source_fingerprint
 from musicrecall.config import DATA_DIR, n_threads
 
 log = logging.getLogger(__name__)
@@ -87,6 +90,13 @@ def minibatches(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = 
 def checkpoint_path(name: str, cache_key: str) -> Path:
     """Where a model's finished checkpoint lives."""
     return DATA_DIR / "checkpoints" / f"{name}-{cache_key}.pt"
+
+
+def checkpoint_key(data_key: str, name: str, *hparams: Any, code: Iterable[ModuleType] = ()) -> str:
+    """The ``cache_key`` of :func:`train` for a model trained on one dataset: a hash of the data's content key,
+    the run ``name``, its hyper-parameters and the source of ``code`` (the modules that build the model, its
+    training data and loss) and of this loop, so that a change to any of them retrains."""
+    return content_key(data_key, name, *hparams, source_fingerprint(*code, sys.modules[__name__]))
 
 
 def _save(path: Path, model: torch.nn.Module, history: History, extra: dict[str, Any]) -> None:

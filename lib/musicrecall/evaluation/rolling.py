@@ -13,7 +13,7 @@ user vector built once at the cut cannot see it; scoring each play from the play
   target is the number of songs scored above it, ties broken by lower song id (as the baselines do).
 * ``score_fn(histories, lengths) -> scores [B, n_items]`` (numpy or torch). ``histories`` is int64
   ``[B, max_history]``, **left-padded** with ``pad = n_items`` (the padding row of every item table in
-  :mod:`musicrecall.models`, as :func:`musicrecall.sequences.last_n_histories`), the latest play in the
+  :mod:`musicrecall.models`, as :func:`musicrecall.sequence_data.last_n_histories`), the latest play in the
   last column; ``lengths`` counts the real plays. A ``score_fn`` with an attribute ``needs_users = True``
   (e.g. :func:`model_score_fn` with user features) is called as ``score_fn(histories, lengths, users)``.
   When ``score_fn`` is a bound method of an object with ``target_ranks(histories, lengths, items)``

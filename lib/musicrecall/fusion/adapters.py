@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -16,9 +16,9 @@ from musicrecall.audio import simulated as S
 from musicrecall.federated import RemoteUserTower
 from musicrecall.federated import pipeline as fp
 from musicrecall.models.dssm import DSSM, ItemTower
-from musicrecall.models.mind import MINDConfig, fit_mind, mind_cache_key
-from musicrecall.models.mind_data import side_codes
+from musicrecall.models.mind import MINDConfig, fit_mind
 from musicrecall.models.recipes import MIND, SASREC, SASRecRecipe, for_profile
+from musicrecall.sequence_data import side_codes
 from musicrecall.training import TrainConfig
 
 
@@ -76,13 +76,9 @@ def mind_adapter(valid, items: pl.DataFrame, data_key: str, *, axis: str = "inte
                      routing_init="redraw")
     side = side_codes(items)
     tc = TrainConfig(epochs=epochs, lr=lr, patience=patience, seed=seed, progress=False)
-    hp = {"per_user": per_user, "batch_size": batch_size, "n_neg": n_neg, "valid_users": valid_users,
-          "train": asdict(tc)}
-    name = f"both_{axis}"
-    key = mind_cache_key(data_key, name, cfg, side, hp)
     recall, _ = fit_mind(valid.fit, valid.targets["all"], valid.n_items, cfg, side, tc, per_user=per_user,
-                         batch_size=batch_size, n_neg=n_neg, valid_users=valid_users, name=f"mind_{name}",
-                         cache_key=key, seed=seed)
+                         batch_size=batch_size, n_neg=n_neg, valid_users=valid_users, name=f"mind_both_{axis}",
+                         data_key=data_key, seed=seed)
     return recall
 
 

@@ -54,8 +54,8 @@ from torch import nn
 
 from musicrecall.evaluation import EvalSetup, UserItemCSR, evaluate_recommender
 from musicrecall.models.losses import NegativeSampler, sampled_softmax_loss
-from musicrecall.models.mind_data import Sequences, last_histories, training_examples, user_sequences
-from musicrecall.training import History, TrainConfig, minibatches, seed_everything, train
+from musicrecall.sequence_data import Sequences, last_histories, training_examples, user_sequences
+from musicrecall.training import History, TrainConfig, checkpoint_key, minibatches, seed_everything, train
 
 ROUTING_AXES = ("interest", "sequence")
 ROUTING_INITS = ("fixed", "redraw")
@@ -287,11 +287,18 @@ class MINDRecall:
 def fit_mind(fit_events: pl.DataFrame, valid_targets: UserItemCSR | None, n_items: int, cfg: MINDConfig,
              side: Mapping[str, np.ndarray] | None = None, train_cfg: TrainConfig | None = None, *,
              per_user: int = 20, batch_size: int = 512, n_neg: int = 256, valid_users: int = 2000,
-             name: str = "mind", cache_key: str | None = None, seed: int = 0) -> tuple[MINDRecall, History]:
+             name: str = "mind", data_key: str | None = None, seed: int = 0) -> tuple[MINDRecall, History]:
     """Train MIND on ``fit_events`` with :func:`musicrecall.training.train`, early-stopping on the
     validation HitRate@200 (exact global merge) of up to ``valid_users`` users of ``valid_targets``
-    (``valid_targets=None``: every epoch runs, no early stopping, e.g. for timing)."""
+    (``valid_targets=None``: every epoch runs, no early stopping, e.g. for timing).
+
+    With ``data_key`` (the dataset's content key) the run is checkpointed under :func:`mind_cache_key` of
+    these arguments, so every caller that trains the same variant on the same data (notebook 04, notebook
+    08's adapter, a DDP run) shares one checkpoint."""
     train_cfg = train_cfg or TrainConfig(seed=seed)
+    hp = {"per_user": per_user, "batch_size": batch_size, "n_neg": n_neg, "valid_users": valid_users,
+          "train": asdict(train_cfg), "seed": seed}
+    cache_key = None if data_key is None else mind_cache_key(data_key, name, cfg, side, hp)
     seqs = user_sequences(fit_events)
     seed_everything(train_cfg.seed)  # the initial weights, not only the training loop, follow the seed
     model = MIND(n_items, cfg, side=side, seed=seed)
@@ -332,15 +339,15 @@ def _subset(t: UserItemCSR, rows: np.ndarray) -> UserItemCSR:
 
 def mind_cache_key(data_key: str, name: str, cfg: MINDConfig, side: Mapping[str, np.ndarray] | None,
                    hparams: Mapping[str, object]) -> str:
-    """Checkpoint key: data hash, variant name, hyper-parameters, side features and this code."""
+    """Checkpoint key (:func:`musicrecall.training.checkpoint_key`): data hash, run name, model config, side
+    features, training hyper-parameters and the code that builds the model, its examples and its loss."""
     import sys
 
-    from musicrecall import training
-    from musicrecall.cache import content_key, source_fingerprint
-    from musicrecall.models import losses, mind_data
+    from musicrecall import sequence_data
+    from musicrecall.models import losses
 
-    code = source_fingerprint(sys.modules[__name__], mind_data, losses, training)
-    return content_key(data_key, name, asdict(cfg), sorted(side or {}), dict(hparams), code)
+    return checkpoint_key(data_key, name, asdict(cfg), sorted(side or {}), dict(hparams),
+                          code=(sys.modules[__name__], sequence_data, losses))
 
 
 def served_on(recall: MINDRecall, events: pl.DataFrame) -> MINDRecall:
@@ -440,12 +447,9 @@ def fit_and_evaluate(name: str, valid: EvalSetup, test: EvalSetup, cfg: MINDConf
 
     Returns (the test-time recall, training history, results table, per-user metrics per kind).
     """
-    hp = {"per_user": per_user, "batch_size": batch_size, "n_neg": n_neg, "valid_users": valid_users,
-          "train": asdict(train_cfg)}
-    key = None if data_key is None else mind_cache_key(data_key, name, cfg, side, hp)
     recall, history = fit_mind(valid.fit, valid.targets["all"], valid.n_items, cfg, side, train_cfg,
                                per_user=per_user, batch_size=batch_size, n_neg=n_neg, valid_users=valid_users,
-                               name=f"mind_{name}", cache_key=key, seed=train_cfg.seed)
+                               name=f"mind_{name}", data_key=data_key, seed=train_cfg.seed)
     served = served_on(recall, test.fit)
     table, per_user_values = evaluate_recommender(name, served.recommend, test, n_boot=n_boot, seed=train_cfg.seed)
     return served, history, table, per_user_values

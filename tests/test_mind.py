@@ -207,3 +207,61 @@ def test_ablation_without_a_placebo_is_not_falsified():
     assert ablation_verdict((0.1, 0.05, 0.2), 0.02, 0.01, None) == "not falsified"
     # a clustering check that could not be computed (NaN gains) cannot support the claim
     assert ablation_verdict((0.1, 0.05, 0.2), float("nan"), float("nan"), None) == "partly"
+
+
+# --------------------------------------------------------------------------------------------------
+# C3 with training seeds: seeded lift table with an A/A control, seeded levels (notebook 04)
+# --------------------------------------------------------------------------------------------------
+
+
+def _per_user(rng: np.random.Generator, p: float, n: int = 3000) -> dict[str, dict[str, np.ndarray]]:
+    hits = (rng.random(n) < p).astype(np.float64)
+    return {"all": {"hr@200": hits, "hr@50": hits * (rng.random(n) < 0.5)}}
+
+
+def test_seeded_lift_table_puts_seed_spread_and_the_aa_control_in_the_interval():
+    from musicrecall.sequences import seeded_lift_table
+
+    rng = np.random.default_rng(0)
+    # both arms move together from seed to seed, so the per-seed lifts agree (+25% each) while the A/A
+    # control (the same model at another seed: +33%, +67%) shows how much one training run can move
+    arms = {"both": [_per_user(rng, p) for p in (0.30, 0.40, 0.50)],
+            "base": [_per_user(rng, p) for p in (0.24, 0.32, 0.40)]}
+    t = seeded_lift_table(arms, [("both", "base")], metrics=("hr@200",), aa_arm="both", n_boot=300)
+    row = t.filter(pl.col("model") == "both").row(0, named=True)
+    aa = t.filter(pl.col("model") == "both (seed 1)").row(0, named=True)
+    assert aa["baseline"] == "both (seed 0)" and aa["kind"] == "all" and aa["n_seeds"] == 1
+    assert row["n_seeds"] == 3 and row["sd_seed"] > 0.15  # the A/A spread, not the per-seed lifts' (~0.03)
+    # the seeded interval is wider than the users-only bootstrap, on both sides
+    assert row["ci_lo"] < row["boot_lo"] and row["ci_hi"] > row["boot_hi"]
+    assert row["ci_lo"] <= row["lift"] <= row["ci_hi"]
+    # without the A/A arm only the per-seed lifts' spread is left: a much narrower interval
+    no_aa = seeded_lift_table(arms, [("both", "base")], metrics=("hr@200",), n_boot=300).row(0, named=True)
+    assert no_aa["sd_seed"] < 0.1 and no_aa["ci_hi"] - no_aa["ci_lo"] < 0.7 * (row["ci_hi"] - row["ci_lo"])
+    assert abs(row["a"] - np.mean([r["all"]["hr@200"].mean() for r in arms["both"]])) < 1e-12
+
+
+def test_seeded_lift_table_one_seed_is_the_paired_bootstrap_and_skips_a_zero_baseline():
+    from musicrecall.evaluation import paired_bootstrap_lift
+    from musicrecall.sequences import seeded_lift_table
+
+    rng = np.random.default_rng(1)
+    arms = {"a": [_per_user(rng, 0.4)], "b": [_per_user(rng, 0.3)], "zero": [_per_user(rng, 0.0)]}
+    t = seeded_lift_table(arms, [("a", "b"), ("a", "zero")], metrics=("hr@200",), aa_arm="a", n_boot=200)
+    assert t.height == 1  # no A/A row with one seed; "a" over "zero" is undefined and left out
+    row = t.row(0, named=True)
+    lift, lo, hi = paired_bootstrap_lift(arms["a"][0]["all"]["hr@200"], arms["b"][0]["all"]["hr@200"], n_boot=200)
+    assert (row["lift"], row["ci_lo"], row["ci_hi"]) == pytest.approx((lift, lo, hi))
+
+
+def test_seeded_level_widens_with_seed_spread_and_seed_mean_averages():
+    from musicrecall.sequences import seed_mean, seeded_level
+
+    rng = np.random.default_rng(2)
+    same = _per_user(rng, 0.4)["all"]["hr@200"]
+    flat = seeded_level([same, same, same], n_boot=300)
+    assert flat["sd_seed"] == 0 and flat["lo"] < flat["mean"] < flat["hi"]
+    spread = seeded_level([same, np.roll(same, 1) * 0, same], n_boot=300)
+    assert spread["sd_seed"] > 0.2 and spread["hi"] - spread["lo"] > 3 * (flat["hi"] - flat["lo"])
+    per_seed = [{"all": {"hr@200": np.array([1.0, 0.0])}}, {"all": {"hr@200": np.array([0.0, 0.0])}}]
+    assert seed_mean(per_seed)["all"]["hr@200"].tolist() == [0.5, 0.0]

@@ -33,6 +33,7 @@ from musicrecall.evaluation import (
     EvalSetup,
     Targets,
     UserItemCSR,
+    bootstrap_ci,
     build_targets,
     evaluate_lists,
     evaluate_recommender,
@@ -355,6 +356,67 @@ def seeded_lift(a: Sequence[np.ndarray], b: Sequence[np.ndarray], n_boot: int = 
     return {"value": value, "lo": value - float(np.hypot(value - blo, extra)),
             "hi": value + float(np.hypot(bhi - value, extra)), "boot_lo": blo, "boot_hi": bhi, "sd_seed": sd,
             "n_seeds": int(va.shape[0]), "per_seed": per_seed.tolist()}
+
+
+def seeded_lift_table(arms: dict[str, Sequence[dict[str, dict[str, np.ndarray]]]],
+                      pairs: Sequence[tuple[str, str]], metrics: Sequence[str] = ("hr@50", "hr@200"),
+                      kinds: Sequence[str] | None = None, aa_arm: str | None = None, n_boot: int = 1000,
+                      seed: int = 0) -> pl.DataFrame:
+    """:func:`seeded_lift` for every ``(a, b)`` of ``pairs``, per kind and metric, on the per-user values of
+    :func:`musicrecall.experiment.evaluate_recommender` (``arms[name][r][kind][metric]``: training seed ``r``,
+    same users in the same order for every arm and seed).
+
+    The columns of :func:`lift_table` (``model``, ``baseline``, ``kind``, ``metric``, ``a``, ``b``, ``lift``,
+    ``ci_lo``, ``ci_hi``, ``n_users``; ``a``/``b`` are seed means) plus ``boot_lo``/``boot_hi`` (users only),
+    ``sd_seed`` and ``n_seeds``. With ``aa_arm`` (2+ seeds), the A/A lifts of that arm (seed r vs seed 0, the
+    same model) widen every interval of the kind/metric, as in notebook 03, and an A/A row (``model`` =
+    ``"<aa_arm> (seed 1)"``, ``baseline`` = ``"<aa_arm> (seed 0)"``, paired bootstrap) is added. A pair whose
+    baseline scores 0 is left out (its relative lift is undefined), as in :func:`lift_table`.
+    """
+    first = next(iter(arms.values()))[0]
+    rows = []
+    for kind in kinds or list(first):
+        for m in metrics:
+            aa: list[float] = []
+            if aa_arm is not None and len(arms[aa_arm]) > 1:
+                x = [r[kind][m] for r in arms[aa_arm]]
+                if x[0].mean() > 0:
+                    aa = [float(x[r].mean() / x[0].mean() - 1.0) for r in range(1, len(x))]
+                    lift, lo, hi = paired_bootstrap_lift(x[1], x[0], n_boot=n_boot, seed=seed)
+                    rows.append({"model": f"{aa_arm} (seed 1)", "baseline": f"{aa_arm} (seed 0)", "kind": kind,
+                                 "metric": m, "a": float(x[1].mean()), "b": float(x[0].mean()), "lift": lift,
+                                 "ci_lo": lo, "ci_hi": hi, "n_users": int(x[0].shape[0]), "boot_lo": lo,
+                                 "boot_hi": hi, "sd_seed": float("nan"), "n_seeds": 1})
+            for a, b in pairs:
+                k = min(len(arms[a]), len(arms[b]))
+                va, vb = [r[kind][m] for r in arms[a][:k]], [r[kind][m] for r in arms[b][:k]]
+                if np.mean(vb) == 0:
+                    continue
+                d = seeded_lift(va, vb, n_boot=n_boot, seed=seed, aa=aa)
+                rows.append({"model": a, "baseline": b, "kind": kind, "metric": m, "a": float(np.mean(va)),
+                             "b": float(np.mean(vb)), "lift": d["value"], "ci_lo": d["lo"], "ci_hi": d["hi"],
+                             "n_users": int(va[0].shape[0]), "boot_lo": d["boot_lo"], "boot_hi": d["boot_hi"],
+                             "sd_seed": d["sd_seed"], "n_seeds": k})
+    return pl.DataFrame(rows)
+
+
+def seeded_level(values: Sequence[np.ndarray], n_boot: int = 1000, seed: int = 0, z: float = 1.96
+                 ) -> dict[str, float]:
+    """Mean of a per-user metric over training seeds (``values[r]``: seed ``r``, same users), with a
+    bootstrap interval over users of the seed-averaged values widened by ``z * sd_seed / sqrt(R)`` in
+    quadrature (``sd_seed``: spread of the per-seed means), as :func:`seeded_lift` does for lifts."""
+    v = np.stack(values)
+    mean, lo, hi = bootstrap_ci(v.mean(0), n_boot, seed=seed)
+    sd = float(v.mean(1).std(ddof=1)) if v.shape[0] > 1 else 0.0
+    extra = z * sd / np.sqrt(v.shape[0])
+    return {"mean": mean, "lo": mean - float(np.hypot(mean - lo, extra)), "hi": mean + float(np.hypot(hi - mean, extra)),
+            "sd_seed": sd, "n_seeds": int(v.shape[0])}
+
+
+def seed_mean(per_seed: Sequence[dict[str, dict[str, np.ndarray]]]) -> dict[str, dict[str, np.ndarray]]:
+    """Per-user values averaged over training seeds (``per_seed[r][kind][metric]``, same users for every seed)."""
+    return {kind: {m: np.mean([p[kind][m] for p in per_seed], axis=0) for m in per_seed[0][kind]}
+            for kind in per_seed[0]}
 
 
 def per_user_matrix(results: Sequence, metric: str = "hr@10", slice_: str = "all") -> list[np.ndarray]:

@@ -69,19 +69,6 @@ def test_candidate_similarity_uses_only_earlier_full_plays_and_first_plays():
     assert df.filter(pl.col("song_id") == 2)["same_genre_share"][0] == 0.0
 
 
-def test_verdict_rule():
-    def table(raw, part, p_raw, p_part):
-        rows = []
-        for world, vals in (("default", (raw, part)), ("placebo", (p_raw, p_part))):
-            for m, (r, lo, hi) in zip(("pearson_r", "partial_r"), vals, strict=True):
-                rows.append({"world": world, "measure": m, "r": r, "ci_lo": lo, "ci_hi": hi})
-        return pl.DataFrame(rows)
-
-    assert S.c4_verdict(table((.1, .05, .15), (.05, .02, .08), (.1, .05, .15), (0, -.02, .02)))[0] == "reproduced"
-    assert S.c4_verdict(table((.1, .05, .15), (.01, -.02, .04), (.1, .05, .15), (0, -.02, .02)))[0] == "partly"
-    assert S.c4_verdict(table((0, -.05, .05), (0, -.02, .02), (0, -.05, .05), (0, -.02, .02)))[0] == "not reproduced"
-
-
 def test_cold_start_lists_and_list_metrics():
     emb = np.array([[1, 0], [0, 1], [1, 0.1], [0.1, 1]], dtype=np.float32)
     index = AudioIndex(np.array([10, 11, 12, 13]), emb)

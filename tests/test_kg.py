@@ -160,13 +160,6 @@ def test_topk_merge_and_exclusion():
     assert not np.array_equal(full[1], lists[0])  # the exclusion changed user 0's list
 
 
-def test_c1_verdict():
-    assert kg.c1_verdict((0.01, 0.1), (-0.2, -0.1), (-0.05, 0.04)) == "reproduced"
-    assert kg.c1_verdict((0.01, 0.1), (-0.2, -0.1), (0.01, 0.04)) == "partly"
-    assert kg.c1_verdict((-0.01, 0.1), (-0.2, -0.1), (-0.05, 0.04)) == "partly"
-    assert kg.c1_verdict((-0.01, 0.1), (-0.2, 0.1), (-0.05, 0.04)) == "not reproduced"
-
-
 def test_eges_pairs_side_info_and_cold_songs():
     ev, tr = _events(), _triples()
     corpus = kg.session_sentences(ev, N_ITEMS)

@@ -25,7 +25,6 @@ from musicrecall.ranking import (
     StageSamples,
     audio_selection_check,
     build_features,
-    c7_verdict,
     candidate_tables,
     feature_columns,
     fit_ranker,
@@ -257,17 +256,6 @@ def test_paired_lift_adds_the_seed_spread():
     same, spread = paired_lift(pu, "same", "b", "ndcg"), paired_lift(pu, "spread", "b", "ndcg")
     assert same[0] == pytest.approx(0.1) and spread[0] == pytest.approx(0.1)
     assert spread[2] - spread[1] > same[2] - same[1] + 0.1  # seeds 0.2 apart: a much wider interval
-
-
-def test_c7_verdict_needs_a_gain_above_the_aa_noise_and_no_placebo_gain():
-    d = lambda diff, lo, hi: {"diff": diff, "lo": lo, "hi": hi}  # noqa: E731
-    aa = d(0.001, -0.003, 0.005)
-    hit = (0.05, -0.02, 0.1)
-    assert c7_verdict(d(0.02, 0.01, 0.03), hit, d(0.0, -0.01, 0.01), aa) == "reproduced"
-    assert c7_verdict(d(0.02, 0.01, 0.03), hit, d(0.01, 0.002, 0.02), aa) == "partly"  # the placebo gains too
-    assert c7_verdict(d(0.02, 0.01, 0.03), (-0.01, -0.05, 0.03), d(0.0, -0.01, 0.01), aa) == "partly"
-    assert c7_verdict(d(0.004, 0.001, 0.007), hit, d(0.0, -0.01, 0.01), aa) == "not reproduced"  # within the noise
-    assert c7_verdict(d(0.01, -0.001, 0.02), hit, d(0.0, -0.01, 0.01), aa) == "not reproduced"
 
 
 def test_impressions_from_a_larger_stage_equal_rebuilding_them(data):

@@ -142,15 +142,6 @@ def test_true_song_clusters_from_truth():
     assert true_song_clusters(style, 3).tolist() == [3, -1, 5]
 
 
-def test_quota_verdict():
-    from musicrecall.serving import quota_verdict
-
-    assert quota_verdict((0.2, 0.1, 0.3), (-0.01, -0.03, 0.01), (0.0, -0.01, 0.01)) == "reproduced"
-    assert quota_verdict((0.2, 0.1, 0.3), (-0.05, -0.08, -0.02), (0.0, -0.01, 0.01)) == "partly"
-    assert quota_verdict((0.2, 0.1, 0.3), (0.0, -0.01, 0.01), (0.2, 0.1, 0.3)) == "partly"
-    assert quota_verdict((0.0, -0.1, 0.1), (0.0, -0.01, 0.01), None) == "not reproduced"
-
-
 def test_relation_coverage_stays_a_share_when_the_relation_has_more_values_than_slots():
     # 1,000 artists, lists of 4 songs: the share is of the 4 artists a list could hold, not of 1,000
     artist = np.arange(1000)
@@ -167,11 +158,3 @@ def test_history_interests_stand_in_for_ground_truth_on_real_data():
     lists = np.array([[0, 1, 3], [3, 0, 1]])
     cov = interest_coverage(lists, np.array([0, 1]), artist, truth, min_songs=1)
     assert cov.tolist() == [0.5, 1.0]
-
-
-def test_quota_verdict_without_a_placebo_is_not_falsified():
-    from musicrecall.serving import quota_verdict
-
-    assert quota_verdict((0.05, 0.02, 0.08), (0.0, -0.01, 0.01), None) == "not falsified"
-    assert quota_verdict((0.05, 0.02, 0.08), (-0.05, -0.08, -0.02), None) == "partly"
-    assert quota_verdict((0.05, 0.02, 0.08), (0.0, -0.01, 0.01), (0.0, -0.01, 0.01)) == "reproduced"

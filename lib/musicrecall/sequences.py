@@ -7,9 +7,9 @@ so no sequence reaches the evaluation window. Here:
 * :func:`causal_loss`, :func:`window_batches`, :func:`hr_validator`, :func:`rolling_validator`,
   :func:`recommender`: the glue between a sequence model, :func:`musicrecall.training.train`, the
   softmax losses of :mod:`musicrecall.models.losses` and the full-catalogue evaluation;
-* :func:`sequence_inputs`, :func:`fit_recipe`, :func:`evaluate_sequence_model`, :func:`next_play_targets`,
-  :func:`lift_verdict`: one world's experiment; :func:`run_c2_world`, :func:`rolling_c2_table` and
-  :func:`seeded_lift`: C2 on rolling next-play with seed replicates (notebook 03).
+* :func:`sequence_inputs`, :func:`fit_recipe`, :func:`evaluate_sequence_model`, :func:`next_play_targets`:
+  one world's experiment; :func:`run_c2_world`, :func:`rolling_c2_table` and :func:`seeded_lift`: C2 on
+  rolling next-play with seed replicates (notebook 03; its verdict: :mod:`musicrecall.report.verdicts`).
 
 A *sequence model* is any ``torch.nn.Module`` with
 
@@ -157,7 +157,7 @@ def recommender(model: torch.nn.Module, hist: Histories, user_feats: np.ndarray 
 
 
 # --------------------------------------------------------------------------------------------------
-# One world's sequence experiment: inputs, fitting, next-play targets, verdict
+# One world's sequence experiment: inputs, fitting, next-play targets
 # --------------------------------------------------------------------------------------------------
 
 
@@ -214,28 +214,6 @@ def next_play_targets(window: pl.DataFrame, users: np.ndarray | None = None, lab
     first = ordered_plays(window, label).group_by("user_id", maintain_order=True).first()
     return build_targets(first.select("user_id", "song_id"), first.with_columns(pl.lit(True).alias(label)),
                          users=users, kind="all", label=label)
-
-
-def lift_verdict(lift: tuple[float, float, float], placebo: tuple[float, float, float] | None,
-                 order_drop: tuple[float, float, float] | None = None, placebo_consistent: bool = True,
-                 over_markov: tuple[float, float, float] | None = None) -> str:
-    """Ledger verdict for "A beats B because of order", from ``(value, lo, hi)`` lifts.
-
-    * ``reproduced``: the lift's interval is above 0, the placebo lift is smaller and its interval
-      reaches 0 (or below), (when given) shuffling the history at inference costs accuracy, and (when
-      given) A beats the previous-song Markov baseline (``over_markov`` interval above 0: a sequence
-      model that does not beat it has not shown it uses order beyond the last play);
-    * ``partly``: the lift is above 0 but a falsification check fails (including
-      ``placebo_consistent=False``: on some other target kind the placebo lift is not smaller), or the
-      point lift is positive while its interval reaches 0;
-    * ``not reproduced``: otherwise.
-    """
-    if lift[1] > 0:
-        shrinks = placebo is None or (placebo[0] < lift[0] and placebo[1] <= 0 and placebo_consistent)
-        order = order_drop is None or order_drop[1] > 0
-        markov = over_markov is None or over_markov[1] > 0
-        return "reproduced" if shrinks and order and markov else "partly"
-    return "partly" if lift[0] > 0 and lift[2] > 0 and placebo is not None and placebo[0] < lift[0] else "not reproduced"
 
 
 def evaluate_sequence_model(name: str, model: torch.nn.Module, inputs: SequenceInputs, hist: Histories,
@@ -539,17 +517,3 @@ def shuffled_results(world: C2World, kind: str, seed: int = 0, ks: Sequence[int]
         out.append(rolling_next_play(model_score_fn(model, feats), world.targets, k=ks, name=f"{kind}_shuffled",
                                      shuffle_history=True, seed=seed))
     return out
-
-
-def pick_lift(frame: pl.DataFrame | None, a: str = "sasrec", slice_: str = "all", metric: str = "hr@10"
-              ) -> tuple[float, float, float]:
-    """``(lift, lo, hi)`` of arm ``a`` in a :func:`rolling_c2_table` (NaNs when the row is absent, e.g. a
-    baseline that scores 0 on this data)."""
-    nan = (float("nan"),) * 3
-    if frame is None or frame.is_empty():
-        return nan
-    r = frame.filter((pl.col("a") == a) & (pl.col("slice") == slice_) & (pl.col("metric") == metric))
-    if r.is_empty():
-        return nan
-    row = r.row(0, named=True)
-    return tuple(float("nan") if row[c] is None else float(row[c]) for c in ("lift", "ci_lo", "ci_hi"))  # type: ignore[return-value]

@@ -246,25 +246,3 @@ def merge_metrics(lists: np.ndarray, targets: UserItemCSR, song_genre: np.ndarra
         cov = interest_coverage(lists, targets.users, song_cluster, user_interests, min_songs)
         out["interest_coverage"] = cov[np.isfinite(cov)]
     return out
-
-
-def quota_verdict(cov_lift: tuple[float, float, float], hr_lift: tuple[float, float, float],
-                  placebo_cov_lift: tuple[float, float, float] | None) -> str:
-    """C6 ledger verdict from paired relative lifts ``(value, lo, hi)`` of the quota merge over the global
-    merge: interest coverage, HitRate@k, and interest coverage in the single-interest placebo world.
-
-    * ``reproduced``: interest coverage rises (CI above 0) at equal accuracy (the HitRate CI reaches 0
-      or is above it), and the placebo gain is smaller with a CI that reaches 0;
-    * ``not falsified``: coverage rises at equal accuracy but there is no placebo world to check against
-      (``placebo_cov_lift=None``: real data, where coverage is of the user's history interests);
-    * ``partly``: coverage rises but accuracy drops significantly, or the placebo check fails;
-    * ``not reproduced``: coverage does not rise.
-    """
-    if cov_lift[1] <= 0:
-        return "not reproduced"
-    equal_hr = hr_lift[2] >= 0
-    if not equal_hr:
-        return "partly"
-    if placebo_cov_lift is None:
-        return "not falsified"
-    return "reproduced" if placebo_cov_lift[0] < cov_lift[0] and placebo_cov_lift[1] <= 0 else "partly"

@@ -319,25 +319,3 @@ def correlation_table(worlds: list[AudioWorld], n_boot: int = 1000, seed: int = 
             rows.append({"world": w.name, "measure": measure, "r": r, "ci_lo": lo, "ci_hi": hi, "plays": df.height,
                          "users": int(df["user_id"].n_unique())})
     return pl.DataFrame(rows)
-
-
-def c4_verdict(table: pl.DataFrame) -> tuple[str, str]:
-    """Verdict from the numbers: *reproduced* when the genre-controlled (partial) r is positive with a CI
-    above 0 in the default world and its placebo CI covers 0; *partly* when only the raw r is positive
-    (or the placebo does not fall to 0); *not reproduced* otherwise. Returns ``(verdict, reason)``."""
-    get = {(r["world"], r["measure"]): r for r in table.iter_rows(named=True)}
-    raw, part, p_part = get[("default", "pearson_r")], get[("default", "partial_r")], get[("placebo", "partial_r")]
-    p_raw = get[("placebo", "pearson_r")]
-    placebo_null = p_part["ci_lo"] <= 0 <= p_part["ci_hi"]
-    if part["ci_lo"] > 0 and placebo_null:
-        why = "partial r > 0 (CI above 0) and the placebo's partial r CI covers 0"
-        if p_raw["ci_lo"] > 0:
-            why += "; the placebo's raw r is also > 0, so raw r alone is genre confounding, not evidence"
-        return "reproduced", why
-    if raw["ci_lo"] > 0 or part["ci_lo"] > 0:
-        why = "raw r > 0 but the genre-controlled r is not distinguishable from 0" if part["ci_lo"] <= 0 else \
-            "partial r > 0 but the placebo's CI does not cover 0"
-        if p_raw["ci_lo"] > 0:
-            why += "; the placebo's raw r is also > 0 (genre confounding)"
-        return "partly", why
-    return "not reproduced", "no positive correlation with a CI above 0"

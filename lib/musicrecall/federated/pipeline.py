@@ -317,23 +317,6 @@ def train_and_report(model: torch.nn.Module, data: ColdStartData, fed: Federatio
     return cold_report(name, scorer, data.cold, data.test.split.test, k=k), hist
 
 
-def c5_verdict(mmoe_vs_a: tuple[float, float, float], mmoe_vs_dssm: tuple[float, float, float],
-               *placebo_vs_a: tuple[float, float, float]) -> str:
-    """Verdict on C5 from paired lifts ``(lift, lo, hi)`` on cold-start listening time.
-
-    * reproduced: MMoE beats A alone (CI above 0), beats the single-task DSSM (CI above 0), and in the
-      placebo world no federated model beats A alone (every CI lower bound <= 0);
-    * partly: the lift over A alone holds, but MMoE adds nothing significant over the DSSM, or a
-      placebo model lifts too (then the gain is not only from B's features);
-    * not reproduced: no significant lift over A alone.
-    """
-    if mmoe_vs_a[1] <= 0:
-        return "not reproduced"
-    if all(p[1] <= 0 for p in placebo_vs_a) and mmoe_vs_dssm[1] > 0:
-        return "reproduced"
-    return "partly"
-
-
 def report_lift_table(pairs: list[tuple[dict[str, Any], dict[str, Any]]], metrics: tuple[str, ...], n_boot: int = 1000,
                       seed: int = 0, world: str = "signal") -> pl.DataFrame:
     """Paired relative lifts ``a / b - 1`` with 95% CIs for each ``(a, b)`` report pair and metric."""

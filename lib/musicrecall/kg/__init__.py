@@ -4,7 +4,7 @@
 * :mod:`.song2vec` — gensim skip-gram training, song vectors, cold songs through entities;
 * :mod:`.recall` — faiss i2i table and the merge over a user's recent full plays;
 * :mod:`.badcase` — the BadCase rate and the side-by-side neighbour table;
-* :mod:`.pipeline` — tuning, gamma sweep, slices and the C1 verdict used by notebook 02.
+* :mod:`.pipeline` — tuning, gamma sweep and slices used by notebook 02 (its C1 verdict: :mod:`musicrecall.report.verdicts`).
 """
 
 from musicrecall.kg.badcase import (
@@ -29,7 +29,6 @@ from musicrecall.kg.pipeline import (
     Fitted,
     RecallConfig,
     badcase_summary,
-    c1_verdict,
     evaluate_models,
     fit_model,
     gamma_sweep,
@@ -54,7 +53,7 @@ from musicrecall.kg.song2vec import (
 __all__ = [
     "DEFAULT_WEIGHTS", "SONG_PREFIX", "Corpus", "Fitted", "ItemToItemRecall", "KGConfig", "RecallConfig",
     "Song2VecConfig", "SongEmbedding", "attribute_codes", "badcase_per_seed", "badcase_seeds", "badcase_summary",
-    "build_corpus", "catalogue_relations", "c1_verdict", "entity_mean_vectors", "evaluate_models", "fit_model", "fit_song2vec",
+    "build_corpus", "catalogue_relations", "entity_mean_vectors", "evaluate_models", "fit_model", "fit_song2vec",
     "gamma_sweep", "lift", "median_popularity_rank", "neighbour_slot_shares", "neighbour_table", "neighbours_side_by_side", "quick_hr", "recent_seeds",
     "relation_walks", "restricted_table", "session_sentences", "slice_eval", "song_groups", "topk_from_candidates",
     "train_word2vec", "triples_from_items", "true_codes", "tune_song2vec",

@@ -1,4 +1,5 @@
-"""The experiment of notebook 02: fit, recall, slices, tuning, gamma sweep, BadCase and the C1 verdict."""
+"""The experiment of notebook 02: fit, recall, slices, tuning, gamma sweep and BadCase (its C1 verdict is in
+musicrecall.report.verdicts)."""
 
 from __future__ import annotations
 
@@ -171,25 +172,6 @@ def lift(per_user: dict[str, dict[str, np.ndarray]], a: str, b: str, metric: str
          n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
     """Paired relative lift of model ``a`` over ``b`` (same users), with its 95% interval."""
     return paired_bootstrap_lift(per_user[a][kind][metric], per_user[b][kind][metric], n_boot=n_boot, seed=seed)
-
-
-def c1_verdict(hr_lift_ci: tuple[float, float], badcase_change_ci: tuple[float, float],
-               placebo_lift_ci: tuple[float, float] | None) -> str:
-    """``reproduced`` when KG raises HitRate@200 (lift CI above 0), lowers the BadCase rate (change CI
-    below 0) *and* shows no significant gain in the placebo world; ``partly`` when only one of the two
-    gains holds, or both hold but the placebo shows a gain too; otherwise ``not reproduced``.
-
-    Without a placebo world (``placebo_lift_ci=None``: real data), both gains holding is ``not falsified``:
-    the test that could have falsified it did not, but the test that rules out an artefact was not run."""
-    gain, fewer_bad = hr_lift_ci[0] > 0, badcase_change_ci[1] < 0
-    if placebo_lift_ci is None:
-        return "not falsified" if gain and fewer_bad else "partly" if gain or fewer_bad else "not reproduced"
-    placebo_gain = placebo_lift_ci[0] > 0
-    if gain and fewer_bad and not placebo_gain:
-        return "reproduced"
-    if gain or fewer_bad:
-        return "partly"
-    return "not reproduced"
 
 
 def neighbour_slot_shares(tables: dict[str, np.ndarray], play_counts: dict[str, np.ndarray],

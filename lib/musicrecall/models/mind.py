@@ -453,26 +453,3 @@ def fit_and_evaluate(name: str, valid: EvalSetup, test: EvalSetup, cfg: MINDConf
     served = served_on(recall, test.fit)
     table, per_user_values = evaluate_recommender(name, served.recommend, test, n_boot=n_boot, seed=train_cfg.seed)
     return served, history, table, per_user_values
-
-
-def ablation_verdict(lift: tuple[float, float, float], sil_gain: float, nmi_gain: float,
-                     placebo: tuple[float, float, float] | None) -> str:
-    """C3 ledger verdict from the HR@200 lift of the full variant over base ``(value, lo, hi)``, the
-    clustering gains of re-initialisation (silhouette, NMI) and the same lift in the placebo world.
-
-    * ``reproduced``: the lift's CI is above 0, re-init improves both clustering scores, and the
-      placebo lift is smaller (the gain needs multi-interest users);
-    * ``not falsified``: the same without a placebo world (real data, or the placebo not run): nothing
-      could rule out that the gain is not the multi-interest effect;
-    * ``partly``: the lift's CI is above 0 but another check fails, or clustering improves while the
-      recall lift is not significant (NaN clustering gains, when the check cannot be computed, fail);
-    * ``not reproduced``: otherwise.
-    """
-    clusters = sil_gain > 0 and nmi_gain > 0
-    if lift[1] > 0:
-        if not clusters:
-            return "partly"
-        if placebo is None:
-            return "not falsified"
-        return "reproduced" if placebo[0] < lift[0] else "partly"
-    return "partly" if clusters else "not reproduced"

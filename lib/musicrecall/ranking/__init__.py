@@ -28,8 +28,8 @@ Mann-Whitney pass per score (:func:`musicrecall.evaluation.ranking_stats.boot_au
 of a difference is widened by the seed spread.
 
 Modules: :mod:`.features`, :mod:`.samples`, :mod:`.lgbm` (training), :mod:`.comparison` (the
-with/without-audio experiment and the C7 verdict); the statistics live in
-:mod:`musicrecall.evaluation.ranking_stats`.
+with/without-audio experiment; the C7 verdict is in :mod:`musicrecall.report.verdicts`); the statistics
+live in :mod:`musicrecall.evaluation.ranking_stats`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from musicrecall.ranking.comparison import (
     ARM_SUFFIX,
     audio_comparison,
     audio_selection_check,
-    c7_verdict,
     candidate_tables,
     comparison_metrics,
     impression_auc_table,
@@ -98,7 +97,6 @@ __all__ = [
     "audio_selection_check",
     "build_features",
     "events_before",
-    "c7_verdict",
     "candidate_samples",
     "candidate_tables",
     "comparison_metrics",

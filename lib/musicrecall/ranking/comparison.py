@@ -1,4 +1,4 @@
-"""The with/without-audio comparison of the rankers and the C7 verdict (notebook 08)."""
+"""The with/without-audio comparison of the rankers (notebook 08; its C7 verdict: musicrecall.report.verdicts)."""
 
 from __future__ import annotations
 
@@ -155,20 +155,3 @@ def known_genre_lookup(fit: pl.DataFrame, items: pl.DataFrame) -> Callable[[np.n
         return q.join(kg, on=["user_id", "genre"], how="left", maintain_order="left")["k"].fill_null(0.0).to_numpy()
 
     return known
-
-
-def c7_verdict(auc_gain: Mapping[str, float], collect_hit_lift: tuple[float, float, float],
-               placebo_gain: Mapping[str, float], aa: Mapping[str, float]) -> str:
-    """C7 from like-for-like comparisons (same channels in the real and the placebo world), each a
-    :func:`seeded_diff` of the pooled collect AUC with the training-seed noise in its interval.
-
-    The *noise floor* is the largest difference the A/A control (no audio vs no audio, other seeds)
-    cannot tell from zero: ``max(|aa lo|, |aa hi|)``. ``reproduced`` when the real gain's interval is above
-    0 *and* its point above the noise floor, the collect hit@10 lift is positive (point) and the placebo
-    world's interval reaches 0 (no gain); ``partly`` when the real gain holds but the hit rate does not
-    rise or the placebo gains too; ``not reproduced`` otherwise."""
-    noise = max(abs(aa["lo"]), abs(aa["hi"]))
-    gain = auc_gain["lo"] > 0 and auc_gain["diff"] > noise
-    if gain and collect_hit_lift[0] > 0 and not placebo_gain["lo"] > 0:
-        return "reproduced"
-    return "partly" if gain else "not reproduced"

@@ -250,3 +250,107 @@ def test_seeded_level_widens_with_seed_spread_and_seed_mean_averages():
     assert spread["sd_seed"] > 0.2 and spread["hi"] - spread["lo"] > 3 * (flat["hi"] - flat["lo"])
     per_seed = [{"all": {"hr@200": np.array([1.0, 0.0])}}, {"all": {"hr@200": np.array([0.0, 0.0])}}]
     assert seed_mean(per_seed)["all"]["hr@200"].tolist() == [0.5, 0.0]
+
+
+# --------------------------------------------------------------------------------------------------
+# Speed work that must not change results: one embedding per distinct song, running-max top-k, memo
+# --------------------------------------------------------------------------------------------------
+
+
+def _reference_loss(m: MIND, hist: torch.Tensor, target: torch.Tensor, neg: torch.Tensor,
+                    sampler: NegativeSampler) -> torch.Tensor:
+    """The loss as written before the speed work: every position embedded, weights computed, negatives
+    drawn inside the sampled softmax."""
+    from musicrecall.models.losses import sampled_softmax_loss
+
+    seq_mask = hist != m.pad
+    k_mask = torch.arange(m.cfg.k_max)[None, :] < dynamic_k(seq_mask.sum(1), m.cfg.k_max)[:, None]
+    caps, _ = m.routing(m.item_embed(hist), seq_mask, k_mask)
+    vecs = m.h(caps) * k_mask[:, :, None]
+    user = m.label_aware(vecs, k_mask, m.item_embed(target))
+
+    class Table:
+        def __getitem__(self, ids):
+            return m.item_embed(ids)
+
+    return sampled_softmax_loss(user, target, Table(), sampler, n_neg=neg.shape[0], neg=neg)
+
+
+@pytest.mark.parametrize("side", [False, True])
+def test_mind_loss_embeds_each_distinct_song_once_with_the_same_loss_and_gradients(side):
+    rng = np.random.default_rng(0)
+    codes = {"genre": rng.integers(0, 5, 60), "language": rng.integers(0, 3, 60)} if side else None
+    m = MIND(60, MINDConfig(dim=8, k_max=3, max_len=7, hidden=16, routing_init="fixed"), side=codes)
+    hist = torch.from_numpy(rng.integers(0, 60, (32, 7)))  # repeated songs within and across rows
+    hist[:5, :3] = 60  # padding
+    target = torch.from_numpy(rng.integers(0, 60, 32))
+    sampler = NegativeSampler(np.ones(60), seed=3)
+    new = mind_loss(m, hist, target, sampler, n_neg=12)
+    new.backward()
+    grads = [p.grad.clone() for p in m.parameters()]
+    m.zero_grad()
+    ref = _reference_loss(m, hist, target, NegativeSampler(np.ones(60), seed=3).sample(12), sampler)
+    ref.backward()
+    assert float(new.detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
+    for g, p in zip(grads, m.parameters(), strict=True):
+        assert torch.allclose(g, p.grad, atol=1e-6), p.shape
+
+
+def test_interests_without_weights_are_the_same_vectors():
+    rng = np.random.default_rng(1)
+    m = MIND(40, MINDConfig(dim=8, k_max=3, max_len=6, hidden=16))
+    hist = torch.from_numpy(rng.integers(0, 41, (10, 6)))
+    with torch.no_grad():
+        v, k, w = m.interests(hist)
+        v2, k2, w2 = m.interests(hist, weights=False)
+    assert torch.equal(v, v2) and torch.equal(k, k2) and w2 is None
+    assert torch.allclose(w.sum(1), torch.ones(10))
+
+
+def _naive_topk(vecs, active, items, k, exclude=None):
+    s = np.einsum("ukd,nd->ukn", vecs, items)
+    s = np.where(active[:, :, None], s, -np.inf).max(1)
+    if exclude is not None:
+        for r in range(s.shape[0]):
+            s[r, exclude.indices[exclude.indptr[r]:exclude.indptr[r + 1]]] = -np.inf
+    return np.argsort(-s, axis=1, kind="stable")[:, :k]
+
+
+def test_max_interest_topk_matches_the_naive_max_over_active_interests():
+    from musicrecall.evaluation import UserItemCSR
+    from musicrecall.models.mind import max_interest_topk
+
+    rng = np.random.default_rng(2)
+    vecs = rng.normal(size=(37, 4, 8)).astype(np.float32)
+    active = np.ones((37, 4), bool)
+    active[::2, 2:] = False  # inactive interests never score, even when their vector is long
+    vecs[::2, 2:] *= 100
+    items = rng.normal(size=(90, 8)).astype(np.float32)
+    indptr = np.arange(0, 37 * 5 + 1, 5)
+    ex = UserItemCSR(np.arange(37), indptr, rng.integers(0, 90, 37 * 5))
+    for exclude in (None, ex):
+        want = _naive_topk(vecs, active, items, 20, exclude)
+        for batch in (None, 4, 37):  # several score blocks, one, and the default
+            got = max_interest_topk(vecs, active, items, 20, exclude=exclude, batch=batch)
+            assert np.array_equal(got, want), (batch, exclude is None)
+
+
+def test_served_recall_reads_one_set_of_interests_per_user_and_training_recall_does_not_memoise():
+    from musicrecall.models.mind import fit_mind, served_on
+    from musicrecall.training import TrainConfig
+
+    rng = np.random.default_rng(0)
+    ev = pl.DataFrame({"user_id": np.repeat(np.arange(30), 12), "song_id": rng.integers(0, 60, 360),
+                       "ts": np.tile(np.arange(12), 30), "full_play": np.ones(360, bool)})
+    cfg = MINDConfig(dim=8, k_max=3, max_len=6, routing_init="redraw", hidden=16)
+    rec, _ = fit_mind(ev, None, 60, cfg, None, TrainConfig(epochs=1, progress=False), per_user=4, batch_size=16, n_neg=8)
+    served = served_on(rec, ev)
+    a = served.recommend(np.array([5, 3, 7, 3]), 10)
+    b = served.recommend(np.array([1, 7, 29, 5]), 10)  # other users, other rows: the same lists per user
+    assert np.array_equal(a[1], a[3]) and np.array_equal(a[0], b[3]) and np.array_equal(a[2], b[1])
+    assert np.array_equal(served.interests(np.array([3, 5]))[0], served.interests(np.array([5, 3]))[0][::-1])
+    # a recall still training must see its model change: nothing is memoised there
+    before = rec.recommend(np.array([5]), 10)
+    with torch.no_grad():
+        rec.model.id_emb.weight.mul_(-1.0)
+    assert not np.array_equal(before, rec.recommend(np.array([5]), 10))

@@ -42,13 +42,14 @@ class NegativeSampler:
 
 def sampled_softmax_loss(user_vecs: torch.Tensor, pos_items: torch.Tensor, item_table: torch.Tensor,
                          sampler: NegativeSampler, n_neg: int = 256, in_batch: bool = True,
-                         temperature: float = 1.0) -> torch.Tensor:
+                         temperature: float = 1.0, neg: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy of each user's positive song against shared sampled (and in-batch) negatives.
 
     ``user_vecs`` [B, d]; ``pos_items`` [B] song ids; ``item_table`` [n_items, d] (the output
-    embeddings, which may be the input table itself: shared embeddings).
+    embeddings, which may be the input table itself: shared embeddings). ``neg``: negatives the caller
+    already drew from ``sampler`` (e.g. to embed them with the rest of its batch); else ``n_neg`` are drawn.
     """
-    neg = sampler.sample(n_neg)
+    neg = sampler.sample(n_neg) if neg is None else neg
     pos_vecs = item_table[pos_items]
     pos_logit = (user_vecs * pos_vecs).sum(-1, keepdim=True) - sampler.log_q[pos_items].unsqueeze(1)
     neg_logit = user_vecs @ item_table[neg].T - sampler.log_q[neg].unsqueeze(0)

@@ -44,7 +44,7 @@ closest capsule (final agreement ``u_jᵀ û_i``) is interest ``j``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import polars as pl
@@ -114,13 +114,18 @@ class CapsuleRouting(nn.Module):
         return self.b0.expand(batch, -1, -1)
 
     def forward(self, e: torch.Tensor, seq_mask: torch.Tensor, k_mask: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``e`` [B, L, d], ``seq_mask`` [B, L], ``k_mask`` [B, K] -> (capsules [B, K, d], agreement [B, K, L])."""
-        u_hat = self.bilinear(e)
+        return self.route(self.bilinear(e), seq_mask, k_mask)
+
+    def route(self, u_hat: torch.Tensor, seq_mask: torch.Tensor, k_mask: torch.Tensor, agreement: bool = True
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Dynamic routing from ``û = S e`` [B, L, d] (already mapped): (capsules [B, K, d], final agreement
+        ``u_jᵀ û_i`` [B, K, L], or ``None`` with ``agreement=False``: training does not need it)."""
         u_sg = u_hat.detach()  # routing logits never carry gradient
-        b = self.initial_logits(e.shape[0])
+        b = self.initial_logits(u_hat.shape[0])
         valid = seq_mask[:, None, :] & k_mask[:, :, None]  # [B, K, L]
-        caps = u_hat.new_zeros(e.shape[0], self.k_max, e.shape[-1])
+        caps = u_hat.new_zeros(u_hat.shape[0], self.k_max, u_hat.shape[-1])
         for it in range(self.iters):
             last = it == self.iters - 1
             if self.axis == "interest":
@@ -131,8 +136,8 @@ class CapsuleRouting(nn.Module):
             caps = squash(torch.bmm(w, u_hat if last else u_sg))
             if not last:
                 b = b + torch.bmm(caps.detach(), u_sg.transpose(1, 2))
-        agreement = torch.bmm(caps.detach(), u_sg.transpose(1, 2))
-        return caps * k_mask[:, :, None], agreement
+        agree = torch.bmm(caps.detach(), u_sg.transpose(1, 2)) if agreement else None
+        return caps * k_mask[:, :, None], agree
 
 
 class MIND(nn.Module):
@@ -168,17 +173,34 @@ class MIND(nn.Module):
         """Embeddings of every song [n_items, dim] (what the serving index holds)."""
         return self.item_embed(torch.arange(self.n_items))
 
-    def interests(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``hist`` [B, L] (pad = n_items) -> (interest vectors [B, K, d], active [B, K], weights [B, K])."""
+    def mapped_history(self, hist: torch.Tensor) -> torch.Tensor:
+        """``û_i = S e_i`` for every position of ``hist`` [B, L] -> [B, L, d].
+
+        Both maps are per song, so each *distinct* song of the batch is embedded and mapped once and the
+        result gathered (a batch of 1,024 x 30 plays holds far fewer distinct songs; the same values, and
+        gradients reach the same rows).
+        """
+        uniq, inv = torch.unique(hist, return_inverse=True)
+        return self.routing.bilinear(self.item_embed(uniq))[inv]
+
+    def interests(self, hist: torch.Tensor, weights: bool = True, u_hat: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``hist`` [B, L] (pad = n_items) -> (interest vectors [B, K, d], active [B, K], weights [B, K]).
+
+        ``weights=False`` skips the interest weights (serving quotas only; ``None`` is returned); ``u_hat``:
+        the history already mapped (:meth:`mapped_history`), e.g. by a loss that embeds its songs once.
+        """
         seq_mask = hist != self.pad
         k_u = dynamic_k(seq_mask.sum(1), self.cfg.k_max)
         k_mask = torch.arange(self.cfg.k_max)[None, :] < k_u[:, None]
-        caps, agreement = self.routing(self.item_embed(hist), seq_mask, k_mask)
+        u_hat = self.mapped_history(hist) if u_hat is None else u_hat
+        caps, agreement = self.routing.route(u_hat, seq_mask, k_mask, agreement=weights)
         vecs = self.h(caps) * k_mask[:, :, None]
+        if agreement is None:
+            return vecs, k_mask, None
         best = agreement.masked_fill(~k_mask[:, :, None], float("-inf")).argmax(1)  # [B, L]
         counts = F.one_hot(best, self.cfg.k_max).mul(seq_mask[:, :, None]).sum(1).to(torch.float32)
-        weights = counts / counts.sum(1, keepdim=True).clamp(min=1.0)
-        return vecs, k_mask, weights
+        return vecs, k_mask, counts / counts.sum(1, keepdim=True).clamp(min=1.0)
 
     def label_aware(self, vecs: torch.Tensor, k_mask: torch.Tensor, target_vecs: torch.Tensor) -> torch.Tensor:
         """``Σ_j softmax_j(sign(s)|s|^p) v_j`` with ``s_j = v_jᵀ e_y`` over the active interests."""
@@ -189,23 +211,31 @@ class MIND(nn.Module):
         return (att[:, :, None] * vecs).sum(1)
 
 
-class LazyItemTable:
-    """Row access ``table[ids]`` that embeds only the requested songs (side info makes a full table costly)."""
+class BatchItemTable:
+    """Row access ``table[ids]`` to the embeddings ``vecs`` of the sorted distinct songs ``uniq`` of one batch."""
 
-    def __init__(self, embed: Callable[[torch.Tensor], torch.Tensor]):
-        self.embed = embed
+    def __init__(self, uniq: torch.Tensor, vecs: torch.Tensor):
+        self.uniq, self.vecs = uniq, vecs
 
     def __getitem__(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.embed(ids)
+        return self.vecs[torch.searchsorted(self.uniq, ids)]
 
 
 def mind_loss(model: MIND, hist: torch.Tensor, target: torch.Tensor, sampler: NegativeSampler,
               n_neg: int = 256) -> torch.Tensor:
-    """Sampled softmax (logQ-corrected, with in-batch negatives) of the label-aware user vector."""
-    vecs, k_mask, _ = model.interests(hist)
-    table = LazyItemTable(model.item_embed)
-    user = model.label_aware(vecs, k_mask, model.item_embed(target))
-    return sampled_softmax_loss(user, target, table, sampler, n_neg=n_neg)  # type: ignore[arg-type]
+    """Sampled softmax (logQ-corrected, with in-batch negatives) of the label-aware user vector.
+
+    Every distinct song of the batch (history, targets, negatives) is embedded once (side info makes an
+    embedding a concatenation and a projection); the interest weights, which only serving uses, are skipped.
+    """
+    neg = sampler.sample(n_neg)
+    uniq, inv = torch.unique(torch.cat([hist.reshape(-1), target, neg]), return_inverse=True)
+    e = model.item_embed(uniq)
+    u_hat = model.routing.bilinear(e)[inv[:hist.numel()]].view(*hist.shape, -1)
+    vecs, k_mask, _ = model.interests(hist, weights=False, u_hat=u_hat)
+    table = BatchItemTable(uniq, e)
+    user = model.label_aware(vecs, k_mask, table[target])
+    return sampled_softmax_loss(user, target, table, sampler, n_neg=n_neg, neg=neg)  # type: ignore[arg-type]
 
 
 @torch.inference_mode()
@@ -227,17 +257,34 @@ def user_interests(model: MIND, hist: np.ndarray, batch: int = 4096, seed: int =
 
 @torch.inference_mode()
 def max_interest_topk(vecs: np.ndarray, active: np.ndarray, items: np.ndarray, k: int,
-                      exclude: UserItemCSR | None = None, batch: int = 256) -> np.ndarray:
+                      exclude: UserItemCSR | None = None, batch: int | None = None) -> np.ndarray:
     """Exact top-``k`` by ``max_j v_jᵀ e_i`` over active interests (the global merge, without an index).
 
-    ``exclude`` (rows aligned with ``vecs``) removes each user's songs from the ranking.
+    ``exclude`` (rows aligned with ``vecs``) removes each user's songs from the ranking. The maximum over
+    interests is kept as a running maximum of one ``[batch, n_items]`` score block per interest (two
+    preallocated buffers), never a ``[batch, K, n_items]`` tensor: the scoring is memory-bound, and the large
+    temporaries cost more than the matrix products (``batch`` defaults to about 8M scores per block).
     """
     items_t = torch.from_numpy(np.ascontiguousarray(items, dtype=np.float32)).T.contiguous()
-    out = np.empty((vecs.shape[0], k), dtype=np.int64)
-    for i in range(0, vecs.shape[0], batch):
-        j = min(i + batch, vecs.shape[0])
-        v = torch.from_numpy(np.ascontiguousarray(vecs[i:j]))
-        s = torch.matmul(v, items_t).masked_fill(~torch.from_numpy(active[i:j])[:, :, None], float("-inf")).amax(1)
+    n_users, k_max = active.shape
+    n_items = items_t.shape[1]
+    batch = batch or max(16, min(1024, (1 << 23) // max(n_items, 1)))
+    out = np.empty((n_users, k), dtype=np.int64)
+    best, block = torch.empty(min(batch, n_users), n_items), torch.empty(min(batch, n_users), n_items)
+    vecs_t = torch.from_numpy(np.ascontiguousarray(vecs, dtype=np.float32))
+    act_t = torch.from_numpy(np.asarray(active, dtype=bool))
+    for i in range(0, n_users, batch):
+        j = min(i + batch, n_users)
+        v, act, s = vecs_t[i:j], act_t[i:j], best[: j - i]
+        torch.matmul(v[:, 0], items_t, out=s)
+        s[~act[:, 0]] = float("-inf")
+        for q in range(1, k_max):
+            if not act[:, q].any():
+                continue
+            t = block[: j - i]
+            torch.matmul(v[:, q], items_t, out=t)
+            t[~act[:, q]] = float("-inf")
+            torch.maximum(s, t, out=s)
         if exclude is not None:
             lo, hi = exclude.indptr[i], exclude.indptr[j]
             rows = np.repeat(np.arange(j - i), np.diff(exclude.indptr[i:j + 1]))
@@ -257,13 +304,46 @@ def _row_hits(lists: np.ndarray, targets: UserItemCSR) -> np.ndarray:
     return np.isin(keys, targets.row_ids() * base + targets.indices + 1).any(1)
 
 
+class _UserRows:
+    """Memo of per-user rows (arrays whose first axis is the user), looked up and extended by sorted user id."""
+
+    def __init__(self) -> None:
+        self.users = np.zeros(0, dtype=np.int64)
+        self.rows: tuple[np.ndarray, ...] = ()
+
+    def get(self, users: np.ndarray, compute: Callable[[np.ndarray], tuple[np.ndarray, ...]]
+            ) -> tuple[np.ndarray, ...]:
+        """The rows of ``users`` (any order, repeats allowed), computing those not seen yet with ``compute``."""
+        if users.shape[0] == 0:
+            return compute(users)
+        pos = np.minimum(np.searchsorted(self.users, users), max(self.users.shape[0] - 1, 0))
+        known = (self.users[pos] == users) if self.users.shape[0] else np.zeros(users.shape[0], dtype=bool)
+        new = np.unique(users[~known])
+        if new.shape[0]:
+            fresh = compute(new)
+            allu = np.concatenate([self.users, new])
+            order = np.argsort(allu, kind="stable")
+            self.rows = tuple(np.concatenate([old, f])[order] for old, f in zip(self.rows, fresh, strict=True)
+                              ) if self.rows else tuple(f[np.argsort(new)] for f in fresh)
+            self.users = allu[order]
+        return tuple(r[np.searchsorted(self.users, users)] for r in self.rows)
+
+
 @dataclass
 class MINDRecall:
-    """A trained MIND and the histories it reads: interest vectors and exact global-merge lists."""
+    """A trained MIND and the histories it reads: interest vectors and exact global-merge lists.
+
+    ``frozen=True`` (:func:`served_on`: the model no longer trains) memoises each user's interests, the
+    item vectors and the exclusion-free lists, so the evaluation's target kinds (all, repeat, discovery)
+    and the serving cells read one set of interests per user (a ``redraw`` model's random logits are
+    drawn once per user) and score a user once per exclusion.
+    """
 
     model: MIND
     seqs: Sequences
     seed: int = 0
+    frozen: bool = False
+    _memo: dict = field(default_factory=dict, init=False, repr=False)
 
     def histories(self, users: np.ndarray) -> np.ndarray:
         """Last ``max_len`` full plays of ``users`` (padded)."""
@@ -271,17 +351,34 @@ class MINDRecall:
 
     def interests(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(vectors [U, K, d], active [U, K], weights [U, K]) of ``users``."""
-        return user_interests(self.model, self.histories(users), seed=self.seed)
+        def compute(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            return user_interests(self.model, self.histories(u), seed=self.seed)
+
+        users = np.asarray(users, dtype=np.int64)
+        if not self.frozen:
+            return compute(users)
+        return self._memo.setdefault("interests", _UserRows()).get(users, compute)  # type: ignore[return-value]
 
     def item_vectors(self) -> np.ndarray:
         """Song embeddings [n_items, d] (the serving index)."""
+        if self.frozen and "items" in self._memo:
+            return self._memo["items"]
         with torch.inference_mode():
-            return self.model.item_vectors().numpy()
+            items = self.model.item_vectors().numpy()
+        if self.frozen:
+            self._memo["items"] = items
+        return items
 
     def recommend(self, users: np.ndarray, k: int, exclude: UserItemCSR | None = None) -> np.ndarray:
         """Exact global merge (max over interests) of ``k`` songs per user; the evaluation harness's API."""
-        vecs, active, _ = self.interests(users)
-        return max_interest_topk(vecs, active, self.item_vectors(), k, exclude=exclude)
+        def compute(u: np.ndarray) -> tuple[np.ndarray]:
+            vecs, active, _ = self.interests(u)
+            return (max_interest_topk(vecs, active, self.item_vectors(), k, exclude=exclude),)
+
+        users = np.asarray(users, dtype=np.int64)
+        if not self.frozen or exclude is not None:
+            return compute(users)[0]
+        return self._memo.setdefault(("lists", k), _UserRows()).get(users, compute)[0]
 
 
 def fit_mind(fit_events: pl.DataFrame, valid_targets: UserItemCSR | None, n_items: int, cfg: MINDConfig,
@@ -352,7 +449,7 @@ def mind_cache_key(data_key: str, name: str, cfg: MINDConfig, side: Mapping[str,
 
 def served_on(recall: MINDRecall, events: pl.DataFrame) -> MINDRecall:
     """The same trained model reading histories from ``events`` (e.g. train + valid at test time)."""
-    return MINDRecall(recall.model, user_sequences(events), recall.seed)
+    return MINDRecall(recall.model, user_sequences(events), recall.seed, frozen=True)
 
 
 def played_songs(events: pl.DataFrame, n_items: int, min_plays: int = 5) -> np.ndarray:

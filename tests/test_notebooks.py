@@ -62,3 +62,23 @@ def test_reports_render_offline_in_a_browser(tiny_run):
         assert check.broken_images == 0, check.url
     index_links = {link.rsplit("/", 1)[-1] for link in checks[0].links}
     assert {f"{r.name}.html" for r in runs} <= index_links
+
+
+def test_the_forest_plot_has_a_row_per_claim_with_an_effect(tiny_run):
+    """Every claim the tiny run records carries its headline effect to the index's forest plot, and the
+    claims of notebooks 06, 07 and 08 (C4, C5, C7) their placebo world's too (issue 14)."""
+    from musicrecall.report.forest import collect_points
+    from musicrecall.report.index import ledger_rows
+
+    reports, _ = tiny_run
+    rows = ledger_rows(json.loads((reports / "metrics.json").read_text()))
+    points = {(p.claim, p.source) for p in collect_points(rows, {})}
+    assert {"C1", "C2", "C3", "C4", "C5", "C7"} <= set(rows), sorted(rows)
+    missing = [cid for cid in rows if (cid, "world") not in points]
+    assert not missing, {cid: rows[cid].get("effect") for cid in missing}
+    for cid in ("C4", "C5", "C7"):
+        assert (cid, "placebo world") in points, (cid, rows[cid].get("placebo_effect"))
+    index = (reports / "index.html").read_text()
+    assert '<figure class="forest"><img src="data:image/png;base64,' in index
+    for cid in rows:  # the figure's text alternative names every plotted claim
+        assert f"{cid} world: " in index

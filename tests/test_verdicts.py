@@ -263,6 +263,23 @@ def test_c7(gain, hit, placebo, aa, want):
     assert V.c7_verdict(gain, hit, placebo, aa) == want
 
 
+GAIN, NULL, NAN_D = d(0.02, 0.01, 0.03), d(0.0, -0.01, 0.01), d(math.nan, math.nan, math.nan)
+
+
+@pytest.mark.parametrize(("gain", "full", "full_aa", "want"), [
+    (GAIN, GAIN, AA, R),  # audio helps like for like and with every channel
+    (GAIN, NULL, AA, P),  # all five channels: no gain
+    (GAIN, d(0.008, 0.001, 0.015), d(0.0, -0.01, 0.01), P),  # a gain inside its own A/A noise floor
+    (GAIN, NAN_D, NAN_D, P),  # not measurable (no collect with audio in the sample): no support
+    (NULL, GAIN, AA, P),  # a gain with every channel but none like for like: partial support only
+    (NULL, NULL, AA, NR),
+    (GAIN, GAIN, None, R),  # no A/A arm for the full row: the floor is 0
+])
+def test_c7_with_the_seeded_all_channel_row(gain, full, full_aa, want):
+    assert V.c7_verdict(gain, HIT, PD, AA, full_gain=full, full_aa=full_aa) == want
+    assert V.c7_verdict(gain, HIT, None, AA, full_gain=full, full_aa=full_aa) == (NF if want != NR else NR)
+
+
 # The gate and the module as a whole ----------------------------------------------------------------
 def test_without_a_measured_placebo_no_rule_supports_its_claim():
     rng = np.random.default_rng(0)

@@ -121,16 +121,26 @@ def cold_report(name: str, scorer: EmbeddingScorer, setup: EvalSetup, window: pl
             "auc": auc, "duration": duration_at_k(lists, users, plays), "k": k}
 
 
-def summary_table(reports: list[dict[str, Any]], n_boot: int = 1000, seed: int = 0, world: str = "signal"
-                  ) -> pl.DataFrame:
-    """Mean and 95% bootstrap CI of each measure per model."""
+def summary_table(reports: list[dict[str, Any] | list[dict[str, Any]]], n_boot: int = 1000, seed: int = 0,
+                  world: str = "signal") -> pl.DataFrame:
+    """Mean and 95% bootstrap CI of each measure per model. An entry that is a list holds one model's
+    reports over training seeds: its per-user values are averaged over the seeds and the interval is
+    widened by the seed spread (:func:`musicrecall.sequences.seeded_level`)."""
+    from musicrecall.sequences import seeded_level
+
     rows = []
-    for r in reports:
+    for entry in reports:
+        reps = entry if isinstance(entry, list) else [entry]
+        r = reps[0]
         for m in (f"hr@{r['k']}", "auc", "duration"):
             if len(r[m]):
-                mean, lo, hi = bootstrap_ci(r[m], n_boot=n_boot, seed=seed)
+                if len(reps) > 1:
+                    s = seeded_level([x[m] for x in reps], n_boot=n_boot, seed=seed)
+                    mean, lo, hi = s["mean"], s["lo"], s["hi"]
+                else:
+                    mean, lo, hi = bootstrap_ci(r[m], n_boot=n_boot, seed=seed)
                 rows.append({"world": world, "model": r["name"], "metric": m, "mean": mean, "ci_lo": lo,
-                             "ci_hi": hi, "n_users": len(r[m])})
+                             "ci_hi": hi, "n_users": len(r[m]), "n_seeds": len(reps)})
     return pl.DataFrame(rows)
 
 
@@ -327,3 +337,107 @@ def report_lift_table(pairs: list[tuple[dict[str, Any], dict[str, Any]]], metric
             rows.append({"world": world, "model": a["name"], "baseline": b["name"], "metric": m, "lift": value,
                          "ci_lo": lo, "ci_hi": hi})
     return pl.DataFrame(rows)
+
+
+def fed_dssm(endpoint, data: ColdStartData, name: str, rc: RunConfig, clip_norm: float | None = None,
+             noise_multiplier: float = 0.0) -> torch.nn.Module:
+    """The federated DSSM of notebook 07: B's user tower across ``endpoint`` (party B keeps it under
+    ``name``), A's item tower on the song features; seeded by ``rc.seed`` (torch and B's initialisation)
+    and keyed by ``rc`` (so a checkpoint of the same run is reused, e.g. by notebook 08)."""
+    from musicrecall.federated.split import RemoteUserTower
+    from musicrecall.models.dssm import DSSM, ItemTower
+
+    torch.manual_seed(rc.seed)
+    tower = RemoteUserTower(endpoint, name, dim=rc.dim, hidden=rc.hidden, seed=rc.seed, lr=rc.lr,
+                            clip_norm=clip_norm, noise_multiplier=noise_multiplier,
+                            run_key=run_key(data.ds.key, name, rc=rc))
+    return DSSM(tower, ItemTower(data.codes, data.cards, dim=rc.dim, hidden=rc.hidden))
+
+
+def fed_mmoe(endpoint, data: ColdStartData, name: str, rc: RunConfig) -> torch.nn.Module:
+    """The federated MMoE of notebook 07 (B's tower unchanged, MMoE heads and the item tower at A)."""
+    from musicrecall.federated.split import RemoteUserTower
+    from musicrecall.models.dssm import ItemTower
+    from musicrecall.models.mmoe import MMoERetrieval
+
+    torch.manual_seed(rc.seed)
+    tower = RemoteUserTower(endpoint, name, dim=rc.dim, hidden=rc.hidden, seed=rc.seed, lr=rc.lr,
+                            run_key=run_key(data.ds.key, name, rc=rc))
+    return MMoERetrieval(tower, ItemTower(data.codes, data.cards, dim=rc.dim, hidden=rc.hidden), user_dim=rc.dim,
+                         dim=rc.dim, n_experts=rc.n_experts)
+
+
+@dataclass
+class SeededRuns:
+    """One model trained with several training seeds (``seeds[r]``): its cold-start reports (all named
+    after the arm), training histories and models (party B keeps each seed's tower under its own name)."""
+
+    name: str
+    seeds: list[int]
+    reports: list[dict[str, Any]]
+    histories: list[History]
+    models: list[torch.nn.Module]
+
+
+def seed_name(name: str, seed: int, first: int) -> str:
+    """Party B's tower name of training seed ``seed``: the first seed keeps the arm's name, so its run
+    key (and checkpoint) is the one a single-seed run has."""
+    return name if seed == first else f"{name}_s{seed}"
+
+
+def train_seeds(build, data: ColdStartData, fed: Federation, user_input, rc: RunConfig, name: str,
+                fallback: EmbeddingScorer, n_seeds: int, multitask: bool = False, k: int = 200) -> SeededRuns:
+    """Train and report ``build(endpoint, data, tower_name, rc_r)`` for training seeds ``rc.seed ..
+    rc.seed + n_seeds - 1`` (each seed draws the model's initialisation, B's tower, the training plays per
+    user, the batch order and the validation users). Training noise then enters the lifts' intervals
+    (:func:`seeded_lift_table`); the placebo world runs the same seeds."""
+    from dataclasses import replace
+
+    seeds = list(range(rc.seed, rc.seed + n_seeds))
+    out = SeededRuns(name, seeds, [], [], [])
+    for s in seeds:
+        rcs = replace(rc, seed=s)
+        tower = seed_name(name, s, seeds[0])
+        model = build(fed.endpoint, data, tower, rcs)
+        rep, hist = train_and_report(model, data, fed, user_input, rcs, tower, fallback, multitask=multitask, k=k)
+        out.reports.append({**rep, "name": name})
+        out.histories.append(hist)
+        out.models.append(model)
+    return out
+
+
+def per_user_arms(arms: dict[str, list[dict[str, Any]]], metrics: tuple[str, ...]
+                  ) -> dict[str, list[dict[str, dict[str, np.ndarray]]]]:
+    """Cold-start reports per arm and seed as the per-user dicts of
+    :func:`musicrecall.sequences.seeded_lift_table` (one kind, ``"cold"``). Every report of one world
+    scores the same cold users (and the same users with a full-play AUC): checked, since the lifts pair them."""
+    first = next(iter(arms.values()))[0]
+    for reps in arms.values():
+        for r in reps:
+            if not (np.array_equal(r["users"], first["users"]) and np.array_equal(r["auc_users"], first["auc_users"])):
+                raise ValueError(f"{r['name']}: reports of one comparison must score the same users")
+    return {a: [{"cold": {m: np.asarray(r[m], dtype=np.float64) for m in metrics}} for r in reps]
+            for a, reps in arms.items()}
+
+
+def seeded_lift_table(arms: dict[str, list[dict[str, Any]]], pairs: list[tuple[str, str]], metrics: tuple[str, ...],
+                      n_boot: int = 1000, seed: int = 0, world: str = "signal") -> pl.DataFrame:
+    """Relative lifts ``a / b - 1`` of every ``(a, b)`` in ``pairs`` with training-seed noise in the interval.
+
+    ``arms`` maps a model to its reports, one per training seed (a deterministic baseline such as A alone:
+    one report, paired with every seed of the other arm). Each row is
+    :func:`musicrecall.sequences.seeded_lift` over the seeds both arms have, its interval widened by the
+    spread of the per-seed lifts and by the A/A control of arm ``a`` (the same model, seed r vs its first
+    seed); an A/A row per seeded arm (``"<a> (seed 1)"`` vs ``"<a> (seed 0)"``) is the noise floor."""
+    from musicrecall.sequences import seeded_lift_table as lift_table
+
+    per_user = per_user_arms(arms, metrics)
+    out = []
+    for a in dict.fromkeys(p[0] for p in pairs):
+        mine = [p for p in pairs if p[0] == a]
+        r = max(len(arms[x]) for p in mine for x in p)
+        # a one-report arm (deterministic, or trained once) pairs with every seed of the other arm
+        used = {x: per_user[x] * r if len(per_user[x]) == 1 else per_user[x] for p in mine for x in p}
+        out.append(lift_table(used, mine, metrics=metrics, kinds=["cold"], aa_arm=a if len(arms[a]) > 1 else None,
+                              n_boot=n_boot, seed=seed))
+    return pl.concat(out, how="diagonal_relaxed").drop("kind").with_columns(world=pl.lit(world))

@@ -13,9 +13,7 @@ from musicrecall import kg
 from musicrecall import sequences as sq
 from musicrecall.audio import EmbeddingScaler
 from musicrecall.audio import simulated as S
-from musicrecall.federated import RemoteUserTower
 from musicrecall.federated import pipeline as fp
-from musicrecall.models.dssm import DSSM, ItemTower
 from musicrecall.models.mind import MINDConfig, fit_mind
 from musicrecall.models.recipes import MIND, SASREC, SASRecRecipe, for_profile
 from musicrecall.sequence_data import side_codes
@@ -125,10 +123,7 @@ def federated_dssm_adapter(dataset: str, profile: str, seed: int = 0, *, max_pla
     fed = fp.open_federation(data, coverage, round(b_extra_share * data.ds.users.height), seed, mode=mode)
     try:
         _, demo = fp.a_alone(data)
-        torch.manual_seed(seed)
-        tower = RemoteUserTower(fed.endpoint, "fed_dssm", dim=rc.dim, hidden=rc.hidden, seed=seed, lr=rc.lr,
-                                run_key=fp.run_key(data.ds.key, "fed_dssm", rc=rc))
-        model = DSSM(tower, ItemTower(data.codes, data.cards, dim=rc.dim, hidden=rc.hidden))
+        model = fp.fed_dssm(fed.endpoint, data, "fed_dssm", rc)  # as notebook 07 builds its seed
         with fp.threads(1):
             fp.train_and_report(model, data, fed, lambda idx: idx, rc, "fed_dssm", demo)
             model.eval()

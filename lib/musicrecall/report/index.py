@@ -102,6 +102,12 @@ def _rows(found: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, dict[str, A
     return {cid: row for cid, (_, row) in found.items()}
 
 
+def ledger_rows(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Claim id -> the ledger row the index shows for ``metrics`` (one run's ``metrics.json``): the input of
+    the forest plot (:func:`musicrecall.report.forest.collect_points`)."""
+    return _rows(_found_claims(_world_runs(metrics)))
+
+
 def _summary(runs: dict[str, Any], what: str) -> str:
     """Verdict counts and one line per claim: what fits on one screen."""
     found = _found_claims(runs)
@@ -246,7 +252,7 @@ def build_index(metrics: dict[str, Any], out_path: Path, datasets: dict[str, dic
         f"<td class='num'>{format_ci(m)}</td><td>{html.escape(m.get('world', ''))}</td><td>{html.escape(m.get('note', ''))}</td></tr>"
         for name, run in sorted(runs.items()) for rec in run.get("records", []) for m in rec.get("metrics", [])
     ]
-    own_claims = _rows(_found_claims(runs))
+    own_claims = ledger_rows(metrics)
     ds_claims = {name: _rows(_found_claims(m.get("notebooks", {}))) for name, m in datasets.items()}
     forest = forest_html({}, {own: own_claims}) if own else forest_html(own_claims, ds_claims)
     if own:

@@ -236,28 +236,36 @@ def c6_verdict(cov_lift: Effect, hr_lift: Effect, placebo_cov_lift: Effect | Non
 
 
 def c7_verdict(auc_gain: Mapping[str, float], collect_hit_lift: Effect, placebo_gain: Mapping[str, float] | None,
-               aa: Mapping[str, float]) -> str:
+               aa: Mapping[str, float], full_gain: Mapping[str, float] | None = None,
+               full_aa: Mapping[str, float] | None = None) -> str:
     """C7, audio features in the LightGBM ranker (notebook 08), from like-for-like comparisons (the same
     channels in the real and the placebo world, audio preference off), each a
     :func:`musicrecall.evaluation.ranking_stats.seeded_diff` of the pooled collect AUC, with audio minus
     without (``{diff, lo, hi}``, the training-seed noise in its interval); ``aa`` is the A/A control (no
     audio vs no audio, other seeds), ``collect_hit_lift`` the collect hit@10 lift ``(value, lo, hi)``.
+    ``full_gain`` / ``full_aa``: the same gain and A/A control for the pipeline with every recall channel
+    (seeded too), which the placebo world cannot afford to run.
 
-    The *noise floor* is the largest difference the A/A control cannot tell from zero,
-    ``max(|aa lo|, |aa hi|)``.
+    A gain *holds* when its interval is above 0 and its point above its *noise floor*, the largest
+    difference its A/A control cannot tell from zero, ``max(|aa lo|, |aa hi|)``.
 
-    * ``reproduced``: the real gain's interval is above 0 *and* its point above the noise floor, the collect
+    * ``reproduced``: the real (matched) gain holds, the all-channel gain holds (when given), the collect
       hit@10 lift is positive (point), and the placebo world's interval reaches 0 (no gain);
-    * ``partly``: the real gain holds but the hit rate does not rise, or the placebo gains too;
-    * ``not reproduced``: the real gain's interval reaches 0 or its point is within the noise floor;
+    * ``partly``: the matched or the all-channel gain holds, but not all of the above (the hit rate does
+      not rise, the placebo gains too, or audio helps only one of the two pipelines);
+    * ``not reproduced``: neither gain holds;
     * placebo gate: without a measured placebo (``None``, or a NaN ``diff``), ``reproduced`` and
       ``partly`` read ``not falsified``.
     """
-    noise = max(abs(aa["lo"]), abs(aa["hi"]))
-    gain = auc_gain["lo"] > 0 and auc_gain["diff"] > noise
+    def holds(g: Mapping[str, float], floor: Mapping[str, float] | None) -> bool:
+        noise = 0.0 if floor is None else max(abs(floor["lo"]), abs(floor["hi"]))
+        return bool(g["lo"] > 0 and g["diff"] > noise)
+
+    gain = holds(auc_gain, aa)
+    full = None if full_gain is None else holds(full_gain, full_aa)
     placebo_gains = measured(placebo_gain) and placebo_gain["lo"] > 0  # type: ignore[index]
-    if gain and collect_hit_lift[0] > 0 and not placebo_gains:
+    if gain and full is not False and collect_hit_lift[0] > 0 and not placebo_gains:
         verdict = REPRODUCED
     else:
-        verdict = PARTLY if gain else NOT_REPRODUCED
+        verdict = PARTLY if gain or full else NOT_REPRODUCED
     return placebo_gate(verdict, measured(placebo_gain))

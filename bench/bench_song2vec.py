@@ -9,9 +9,13 @@ gamma the notebook uses. Ratios, not absolute times: the machine is shared. Also
 machine-independent cost: the ratio of expected skip-gram (centre, context) pairs per epoch, after
 frequent-token subsampling and gensim's shrunk windows.
 
+``--dataset`` takes an imported folder (e.g. ``data/raw/30music``) instead of the world, and ``--weights`` the
+relation weights as JSON (notebook 02 chooses them per dataset; default: the prior ``kg.DEFAULT_WEIGHTS``).
+
 Usage::
 
     .venv/bin/python bench/bench_song2vec.py [--profile small] [--gammas 0.1 0.2 0.3] [--runs 3] [--threads 2]
+    .venv/bin/python bench/bench_song2vec.py --dataset data/raw/30music --weights '{"song_artist": 1, "song_album": 1}'
 """
 
 from __future__ import annotations
@@ -52,18 +56,22 @@ def main() -> None:
     ap.add_argument("--gammas", type=float, nargs="+", default=[0.1, 0.2, 0.3])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--dataset", default="world")
+    ap.add_argument("--weights", default=None, help="relation weights as JSON (default: kg.DEFAULT_WEIGHTS)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     workers = config.set_threads(args.threads)
-    prep = prepare("world", profile=args.profile, seed=0)
+    prep = prepare(args.dataset, profile=args.profile, seed=0)
     n_items = prep.dataset.items.height
+    triples = prep.dataset.triples if prep.dataset.triples.height else kg.triples_from_items(prep.dataset.items)
+    weights = json.loads(args.weights) if args.weights else dict(kg.DEFAULT_WEIGHTS)
     fit = make_eval_setup(prep.clean.events, n_items, stage="test").fit
     cfg = kg.Song2VecConfig(ns_exponent=-0.5)
-    plain_corpus = kg.build_corpus(fit, prep.dataset.triples, n_items, kg.KGConfig(gamma=0.0))
+    plain_corpus = kg.build_corpus(fit, triples, n_items, kg.KGConfig(gamma=0.0))
     plain_pairs = expected_pairs(plain_corpus, cfg.window, cfg.sample)
     rows = []
     for gamma in args.gammas:
-        kg_corpus = kg.build_corpus(fit, prep.dataset.triples, n_items, kg.KGConfig(gamma=gamma))
+        kg_corpus = kg.build_corpus(fit, triples, n_items, kg.KGConfig(gamma=gamma, weights=weights))
         times: dict[str, list[float]] = {"plain": [], "kg": []}
         words: dict[str, list[float]] = {"plain": [], "kg": []}
         for _ in range(args.runs):  # alternate so that load changes hit both alike
@@ -81,7 +89,8 @@ def main() -> None:
               f"(bar {BAR}x: {'ok' if row['ratio'] <= BAR else 'over'}), words/s plain {row['words_per_s_plain']:,.0f} "
               f"KG {row['words_per_s_kg']:,.0f}")
     if args.out:
-        Path(args.out).write_text(json.dumps({"profile": args.profile, "workers": workers, "rows": rows}, indent=1))
+        Path(args.out).write_text(json.dumps({"profile": args.profile, "dataset": args.dataset, "weights": weights,
+                                              "workers": workers, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -243,3 +243,92 @@ def test_fast_i2i_ranking_gives_the_reference_lists():
             got = rec._recommend(users, k, ex)
             np.testing.assert_array_equal(got, _reference_recommend(rec, users, k, ex))
         assert (got[:, : min(k, n_items - 40)] >= 0).all()
+
+
+def test_lazy_neighbour_rows_equal_the_full_table_and_search_only_what_is_asked():
+    rng = np.random.default_rng(5)
+    vecs = rng.normal(size=(400, 8)).astype(np.float32)
+    has = rng.random(400) < 0.8
+    full_ids, full_sims = kg.neighbour_table(vecs, has, 15, index="flat")
+    lazy = kg.NeighbourTable(vecs, has, 15, index="flat", batch=50)
+    asked = np.array([3, 3, 17, 250, 399, 0])
+    ids, sims = lazy.rows(asked)
+    np.testing.assert_array_equal(ids, full_ids[asked])
+    np.testing.assert_array_equal(sims, full_sims[asked])
+    assert lazy.n_searched == len(np.unique(asked[has[asked]]))  # duplicates and songs without a vector: no search
+    np.testing.assert_array_equal(lazy[[5], :4], full_ids[[5], :4])  # one query (a padded batch) and array indexing
+    np.testing.assert_array_equal(lazy[has], full_ids[has])  # a boolean mask: those rows, then all of them
+    np.testing.assert_array_equal(np.asarray(lazy), full_ids)
+    assert (full_ids[~has] == -1).all() and not (full_ids[has] == np.flatnonzero(has)[:, None]).any()  # no self
+
+
+def test_recall_searches_only_the_seed_songs_of_the_users_it_ranks():
+    ev = _events()
+    emb = kg.fit_song2vec(kg.session_sentences(ev, N_ITEMS), N_ITEMS, kg.Song2VecConfig(dim=8, epochs=2), cache=False)
+    rec = kg.ItemToItemRecall.build(emb.vectors, emb.has_vector, ev, np.arange(N_ITEMS, dtype=float), max_seeds=3,
+                                    index="flat")
+    lists = rec.recommend(np.array([0, 1]), 20, None)
+    seeds = set(rec.seeds.filter(pl.col("user_id").is_in([0, 1]))["song_id"].to_list())
+    assert rec.table.n_searched == len(seeds) <= 6
+    full = kg.ItemToItemRecall.build(emb.vectors, emb.has_vector, ev, np.arange(N_ITEMS, dtype=float), max_seeds=3,
+                                     index="flat")
+    full.nb_ids  # noqa: B018 - the whole table first: the lists must not change
+    np.testing.assert_array_equal(full.recommend(np.array([0, 1]), 20, None), lists)
+
+
+def test_weight_candidates_use_the_relations_the_data_carries():
+    triples = pl.DataFrame({"head": ["song:0", "song:0", "song:1"], "relation": ["song_artist", "song_album", "song_artist"],
+                            "tail": ["artist:a", "album:x", "artist:a"]})
+    grid = [{"song_album": 1.0}, {"song_artist": 0.0, "song_album": 1.0}, {"song_genre": 0.0},  # genre: not in the data
+            {"song_artist": 0.0}]  # nothing left: plain Song2Vec, dropped
+    cands = kg.weight_candidates(triples, kg.KGConfig(), grid)
+    assert cands == [{"song_album": 0.0, "song_artist": 1.0}, {"song_album": 1.0, "song_artist": 1.0},
+                     {"song_album": 1.0, "song_artist": 0.0}]
+
+
+def test_fit_model_is_not_repeated_and_gamma_zero_ignores_the_weights():
+    from musicrecall.evaluation import make_eval_setup
+
+    ev, tr = _events(), _triples()
+    setup = make_eval_setup(ev, N_ITEMS, stage="test", split="position", min_window_users=1)
+    s2v, rc = kg.Song2VecConfig(dim=8, epochs=1), kg.RecallConfig(n_neighbors=10)
+    a = kg.fit_model("a", setup, tr, s2v, kg.KGConfig(gamma=0.0), rc)
+    b = kg.fit_model("b", setup, tr, s2v, kg.KGConfig(gamma=0.0, weights={"song_artist": 0.0}), rc)
+    c = kg.fit_model("c", setup, tr, s2v, kg.KGConfig(gamma=0.5), rc)
+    d = kg.fit_model("d", setup, tr, s2v, kg.KGConfig(gamma=0.5, weights={"song_artist": 0.0, "song_genre": 1.0}), rc)
+    assert b.recall is a.recall and b.name == "b"  # plain Song2Vec whatever the weights
+    assert c.recall is not a.recall and d.recall is not c.recall
+    assert kg.fit_model("e", setup, tr, s2v, kg.KGConfig(gamma=0.5), rc).recall is c.recall
+    other = make_eval_setup(ev, N_ITEMS, stage="valid", split="position", min_window_users=1)
+    assert kg.fit_model("f", other, tr, s2v, kg.KGConfig(gamma=0.5), rc).recall is not c.recall  # another fit window
+
+
+def test_weight_search_keeps_the_prior_unless_a_candidate_is_significantly_better():
+    from musicrecall.evaluation import make_eval_setup
+
+    ev, tr = _events(n_users=60), _triples()
+    setup = make_eval_setup(ev, N_ITEMS, stage="valid", split="position", min_window_users=1)
+    codes = {"badcase": {"artist": np.r_[np.zeros(20), np.ones(20), np.full(10, 2), np.zeros(5), np.ones(5)].astype(np.int64)}}
+    table, weights = kg.weight_search(setup, tr, kg.Song2VecConfig(dim=8, epochs=2), kg.KGConfig(),
+                                      [{"song_genre": 0.0}, {"song_artist": 0.0}], 0.5, kg.RecallConfig(n_neighbors=10),
+                                      codes, n_seeds=30, n_boot=200)
+    assert table.height == 3 and table["chosen"].sum() == 1
+    assert table["weights"][0] == "artist_genre 0.5, artist 1, genre 1"  # the prior comes first
+    pick = int(np.flatnonzero(table["chosen"].to_numpy())[0])
+    assert pick == 0 or table["ci_lo"][pick] > 0
+    better = table.filter(pl.col("ci_lo") > 0)
+    if better.height:  # the best significantly better candidate, never one within noise of the prior
+        assert table["hr@200"][pick] == better["hr@200"].max()
+    assert set(weights) == {"song_artist", "song_genre", "artist_genre"} and 0 <= table["badcase"].min() <= 1
+
+
+def test_notebook_02_choice_is_saved_and_read_back_per_dataset(tmp_path, monkeypatch):
+    import musicrecall.config
+
+    monkeypatch.setattr(musicrecall.config, "DATA_DIR", tmp_path)
+    assert kg.load_choice("abc", 0) is None  # 02 has not run: the caller uses its own defaults
+    s2v, kgc = kg.Song2VecConfig(ns_exponent=-0.5), kg.KGConfig(gamma=0.1, weights={"song_artist": 1.0, "song_album": 1.0})
+    kg.save_choice("abc", 0, s2v, kgc)
+    got = kg.load_choice("abc", 0)
+    assert got is not None and got[0] == s2v and got[1].gamma == 0.1 and dict(got[1].weights) == dict(kgc.weights)
+    assert kg.load_choice("abc", 1) is None and kg.load_choice("other", 0) is None

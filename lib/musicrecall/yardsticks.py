@@ -29,7 +29,6 @@ from musicrecall.evaluation import (
     Recommend,
     evaluate_recommender,
     paired_bootstrap_lift,
-    topk_scores,
 )
 from musicrecall.models.puresvd import PureSVD
 
@@ -84,7 +83,7 @@ def fit_baselines(setup: EvalSetup, factors: int = 64, seed: int = 0) -> Baselin
     notes += [str(w.message) for w in caught]
     out: dict[str, Recommend] = {
         "popularity": pop.recommend, "item_cf": icf.recommend,
-        "pure_svd": lambda u, k, ex: topk_scores(svd.user_vecs(u), svd.item_vecs, k, exclude=ex)[0]}
+        "pure_svd": svd.recommend}
     markov = _markov(setup)
     if markov is not None:
         out["markov"] = markov

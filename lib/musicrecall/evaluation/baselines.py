@@ -40,7 +40,7 @@ import torch
 
 from .metrics import ExcludeLike, UserItemCSR, _compact_rows, _exclude_arrays, _hit_matrix
 
-__all__ = ["ItemCFRecall", "MarkovRecall", "PopularityRecall"]
+__all__ = ["ItemCFRecall", "ListMemo", "MarkovRecall", "PopularityRecall"]
 
 
 def _positives(events: pl.DataFrame, label: str | None) -> pl.DataFrame:
@@ -80,6 +80,43 @@ def _topk_dense_rows(
     out = idx.numpy().astype(np.int64)
     out[np.isneginf(val.numpy())] = -1
     return out
+
+
+class ListMemo:
+    """The lists of the last users ranked *without* exclusion, per ``k``.
+
+    :func:`musicrecall.evaluation.evaluate_recommender` ranks every target user for ``all``, then a subset
+    of them for ``repeat`` (also without exclusion): those lists are looked up, not recomputed. A model
+    clears it when it is refitted."""
+
+    def __init__(self) -> None:
+        self._lists: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def get(self, users: np.ndarray, k: int) -> np.ndarray | None:
+        """Copies of the stored lists of ``users`` when every one of them is stored, else None."""
+        if k not in self._lists or len(users) == 0:
+            return None
+        known, lists = self._lists[k]
+        pos = np.minimum(np.searchsorted(known, users), len(known) - 1)
+        return lists[pos].copy() if (known[pos] == users).all() else None
+
+    def put(self, users: np.ndarray, k: int, lists: np.ndarray) -> None:
+        """Store the lists of ``users`` (replacing what was stored for ``k``)."""
+        order = np.argsort(users, kind="stable")
+        self._lists[k] = (users[order], lists[order])
+
+    def clear(self) -> None:
+        self._lists.clear()
+
+
+def _pairs_in_rows(rows: np.ndarray, items: np.ndarray, indptr: np.ndarray, indices: np.ndarray, n: int) -> np.ndarray:
+    """``True`` where ``items[i]`` is in CSR row ``rows[i]`` (items and indices below ``n``)."""
+    if len(indices) == 0 or len(rows) == 0:
+        return np.zeros(len(rows), dtype=bool)
+    keys = np.sort(np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr)) * n + indices)
+    q = rows.astype(np.int64) * n + items
+    pos = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+    return keys[pos] == q
 
 
 class PopularityRecall:
@@ -225,6 +262,7 @@ class ItemCFRecall:
         x = sp.csr_matrix((np.ones(u.shape[0], dtype=np.float32), (u, it)), shape=(n_units, n))
         xw = sp.csr_matrix(sp.diags(w_unit.astype(np.float32)) @ x)
         self.sim = self._neighbours(x, xw, n)
+        self._memo = ListMemo()
 
         # User histories: most recent distinct full plays with recency weights.
         hist = (
@@ -246,27 +284,36 @@ class ItemCFRecall:
         return self
 
     def _neighbours(self, x: sp.csr_matrix, xw: sp.csr_matrix, n: int) -> sp.csr_matrix:
-        """Top-``n_neighbors`` asymmetric-cosine neighbours per song, computed in item blocks."""
+        """Top-``n_neighbors`` asymmetric-cosine neighbours per song, computed in item blocks.
+
+        Sparse throughout: a block's co-occurrence rows are a sparse product, so the cost follows the
+        co-occurring pairs, not ``block x n_items`` (a dense block of 82k columns per 512 songs dominated
+        notebook 01 on full 30Music). Ties at the cut are broken by the lower song id.
+        """
         xt = sp.csr_matrix(x.T)  # items x units
         deg = np.asarray(xw.sum(axis=0)).ravel().astype(np.float64)  # d_i = sum of unit weights
         with np.errstate(divide="ignore"):
             left = np.where(deg > 0, deg ** (-self.alpha), 0.0).astype(np.float32)
             right = np.where(deg > 0, deg ** (self.alpha - 1.0), 0.0).astype(np.float32)
-        right_t = torch.from_numpy(right)
         kn = min(self.n_neighbors, max(n - 1, 1))
+        xw_t = sp.csr_matrix(xw)
         rows_l, cols_l, vals_l = [], [], []
-        for b0 in range(0, n, self.block):
-            b1 = min(b0 + self.block, n)
-            c = torch.from_numpy((xt[b0:b1] @ xw).toarray().astype(np.float32, copy=False))
-            c *= torch.from_numpy(left[b0:b1])[:, None]
-            c *= right_t[None, :]
-            c[torch.arange(b1 - b0), torch.arange(b0, b1)] = 0.0  # no self-similarity
-            val, idx = torch.topk(c, kn, dim=1)
-            keep = (val > 0).numpy()
-            r = np.broadcast_to(np.arange(b0, b1)[:, None], keep.shape)
-            rows_l.append(r[keep])
-            cols_l.append(idx.numpy()[keep])
-            vals_l.append(val.numpy()[keep])
+        block = max(self.block, 4096)  # sparse blocks: memory follows the nonzeros, so blocks can be large
+        for b0 in range(0, n, block):
+            b1 = min(b0 + block, n)
+            c = sp.csr_matrix(xt[b0:b1] @ xw_t, dtype=np.float32)
+            r = np.repeat(np.arange(b0, b1, dtype=np.int64), np.diff(c.indptr))
+            col = c.indices.astype(np.int64)
+            v = c.data * left[r] * right[col]
+            ok = (v > 0) & (col != r)  # no self-similarity
+            r, col, v = r[ok], col[ok], v[ok]
+            order = np.lexsort((col, -v, r))  # per row: best first, ties by lower id
+            r, col, v = r[order], col[order], v[order]
+            rank = np.arange(r.shape[0]) - np.searchsorted(r, r)
+            top = rank < kn
+            rows_l.append(r[top])
+            cols_l.append(col[top])
+            vals_l.append(v[top])
         rows = np.concatenate(rows_l) if rows_l else np.zeros(0, np.int64)
         cols = np.concatenate(cols_l) if cols_l else np.zeros(0, np.int64)
         vals = np.concatenate(vals_l) if vals_l else np.zeros(0, np.float32)
@@ -300,6 +347,8 @@ class ItemCFRecall:
         if self.sim is None:
             raise RuntimeError("call fit() first")
         users = np.asarray(users, dtype=np.int64)
+        if exclude is None and (hit := self._memo.get(users, k)) is not None:
+            return hit
         n_users = users.shape[0]
         ex = _exclude_arrays(exclude, n_users)
         sim_t = self.sim.astype(np.float32)
@@ -318,6 +367,8 @@ class ItemCFRecall:
             h = self.user_history(users[b0:b1])
             s = torch.from_numpy((h @ sim_t).toarray()) + pop_t[None, :]
             out[b0:b1] = _topk_dense_rows(s, k, ex, b0, b1)
+        if exclude is None:
+            self._memo.put(users, k, out)
         return out
 
     def similar_items(self, item_ids: np.ndarray | Sequence[int], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -390,6 +441,8 @@ class MarkovRecall:
         self._last_items = last[item_col].to_numpy().astype(np.int64)
         order = np.argsort(self._last_users)
         self._last_users, self._last_items = self._last_users[order], self._last_items[order]
+        self._pop_order = np.argsort(self._pop_pos)  # songs, most popular first
+        self._memo = ListMemo()
         return self
 
     def _scores_from_last(self, last: np.ndarray) -> torch.Tensor:
@@ -462,15 +515,59 @@ class MarkovRecall:
         return np.where(self._last_users[pos] == users, self._last_items[pos], -1)
 
     def recommend(
-        self, users: np.ndarray | Sequence[int], k: int, exclude: ExcludeLike = None, batch: int = 512
+        self, users: np.ndarray | Sequence[int], k: int, exclude: ExcludeLike = None, batch: int = 1024
     ) -> np.ndarray:
         """``[len(users), k]`` song ids from each user's last fit-window play (for
-        :func:`musicrecall.evaluation.evaluate_recommender`); ``exclude`` rows are masked."""
+        :func:`musicrecall.evaluation.evaluate_recommender`); ``exclude`` rows are masked.
+
+        The lists of ranking :meth:`score` (transition count, then popularity), built from the sparse
+        transition row and the popularity order alone: no ``[users, n_items]`` score matrix."""
+        if self.trans is None:
+            raise RuntimeError("call fit() first")
         users = np.asarray(users, dtype=np.int64)
+        if exclude is None and (hit := self._memo.get(users, k)) is not None:
+            return hit
         last = self.last_play(users)
         ex = _exclude_arrays(exclude, users.shape[0])
-        out = np.empty((users.shape[0], k), dtype=np.int64)
+        out = np.full((users.shape[0], k), -1, dtype=np.int64)
         for b0 in range(0, users.shape[0], batch):
             b1 = min(b0 + batch, users.shape[0])
-            out[b0:b1] = _topk_dense_rows(self._scores_from_last(last[b0:b1]), k, ex, b0, b1)
+            ex_b = None if ex is None else (ex[0][b0 : b1 + 1] - ex[0][b0], ex[1][ex[0][b0] : ex[0][b1]])
+            out[b0:b1] = self._lists_from_last(last[b0:b1], k, ex_b)
+        if exclude is None:
+            self._memo.put(users, k, out)
+        return out
+
+    def _lists_from_last(self, last: np.ndarray, k: int, ex: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+        """Top-``k`` of each row of :meth:`_scores_from_last` (exclusions removed; ``-1`` when the catalogue
+        runs out): the row's transitions by count then popularity, then the other songs in popularity order."""
+        n, b = self.n_items, last.shape[0]
+        out = np.full((b, k), -1, dtype=np.int64)
+        known = (last >= 0) & (last < n)
+        sub = self.trans[np.where(known, last, 0)]
+        rr = np.repeat(np.arange(b, dtype=np.int64), np.diff(sub.indptr))
+        live = known[rr]
+        rr, cols, data = rr[live], sub.indices[live].astype(np.int64), sub.data[live]
+        if ex is not None:
+            keep = ~_pairs_in_rows(rr, cols, ex[0], ex[1], n)
+            rr, cols, data = rr[keep], cols[keep], data[keep]
+        order = np.lexsort((self._pop_pos[cols], -data, rr))
+        rr, cols = rr[order], cols[order]
+        rank = np.arange(rr.shape[0]) - np.searchsorted(rr, rr)
+        ok = rank < k
+        out[rr[ok], rank[ok]] = cols[ok]
+        taken = np.minimum(np.bincount(rr, minlength=b), k)
+        need = np.flatnonzero(taken < k)
+        if need.shape[0]:  # the back-off: songs the row has no transition to, in popularity order
+            nnz = np.bincount(rr, minlength=b)[need]
+            n_ex = np.zeros(need.shape[0], dtype=np.int64) if ex is None else np.diff(ex[0])[need]
+            m = int(min(n, k + (nnz + n_ex).max(initial=0)))
+            fr, fi = np.repeat(need, m), np.tile(self._pop_order[:m], need.shape[0])
+            drop = _pairs_in_rows(fr, fi, np.r_[0, np.cumsum(np.bincount(rr, minlength=b))], cols[np.lexsort((cols, rr))], n)
+            if ex is not None:
+                drop |= _pairs_in_rows(fr, fi, ex[0], ex[1], n)
+            fr, fi = fr[~drop], fi[~drop]
+            slot = taken[fr] + np.arange(fr.shape[0]) - np.searchsorted(fr, fr)
+            ok = slot < k
+            out[fr[ok], slot[ok]] = fi[ok]
         return out

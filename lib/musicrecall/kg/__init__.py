@@ -33,15 +33,26 @@ from musicrecall.kg.pipeline import (
     fit_model,
     gamma_sweep,
     lift,
+    load_choice,
     median_popularity_rank,
     neighbour_slot_shares,
+    present_relations,
     quick_hr,
     restricted_table,
+    save_choice,
     slice_eval,
     song_groups,
     tune_song2vec,
+    weight_candidates,
+    weight_search,
 )
-from musicrecall.kg.recall import ItemToItemRecall, neighbour_table, recent_seeds, topk_from_candidates
+from musicrecall.kg.recall import (
+    ItemToItemRecall,
+    NeighbourTable,
+    neighbour_table,
+    recent_seeds,
+    topk_from_candidates,
+)
 from musicrecall.kg.song2vec import (
     Song2VecConfig,
     SongEmbedding,
@@ -52,9 +63,11 @@ from musicrecall.kg.song2vec import (
 
 __all__ = [
     "DEFAULT_WEIGHTS", "SONG_PREFIX", "Corpus", "Fitted", "ItemToItemRecall", "KGConfig", "RecallConfig",
-    "Song2VecConfig", "SongEmbedding", "attribute_codes", "badcase_per_seed", "badcase_seeds", "badcase_summary",
+    "NeighbourTable", "Song2VecConfig", "SongEmbedding", "attribute_codes", "badcase_per_seed", "badcase_seeds", "badcase_summary",
     "build_corpus", "catalogue_relations", "entity_mean_vectors", "evaluate_models", "fit_model", "fit_song2vec",
-    "gamma_sweep", "lift", "median_popularity_rank", "neighbour_slot_shares", "neighbour_table", "neighbours_side_by_side", "quick_hr", "recent_seeds",
+    "gamma_sweep", "lift", "load_choice", "save_choice", "median_popularity_rank", "neighbour_slot_shares", "neighbour_table",
+    "neighbours_side_by_side", "present_relations",
+    "quick_hr", "recent_seeds",
     "relation_walks", "restricted_table", "session_sentences", "slice_eval", "song_groups", "topk_from_candidates",
-    "train_word2vec", "triples_from_items", "true_codes", "tune_song2vec",
+    "train_word2vec", "triples_from_items", "true_codes", "tune_song2vec", "weight_candidates", "weight_search",
 ]

@@ -4,8 +4,9 @@ musicrecall.report.verdicts)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -21,7 +22,7 @@ from musicrecall.evaluation import (
 from musicrecall.evaluation.metrics import bootstrap_ci
 from musicrecall.kg.badcase import badcase_per_seed
 from musicrecall.kg.corpus import Corpus, KGConfig, build_corpus
-from musicrecall.kg.recall import ItemToItemRecall
+from musicrecall.kg.recall import ItemToItemRecall, NeighbourTable
 from musicrecall.kg.song2vec import Song2VecConfig, SongEmbedding, fit_song2vec
 
 
@@ -46,16 +47,41 @@ class Fitted:
     seconds: float  # wall time of corpus + training + index
 
 
+# fit_model's results of this process, newest last: the tuning's best plain model is the gamma sweep's
+# gamma = 0, and the weight search's chosen candidate is the sweep's gamma at which it ran. Keyed by the
+# identity of the setup and triples objects (kept alive in the value, so an id is never reused) and the
+# configurations; the training itself is also cached on disk by content (fit_song2vec).
+_FIT_MEMO: OrderedDict[tuple, tuple[EvalSetup, pl.DataFrame, Fitted]] = OrderedDict()
+_FIT_MEMO_SIZE = 6
+
+
+def _kg_key(kg: KGConfig) -> tuple:
+    return tuple((k, tuple(sorted(v.items())) if isinstance(v, Mapping) else v) for k, v in asdict(kg).items())
+
+
 def fit_model(name: str, setup: EvalSetup, triples: pl.DataFrame, s2v: Song2VecConfig, kg: KGConfig,
               rc: RecallConfig, *, workers: int = 1, cold: str = "entity_mean", seed: int = 0) -> Fitted:
-    """Corpus from ``setup.fit`` (+ relation walks when ``kg.gamma > 0``), Song2Vec, i2i recall."""
+    """Corpus from ``setup.fit`` (+ relation walks when ``kg.gamma > 0``), Song2Vec, i2i recall.
+
+    The same call twice in one process returns the first result (renamed): no duplicate fit."""
+    plain = kg.gamma <= 0  # gamma 0 is plain Song2Vec whatever the weights: one key
+    key = (id(setup), id(triples), tuple(sorted(asdict(s2v).items())), ("plain",) if plain else _kg_key(kg),
+           tuple(asdict(rc).items()), None if plain else cold, seed)
+    hit = _FIT_MEMO.get(key)
+    if hit is not None and hit[0] is setup and hit[1] is triples:
+        _FIT_MEMO.move_to_end(key)
+        return replace(hit[2], name=name)
     start = time.perf_counter()
     corpus = build_corpus(setup.fit, triples, setup.n_items, kg, seed=seed)
     emb = fit_song2vec(corpus, setup.n_items, s2v, workers=workers, triples=triples, kg=kg, cold=cold)
     recall = ItemToItemRecall.build(emb.vectors, emb.has_vector, setup.fit, setup.popularity,
                                     n_neighbors=rc.n_neighbors, max_seeds=rc.max_seeds, half_life=rc.half_life,
                                     index=rc.index, seed=seed)
-    return Fitted(name, emb, corpus, recall, time.perf_counter() - start)
+    fitted = Fitted(name, emb, corpus, recall, time.perf_counter() - start)
+    _FIT_MEMO[key] = (setup, triples, fitted)
+    while len(_FIT_MEMO) > _FIT_MEMO_SIZE:
+        _FIT_MEMO.popitem(last=False)
+    return fitted
 
 
 def quick_hr(recall: ItemToItemRecall, setup: EvalSetup, ks: Sequence[int] = (50, 200)) -> dict[str, np.ndarray]:
@@ -135,11 +161,33 @@ def badcase_summary(tables: dict[str, np.ndarray], seeds: np.ndarray, codes: dic
     return pl.DataFrame(rows), per_seed
 
 
-def restricted_table(emb: SongEmbedding, allowed: np.ndarray, n_neighbors: int = 10, index: str = "flat") -> np.ndarray:
-    """Neighbour ids among ``allowed`` songs only (so two models are compared on the same catalogue)."""
-    from musicrecall.kg.recall import neighbour_table
+def restricted_table(emb: SongEmbedding, allowed: np.ndarray, n_neighbors: int = 10, index: str = "flat") -> NeighbourTable:
+    """Neighbour ids among ``allowed`` songs only (so two models are compared on the same catalogue).
 
-    return neighbour_table(emb.vectors, emb.has_vector & allowed, n_neighbors, index=index)[0]
+    Lazy (:class:`musicrecall.kg.recall.NeighbourTable`): ``table[seeds, :k]`` searches the seeds' rows only."""
+    return NeighbourTable(emb.vectors, emb.has_vector & allowed, n_neighbors, index=index)
+
+
+def _badcase_frame(setup: EvalSetup, triples: pl.DataFrame, s2v: Song2VecConfig, rc: RecallConfig, n_seeds: int,
+                   workers: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Songs plain Song2Vec embeds (BadCase compares every variant on them) and a seeded sample of seeds."""
+    from musicrecall.kg.badcase import badcase_seeds
+
+    plain = fit_model("plain", setup, triples, s2v, KGConfig(gamma=0.0), rc, workers=workers, seed=seed)
+    allowed = plain.emb.has_vector.copy()
+    return allowed, badcase_seeds(np.flatnonzero(allowed), n_seeds, seed)
+
+
+def _variant_row(f: Fitted, setup: EvalSetup, allowed: np.ndarray, seeds: np.ndarray,
+                 codes: dict[str, dict[str, np.ndarray]], rc: RecallConfig) -> tuple[dict, dict[str, np.ndarray]]:
+    hr = quick_hr(f.recall, setup)
+    row = {"hr@50": hr["hr@50"].mean(), "hr@200": hr["hr@200"].mean(), "train_s": f.emb.train_seconds,
+           "tokens": f.corpus.n_tokens}
+    if codes:
+        table = restricted_table(f.emb, allowed, index=rc.index)[seeds]  # only the seeds' rows are searched
+        for name, c in codes.items():
+            row[name] = float(np.nanmean(badcase_per_seed(seeds, table, c)))
+    return row, hr
 
 
 def gamma_sweep(setup: EvalSetup, triples: pl.DataFrame, s2v: Song2VecConfig, kg: KGConfig, gammas: Sequence[float],
@@ -149,23 +197,102 @@ def gamma_sweep(setup: EvalSetup, triples: pl.DataFrame, s2v: Song2VecConfig, kg
 
     BadCase seeds and neighbours are restricted to the songs plain Song2Vec embeds (gamma = 0 first).
     """
-    from musicrecall.kg.badcase import badcase_seeds
-
-    rows, allowed = [], None
+    allowed, seeds = _badcase_frame(setup, triples, s2v, rc, n_seeds, workers, seed)
+    rows = []
     for g in sorted(set(gammas) | {0.0}):
-        f = fit_model(f"gamma={g}", setup, triples, s2v, KGConfig(**{**asdict(kg), "gamma": g}), rc,
-                      workers=workers, seed=seed)
-        if allowed is None:
-            allowed = f.emb.has_vector.copy()
-            seeds = badcase_seeds(np.flatnonzero(allowed), n_seeds, seed)
-        hr = quick_hr(f.recall, setup)
-        table = restricted_table(f.emb, allowed, index=rc.index)
-        row = {"gamma": g, "hr@50": hr["hr@50"].mean(), "hr@200": hr["hr@200"].mean(),
-               "train_s": f.emb.train_seconds, "tokens": f.corpus.n_tokens}
-        for name, c in codes.items():
-            row[name] = float(np.nanmean(badcase_per_seed(seeds, table[seeds], c)))
-        rows.append(row)
+        f = fit_model(f"gamma={g}", setup, triples, s2v, replace(kg, gamma=g), rc, workers=workers, seed=seed)
+        rows.append({"gamma": g, **_variant_row(f, setup, allowed, seeds, codes, rc)[0]})
     return pl.DataFrame(rows)
+
+
+def present_relations(triples: pl.DataFrame) -> list[str]:
+    """The relations the triples carry (sorted)."""
+    return sorted(triples["relation"].unique().to_list()) if triples.height else []
+
+
+def weight_candidates(triples: pl.DataFrame, kg: KGConfig, grid: Iterable[Mapping[str, float]]) -> list[dict[str, float]]:
+    """The effective weights ``{relation: w_r}`` over the relations the triples carry, of each grid entry (a
+    change on top of ``kg.weights``; ``{}`` is ``kg`` itself, always first). Entries that give the same
+    weights to the present relations are one candidate; a candidate whose song relations all weigh 0 is
+    plain Song2Vec and is dropped."""
+    present = present_relations(triples)
+    out: list[dict[str, float]] = []
+    for change in [{}, *grid]:
+        cand = {r: float(change.get(r, kg.weight(r))) for r in present}
+        if cand in out or not any(w > 0 for r, w in cand.items() if r.startswith("song_")):
+            continue
+        out.append(cand)
+    return out
+
+
+def weight_search(setup: EvalSetup, triples: pl.DataFrame, s2v: Song2VecConfig, kg: KGConfig,
+                  grid: Iterable[Mapping[str, float]], gamma: float, rc: RecallConfig,
+                  codes: dict[str, dict[str, np.ndarray]], n_seeds: int = 2000, *, workers: int = 1, seed: int = 0,
+                  n_boot: int = 1000) -> tuple[pl.DataFrame, dict[str, float]]:
+    """Relation weights ``w_r`` chosen per dataset on the validation window, at one ``gamma``.
+
+    Each candidate of :func:`weight_candidates` trains KG Song2Vec (full strength: the tuned configuration
+    and epochs) and is scored by validation HitRate@200 and the BadCase rates. The first candidate
+    (``kg.weights``, the prior from the simulated world) is kept unless another raises HitRate@200 with
+    a paired-bootstrap lift over it whose 95% interval lies above 0; among those the highest HitRate@200
+    wins. The weights were tuned on the world, whose HitRate differences between weightings were within
+    noise; a real catalogue may carry its signal in another relation (30Music: album). Returns one row per
+    candidate (``chosen`` marks the pick) and the chosen weights (every present relation).
+    """
+    allowed, seeds = _badcase_frame(setup, triples, s2v, rc, n_seeds, workers, seed)
+    rows, per_user = [], []
+    for cand in weight_candidates(triples, kg, grid):
+        f = fit_model("weights", setup, triples, s2v, replace(kg, gamma=gamma, weights=cand), rc, workers=workers,
+                      seed=seed)
+        row, hr = _variant_row(f, setup, allowed, seeds, codes, rc)
+        if not per_user:
+            row["lift"], row["ci_lo"], row["ci_hi"] = 0.0, 0.0, 0.0
+        elif per_user[0].mean() == 0:  # the prior never hits: a relative lift is undefined
+            row["lift"], row["ci_lo"], row["ci_hi"] = np.nan, np.nan, np.nan
+        else:
+            row["lift"], row["ci_lo"], row["ci_hi"] = paired_bootstrap_lift(hr["hr@200"], per_user[0], n_boot=n_boot,
+                                                                            seed=seed)
+        per_user.append(hr["hr@200"])
+        rows.append({"weights": ", ".join(f"{r.removeprefix('song_')} {w:g}" for r, w in cand.items()), **row})
+    if not rows:
+        return pl.DataFrame(), {r: kg.weight(r) for r in present_relations(triples)}
+    better = [i for i, r in enumerate(rows) if i > 0 and r["ci_lo"] > 0]
+    pick = max(better, key=lambda i: rows[i]["hr@200"]) if better else 0
+    for i, r in enumerate(rows):
+        r["chosen"] = i == pick
+    cands = weight_candidates(triples, kg, grid)
+    return pl.DataFrame(rows), cands[pick]
+
+
+def _choice_path(dataset_key: str, seed: int):
+    from musicrecall.cache import content_key
+    from musicrecall.config import DATA_DIR
+
+    return DATA_DIR / "kg" / f"choice-{content_key('kg-choice', dataset_key, seed)}.json"
+
+
+def save_choice(dataset_key: str, seed: int, s2v: Song2VecConfig, kg: KGConfig) -> None:
+    """Record notebook 02's validation choices for a dataset (``Dataset.key``) and seed: the tuned Song2Vec
+    configuration, gamma and relation weights, so later notebooks (08's KG channel) train the same model
+    (and hit the training cache) instead of guessing."""
+    import json
+
+    path = _choice_path(dataset_key, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"s2v": asdict(s2v), "gamma": kg.gamma, "weights": dict(kg.weights)}, indent=1))
+    tmp.replace(path)
+
+
+def load_choice(dataset_key: str, seed: int) -> tuple[Song2VecConfig, KGConfig] | None:
+    """Notebook 02's choices for this dataset and seed (:func:`save_choice`), or None when 02 has not run."""
+    import json
+
+    path = _choice_path(dataset_key, seed)
+    if not path.exists():
+        return None
+    d = json.loads(path.read_text())
+    return Song2VecConfig(**d["s2v"]), KGConfig(gamma=float(d["gamma"]), weights=d["weights"])
 
 
 def lift(per_user: dict[str, dict[str, np.ndarray]], a: str, b: str, metric: str = "hr@200", kind: str = "all",

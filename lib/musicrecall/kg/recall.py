@@ -2,7 +2,8 @@
 
 For each user, the ``max_seeds`` most recent distinct songs they fully played in the fit window are
 the seeds ``h`` (rank 0 = most recent). Each seed brings its ``n_neighbors`` nearest songs ``j`` by
-cosine (an i2i table built once from a faiss index over *song* vectors only), and the merged score is
+cosine (an i2i table from a faiss index over *song* vectors only; a row is searched the first time a
+list needs it, :class:`NeighbourTable`), and the merged score is
 
     score(u, j) = sum_h 0.5 ** (rank_h / half_life) * cos(h, j)
 
@@ -23,32 +24,105 @@ from musicrecall.evaluation import FaissIndex
 from musicrecall.evaluation.metrics import ExcludeLike, _exclude_arrays
 
 
+class NeighbourTable:
+    """Top-``n_neighbors`` cosine neighbours of embedded songs among embedded songs (self excluded), computed
+    **on demand**: a row is searched the first time it is asked for and kept.
+
+    Evaluation needs the rows of the songs it merges (the recent plays of the evaluated users) and BadCase
+    the rows of its seed songs, a fraction of the catalogue (on full 30Music about a third of 82k songs), so
+    nothing else is searched. The index holds every embedded song and is built once, on first use. A row
+    does not depend on which other rows were searched with it (query batches are padded to the same BLAS
+    path), so lazy rows equal the full table's.
+
+    Index like an array of shape ``[n_items, n_neighbors]`` (``table[songs]``, ``table[songs, :k]``, a boolean
+    mask): the rows asked for are computed first. ``ids`` int64 / ``sims`` float32, ``-1`` / ``-inf`` for
+    empty slots and for songs without a vector.
+    """
+
+    _MIN_BATCH = 32  # faiss's flat search takes another code path below 20 queries: pad small batches
+
+    def __init__(self, vectors: np.ndarray, has_vector: np.ndarray, n_neighbors: int, index: str = "flat",
+                 seed: int = 0, batch: int = 16_384):
+        has_vector = np.asarray(has_vector, dtype=bool)
+        self.n_items, self.n_neighbors = len(has_vector), n_neighbors
+        self.songs = np.flatnonzero(has_vector)
+        self.ids = np.full((self.n_items, n_neighbors), -1, dtype=np.int64)
+        self.sims = np.full((self.n_items, n_neighbors), -np.inf, dtype=np.float32)
+        self.done = ~has_vector if len(self.songs) >= 2 else np.ones(self.n_items, dtype=bool)
+        self._vectors, self._kind, self._seed, self._batch = vectors, index, seed, batch
+        self._index: FaissIndex | None = None
+        self.n_searched = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.ids.shape
+
+    def __len__(self) -> int:
+        return self.n_items
+
+    def _search(self, q: np.ndarray) -> None:
+        if self._index is None:
+            k = min(self.n_neighbors + 1, len(self.songs))
+            self._k = k
+            self._index = FaissIndex(self._vectors[self.songs], kind=self._kind, metric="cosine", seed=self._seed,  # type: ignore[arg-type]
+                                     efSearch=max(128, 2 * k))
+        songs, n = self.songs, self.n_neighbors
+        for b0 in range(0, len(q), self._batch):
+            part = q[b0 : b0 + self._batch]
+            pad = max(0, self._MIN_BATCH - len(part))
+            query = self._vectors[np.r_[part, np.repeat(part[:1], pad)]]
+            s, pos = self._index.search(query, self._k)
+            s, pos = s[: len(part)], pos[: len(part)]
+            nb = np.where(pos >= 0, songs[np.maximum(pos, 0)], -1)
+            s = np.where(pos >= 0, s, -np.inf)
+            not_self = nb != part[:, None]
+            # drop the query itself wherever it appears, keep the first n_neighbors others in order
+            order = np.argsort(~not_self, axis=1, kind="stable")[:, :n]
+            keep = np.take_along_axis(not_self, order, axis=1)
+            nb, s = np.take_along_axis(nb, order, axis=1), np.take_along_axis(s, order, axis=1)
+            self.ids[part, : nb.shape[1]] = np.where(keep, nb, -1)
+            self.sims[part, : nb.shape[1]] = np.where(keep, s, -np.inf)
+        self.done[q] = True
+        self.n_searched += len(q)
+
+    def ensure(self, songs: np.ndarray) -> None:
+        """Search the rows of ``songs`` not searched yet."""
+        songs = np.asarray(songs, dtype=np.int64).ravel()
+        todo = np.unique(songs[~self.done[songs]]) if len(songs) else songs
+        if len(todo):
+            self._search(todo)
+
+    def rows(self, songs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, sims)`` rows of ``songs``."""
+        self.ensure(songs)
+        return self.ids[songs], self.sims[songs]
+
+    def full(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every row (the whole table: the cost the lazy rows avoid)."""
+        self.ensure(np.arange(self.n_items))
+        return self.ids, self.sims
+
+    def __getitem__(self, key):
+        rows = key[0] if isinstance(key, tuple) else key
+        if isinstance(rows, slice):
+            rows = np.arange(self.n_items)[rows]
+        rows = np.asarray(rows)
+        self.ensure(np.flatnonzero(rows) if rows.dtype == bool else rows)
+        return self.ids[key]
+
+    def __array__(self, dtype=None, copy=None):
+        ids = self.full()[0]
+        return ids if dtype is None else ids.astype(dtype)
+
+
 def neighbour_table(vectors: np.ndarray, has_vector: np.ndarray, n_neighbors: int, index: str = "hnsw",
                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Top-``n_neighbors`` cosine neighbours of every embedded song among embedded songs (self excluded).
 
     Returns ``(ids int64 [n_items, n], sims float32 [n_items, n])``; ``-1`` / ``-inf`` for empty slots
-    and for songs without a vector.
+    and for songs without a vector. (:class:`NeighbourTable` gives only the rows asked for.)
     """
-    n_items = len(has_vector)
-    songs = np.flatnonzero(has_vector)
-    ids = np.full((n_items, n_neighbors), -1, dtype=np.int64)
-    sims = np.full((n_items, n_neighbors), -np.inf, dtype=np.float32)
-    if len(songs) < 2:
-        return ids, sims
-    k = min(n_neighbors + 1, len(songs))
-    faiss_index = FaissIndex(vectors[songs], kind=index, metric="cosine", seed=seed, efSearch=max(128, 2 * k))
-    s, pos = faiss_index.search(vectors[songs], k)
-    nb = np.where(pos >= 0, songs[np.maximum(pos, 0)], -1)
-    s = np.where(pos >= 0, s, -np.inf)
-    not_self = nb != songs[:, None]
-    # drop the query itself wherever it appears, keep the first n_neighbors others in order
-    order = np.argsort(~not_self, axis=1, kind="stable")[:, :n_neighbors]
-    keep = np.take_along_axis(not_self, order, axis=1)
-    nb, s = np.take_along_axis(nb, order, axis=1), np.take_along_axis(s, order, axis=1)
-    ids[songs, : nb.shape[1]] = np.where(keep, nb, -1)
-    sims[songs, : nb.shape[1]] = np.where(keep, s, -np.inf)
-    return ids, sims
+    return NeighbourTable(vectors, has_vector, n_neighbors, index=index, seed=seed).full()
 
 
 def recent_seeds(fit: pl.DataFrame, max_seeds: int) -> pl.DataFrame:
@@ -86,8 +160,7 @@ class ItemToItemRecall:
     """Merged i2i recall over recent seeds (module docstring); ``recommend`` fits
     :func:`musicrecall.evaluation.evaluate_recommender`."""
 
-    nb_ids: np.ndarray
-    nb_sims: np.ndarray
+    table: NeighbourTable
     seeds: pl.DataFrame
     popularity: np.ndarray
     half_life: float = 5.0
@@ -98,8 +171,18 @@ class ItemToItemRecall:
     def build(cls, vectors: np.ndarray, has_vector: np.ndarray, fit: pl.DataFrame, popularity: np.ndarray, *,
               n_neighbors: int = 100, max_seeds: int = 20, half_life: float = 5.0, index: str = "hnsw",
               seed: int = 0) -> ItemToItemRecall:
-        ids, sims = neighbour_table(vectors, has_vector, n_neighbors, index=index, seed=seed)
-        return cls(ids, sims, recent_seeds(fit, max_seeds), np.asarray(popularity, dtype=np.float64), half_life)
+        table = NeighbourTable(vectors, has_vector, n_neighbors, index=index, seed=seed)
+        return cls(table, recent_seeds(fit, max_seeds), np.asarray(popularity, dtype=np.float64), half_life)
+
+    @property
+    def nb_ids(self) -> np.ndarray:
+        """The whole neighbour-id table (every row searched; ``recommend`` searches only its seeds' rows)."""
+        return self.table.full()[0]
+
+    @property
+    def nb_sims(self) -> np.ndarray:
+        """The whole neighbour-similarity table."""
+        return self.table.full()[1]
 
     def _seed_arrays(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         pos = pl.DataFrame({"user_id": users, "row": np.arange(len(users), dtype=np.int64)})
@@ -126,11 +209,12 @@ class ItemToItemRecall:
         pop_order = np.lexsort((np.arange(n), -self.popularity))
         out = np.full((len(users), k), -1, dtype=np.int64)
         rows_all, songs_all, ranks_all = self._seed_arrays(users)
+        self.table.ensure(songs_all)  # one search for every seed song of these users
         for b0 in range(0, len(users), self.batch_users):
             b1 = min(b0 + self.batch_users, len(users))
             sel = (rows_all >= b0) & (rows_all < b1)
             r, s, rk = rows_all[sel] - b0, songs_all[sel], ranks_all[sel]
-            nb, sim = self.nb_ids[s], self.nb_sims[s]
+            nb, sim = self.table.rows(s)
             w = (0.5 ** (rk / self.half_life))[:, None] * np.where(np.isfinite(sim), sim, 0.0)
             valid = nb >= 0
             cell = np.broadcast_to(r[:, None], nb.shape)[valid] * n + nb[valid]

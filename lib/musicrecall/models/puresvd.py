@@ -20,6 +20,10 @@ import polars as pl
 import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
+from musicrecall.evaluation import topk_scores
+from musicrecall.evaluation.baselines import ListMemo
+from musicrecall.evaluation.metrics import ExcludeLike
+
 
 class PureSVD:
     """Truncated SVD of the log-scaled full-play count matrix."""
@@ -58,7 +62,19 @@ class PureSVD:
             _, _, vt = svds(self.matrix, k=k, v0=v0)  # v0 fixes ARPACK's start vector: reproducible
         self.factors_used = k
         self.item_vecs = np.array(vt.T, dtype=np.float32, order="C", copy=True)  # svds may return negative strides
+        self._memo = ListMemo()
         return self
+
+    def recommend(self, users: np.ndarray, k: int, exclude: ExcludeLike = None) -> np.ndarray:
+        """Exact top-``k`` songs by ``r_u V Vᵀ`` over the whole catalogue (``exclude`` rows masked; the lists of
+        users ranked without exclusion are kept, so the ``repeat`` targets reuse the ``all`` lists)."""
+        users = np.asarray(users, dtype=np.int64)
+        if exclude is None and (hit := self._memo.get(users, k)) is not None:
+            return hit
+        out = topk_scores(self.user_vecs(users), self.item_vecs, k, exclude=exclude)[0]
+        if exclude is None:
+            self._memo.put(users, k, out)
+        return out
 
     def user_vecs(self, users: np.ndarray) -> np.ndarray:
         """``r_u V`` for each user (users unseen in training get a zero vector)."""

@@ -43,9 +43,9 @@ import numpy as np
 import torch
 
 from musicrecall import config
+from musicrecall import multi_interest as M
 from musicrecall.data import prepare
 from musicrecall.evaluation import evaluate_lists, make_eval_setup
-from musicrecall.models import mind as M
 from musicrecall.models.losses import NegativeSampler
 from musicrecall.sequence_data import last_histories, side_codes, training_examples, user_sequences
 from musicrecall.training import TrainConfig, minibatches, seed_everything

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("evaluation", {"evaluation", "training", "distributed"}),  # splits, metrics, harness, training loop
     ("data", {"world", "io", "cleaning", "spark", "data", "olap", "overview", "sequence_data"}),
     ("models", {"models"}),
-    ("experiments", {"kg", "audio", "federated", "sequences", "serving", "yardsticks", "ddp_train"}),
+    ("experiments", {"kg", "audio", "federated", "sequences", "multi_interest", "serving", "yardsticks", "ddp_train"}),
     ("fusion", {"fusion"}),
     ("ranking", {"ranking"}),
     ("report", {"report", "plots"}),

@@ -12,13 +12,11 @@ from musicrecall.models.mind import (
     MIND,
     CapsuleRouting,
     MINDConfig,
-    clustering_labels,
-    clustering_quality,
     dynamic_k,
     mind_loss,
     squash,
-    user_interests,
 )
+from musicrecall.multi_interest import clustering_labels, clustering_quality, user_interests
 
 
 def test_squash_keeps_direction_and_norm_below_one():
@@ -158,7 +156,7 @@ def test_clustering_quality_separates_structure_from_noise():
 
 
 def test_fit_mind_is_reproducible_for_a_seed():
-    from musicrecall.models.mind import fit_mind
+    from musicrecall.multi_interest import fit_mind
     from musicrecall.training import TrainConfig
 
     rng = np.random.default_rng(0)
@@ -318,7 +316,7 @@ def _naive_topk(vecs, active, items, k, exclude=None):
 
 def test_max_interest_topk_matches_the_naive_max_over_active_interests():
     from musicrecall.evaluation import UserItemCSR
-    from musicrecall.models.mind import max_interest_topk
+    from musicrecall.multi_interest import max_interest_topk
 
     rng = np.random.default_rng(2)
     vecs = rng.normal(size=(37, 4, 8)).astype(np.float32)
@@ -336,7 +334,7 @@ def test_max_interest_topk_matches_the_naive_max_over_active_interests():
 
 
 def test_served_recall_reads_one_set_of_interests_per_user_and_training_recall_does_not_memoise():
-    from musicrecall.models.mind import fit_mind, served_on
+    from musicrecall.multi_interest import fit_mind, served_on
     from musicrecall.training import TrainConfig
 
     rng = np.random.default_rng(0)

@@ -43,7 +43,7 @@ def train_model(model: str, dataset: str = "world", profile: str = "tiny", seed:
     ``model``: ``youtube_dnn``, ``sasrec`` or ``sasrec_unshared`` (notebook 03: the recipes of
     :mod:`musicrecall.models.recipes` at ``profile``, trained by :func:`sequences.fit_recipe` on the
     windows notebook 03's :func:`sequences.run_c2_world` builds; ``hp`` = recipe changes, plus
-    ``valid_days`` / ``test_days``) or ``mind`` (notebook 04's ``both`` variant, :func:`models.mind.fit_mind`).
+    ``valid_days`` / ``test_days``) or ``mind`` (notebook 04's ``both`` variant, :func:`multi_interest.fit_mind`).
     ``seed`` is the data's seed (world, splits, windows), ``train_seed`` the training seed (notebook 03
     trains seeds ``seed, seed + 1, ...``; default ``seed``). In a process group every rank calls this;
     rank 0's checkpoint is what the notebook then loads from the cache. Returns a summary of the history.
@@ -74,8 +74,8 @@ def train_model(model: str, dataset: str = "world", profile: str = "tiny", seed:
 
 
 def _train_mind(prep: Any, h: dict, seed: int) -> dict:
+    from musicrecall import multi_interest as M
     from musicrecall.evaluation import make_eval_setup
-    from musicrecall.models import mind as M
     from musicrecall.sequence_data import side_codes
     from musicrecall.training import TrainConfig
 

@@ -14,8 +14,9 @@ from musicrecall import sequences as sq
 from musicrecall.audio import EmbeddingScaler
 from musicrecall.audio import simulated as S
 from musicrecall.federated import pipeline as fp
-from musicrecall.models.mind import MINDConfig, fit_mind
+from musicrecall.models.mind import MINDConfig
 from musicrecall.models.recipes import MIND, SASREC, SASRecRecipe, for_profile
+from musicrecall.multi_interest import fit_mind
 from musicrecall.sequence_data import side_codes
 from musicrecall.training import TrainConfig
 

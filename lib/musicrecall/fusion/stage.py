@@ -24,7 +24,7 @@ from musicrecall.fusion.channels import (
     recent_plays,
 )
 from musicrecall.fusion.merge import Channel, FusedRecall
-from musicrecall.models.mind import served_on
+from musicrecall.multi_interest import served_on
 
 
 @dataclass

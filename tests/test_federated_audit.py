@@ -146,3 +146,17 @@ def test_what_bytes_cannot_show(feats):
     assert audit(reply(feats[:64] @ rot), feats).passed  # rotated rows: every value changed
     noisy = feats[:4] * np.float32(1 + 1e-4)  # a relative change of 1e-4 is ~800 ulps
     assert audit(reply(np.hstack([noisy, embedding_like(4)])), feats).passed
+
+
+@pytest.mark.parametrize("how", ["verbatim", "rounded through float16"])
+def test_two_adjacent_raw_values_are_chance_three_are_a_leak(feats, how):
+    """An honest embedding that holds two adjacent raw values (a float32 pair within a few ulps, or a pair
+    rounded through float16) is what chance gives about once every few trainings at profile small; the
+    audit flags three. The embeddings sit in other users' rows, so the per-row value count (check 3)
+    does not fire either."""
+    enc = RE_ENCODED_ROWS[how]
+    for run, flagged in ((2, False), (3, True)):
+        emb = embedding_like(8, dim=16)
+        emb[5, 4:4 + run] = enc(feats[7, 10:10 + run].copy())  # user 7's values inside user 5's embedding
+        a = audit(reply(emb), feats)
+        assert a.passed is not flagged, (how, run, a.violations)

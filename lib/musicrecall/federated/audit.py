@@ -6,14 +6,16 @@ parties' raw tables, which the parties themselves never do. For each message it 
 1. **schema**: the type is known, comes from the party allowed to send it, and carries only the
    declared arrays with the declared dtypes (``float32`` embeddings/gradients, ``int64`` aligned
    indices, ``uint8`` PSI protobufs / aligned ids);
-2. **no raw feature row, in the encodings below**: no two values adjacent in a row of party B's raw
+2. **no raw feature row, in the encodings below**: no three values adjacent in a row of party B's raw
    table appear adjacent in the bytes (every 4-byte alignment of opaque ``uint8`` blobs, the word
-   alignment of typed arrays) as float32 (up to a few ulps: keys drop the 3 lowest bits), as float32
-   rounded through float16, or as float64; no four adjacent values as float16 (every 2-byte
-   alignment); no three adjacent values with their signs and exponents changed (mantissas kept:
-   scaling by any power of two, negation). The re-encodings, and checks 3-4 below, are searched in
-   B's messages: A never holds B's raw values, so it could only forward what B sent, which is
-   checked where B sent it (plain float32 pairs are searched in every message);
+   alignment of typed arrays) as float32 (up to a few ulps: keys drop the 3 lowest bits) or as float32
+   rounded through float16 (two such values match an honest embedding by chance about once every few
+   trainings at profile small: :func:`_fuzzy_triple_keys`); no two adjacent values as float64; no four
+   adjacent values as float16 (every 2-byte alignment); no three adjacent values with their signs and
+   exponents changed (mantissas kept: scaling by any power of two, negation). The re-encodings, and
+   checks 3-4 below, are searched in B's messages: A never holds B's raw values, so it could only
+   forward what B sent, which is checked where B sent it (plain float32 triples are searched in every
+   message);
 3. **no raw feature values gathered anywhere**: no four values of one raw row appear (exactly, as
    float32 words, in any order or position) in one array, and the share of float32 words equal to some
    raw value stays below ``max_value_share``;
@@ -89,10 +91,15 @@ def _pair_keys(words: np.ndarray) -> np.ndarray:
     return (words[..., :-1].astype(np.uint64) << np.uint64(32)) | words[..., 1:].astype(np.uint64)
 
 
-def _fuzzy_pair_keys(words: np.ndarray) -> np.ndarray:
-    """Keys of adjacent float32 words without their lowest ``_ULP_BITS`` bits (58 bits)."""
-    w = (words >> np.uint32(_ULP_BITS)).astype(np.uint64)
-    return (w[..., :-1] << np.uint64(32 - _ULP_BITS)) | w[..., 1:]
+def _fuzzy_triple_keys(words: np.ndarray) -> np.ndarray:
+    """64-bit hashes of three adjacent float32 words without their lowest ``_ULP_BITS`` bits.
+
+    Why three: a float32 pair within a few ulps holds about 40 bits that vary, and a run at profile small
+    compares ~10^8 embedding pairs with ~5 x 10^5 raw pairs, so a *pair* matched by chance about once
+    every few trainings (seen: notebook 07 failed its audit on an honest embedding). A third value adds
+    ~20 bits: a chance match then needs ~10^6 trainings."""
+    w = words >> np.uint32(_ULP_BITS)
+    return _hash_runs([w[..., :-2], w[..., 1:-1], w[..., 2:]])
 
 
 def _hash_runs(cols: list[np.ndarray]) -> np.ndarray:
@@ -200,8 +207,9 @@ class ChannelAuditor:
         f64 = raw.astype(np.float64).view(np.uint32)  # [n, 2 * n_features]: lo, hi words of each value
         plain = ~np.isin(words, _TRIVIAL)  # pairs/runs holding 0.0, -0.0 or 1.0 are not information
         pair_ok = (plain[:, :-1] & plain[:, 1:]).ravel()
-        self._pairs = _KeySet(np.concatenate([_fuzzy_pair_keys(words).ravel()[pair_ok],
-                                              _fuzzy_pair_keys(r16).ravel()[pair_ok]]))
+        trip_ok = (plain[:, :-2] & plain[:, 1:-1] & plain[:, 2:]).ravel()
+        self._pairs = _KeySet(np.concatenate([_fuzzy_triple_keys(words).ravel()[trip_ok],
+                                              _fuzzy_triple_keys(r16).ravel()[trip_ok]]))
         self._f64 = _KeySet(_f64_pairs(f64)[:, ::2].ravel()[pair_ok] if f64.shape[1] >= 4 else np.zeros(0, np.uint64))
         quad_ok = np.lib.stride_tricks.sliding_window_view(plain, 4, axis=1).all(axis=2).ravel() \
             if plain.shape[1] >= 4 else np.zeros(0, bool)
@@ -385,8 +393,8 @@ class ChannelAuditor:
         """Raw rows in the bytes. ``deep``: also the re-encodings (float16/float64 runs, sign/exponent
         changes), run on B's messages only: A never holds B's raw values, so it can only forward what B
         sent, and that is checked on B's message (the plain float32 pairs are checked everywhere)."""
-        checks = [("two adjacent raw feature values of one user (float32, within a few ulps, or via float16)",
-                   self._pairs, _fuzzy_pair_keys)]
+        checks = [("three adjacent raw feature values of one user (float32, within a few ulps, or via float16)",
+                   self._pairs, _fuzzy_triple_keys)]
         if deep:
             checks += [("two adjacent raw feature values of one user as float64", self._f64, _f64_pairs),
                        ("three adjacent raw feature values of one user with sign/exponent changed (e.g. scaled by 2)",

@@ -22,15 +22,17 @@ from musicrecall.training import TrainConfig
 
 
 def kg_vectors(setup, triples: pl.DataFrame, *, dim: int = 32, gamma: float = 0.2, s2v_changes: dict | None = None,
-               workers: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+               workers: int = 1, seed: int = 0, choice: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
     """KG Song2Vec (notebook 02's ``kg.fit_model``) on ``setup.fit``: ``(vectors, has_vector)``.
 
-    With notebook 02's configuration (its tuned variant ``s2v_changes`` and gamma) the embedding is a
-    cache hit of the gensim run keyed by the corpus content.
+    ``choice``: notebook 02's recorded ``(Song2VecConfig, KGConfig)`` for this dataset
+    (:func:`musicrecall.kg.load_choice`); the embedding is then a cache hit of 02's gensim run (keyed by the
+    corpus content and the config). Without it, ``dim``, ``gamma`` and ``s2v_changes`` describe the model.
     """
-    s2v = kg.Song2VecConfig(dim=dim, seed=seed).with_(**(s2v_changes or {}))
-    corpus = kg.build_corpus(setup.fit, triples, setup.n_items, kg.KGConfig(gamma=gamma), seed=seed)
-    emb = kg.fit_song2vec(corpus, setup.n_items, s2v, workers=workers, triples=triples, kg=kg.KGConfig(gamma=gamma))
+    s2v, kgc = choice if choice is not None else (kg.Song2VecConfig(dim=dim, seed=seed).with_(**(s2v_changes or {})),
+                                                  kg.KGConfig(gamma=gamma))
+    corpus = kg.build_corpus(setup.fit, triples, setup.n_items, kgc, seed=seed)
+    emb = kg.fit_song2vec(corpus, setup.n_items, s2v, workers=workers, triples=triples, kg=kgc)
     return emb.vectors, emb.has_vector.astype(bool)
 
 

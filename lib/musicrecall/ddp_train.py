@@ -27,13 +27,13 @@ import torch.distributed as dist
 
 from musicrecall import config
 from musicrecall.distributed import init, spawn
+from musicrecall.models import recipes
 
 MODELS = ("youtube_dnn", "sasrec", "sasrec_unshared", "mind")
 
-
-MIND_HP = {"valid_days": 7, "test_days": 7, "max_len": 30, "dim": 48, "k_max": 4, "pow_p": 2.0, "sigma": 1.0,
-           "per_user": 6, "batch_size": 1024, "n_neg": 256, "lr": 3e-3, "max_epochs": 3, "patience": 1,
-           "valid_users": 1000, "routing_axis": "interest", "routing_init": "redraw", "side": True}
+# notebook 04's "both" variant: its recipe (the notebook's parameter defaults) and its split
+MIND_HP = {"valid_days": 7, "test_days": 7, **recipes.MIND.as_dict(), "routing_axis": "interest",
+           "routing_init": "redraw", "side": True}
 
 
 def train_model(model: str, dataset: str = "world", profile: str = "tiny", seed: int = 0,
@@ -50,7 +50,6 @@ def train_model(model: str, dataset: str = "world", profile: str = "tiny", seed:
     """
     from musicrecall import sequences as sq
     from musicrecall.data import prepare
-    from musicrecall.models import recipes
 
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
@@ -77,21 +76,19 @@ def _train_mind(prep: Any, h: dict, seed: int) -> dict:
     from musicrecall import multi_interest as M
     from musicrecall.evaluation import make_eval_setup
     from musicrecall.sequence_data import side_codes
-    from musicrecall.training import TrainConfig
 
     ds = prep.dataset
     valid = make_eval_setup(prep.clean.events, ds.items.height, stage="valid", valid_days=h["valid_days"],
                             test_days=h["test_days"])
     side = side_codes(ds.items) if h["side"] else None
-    cfg = M.MINDConfig(dim=h["dim"], k_max=h["k_max"], max_len=h["max_len"], pow_p=h["pow_p"], sigma=h["sigma"],
-                       routing_axis=h["routing_axis"], routing_init=h["routing_init"])
-    tcfg = TrainConfig(epochs=h["max_epochs"], lr=h["lr"], patience=h["patience"], seed=seed, progress=False)
+    recipe = recipes.MIND.with_(**{k: v for k, v in h.items() if k in recipes.MIND.as_dict()})
     name = f"both_{h['routing_axis']}"
     # the run name and arguments of notebook 04's variant: fit_mind keys the checkpoint on them, so the
     # notebook finds this checkpoint
-    _, hist = M.fit_mind(valid.fit, valid.targets["all"], valid.n_items, cfg, side, tcfg, per_user=h["per_user"],
-                         batch_size=h["batch_size"], n_neg=h["n_neg"], valid_users=h["valid_users"],
-                         name=f"mind_{name}", data_key=ds.key, seed=seed)
+    _, hist = M.fit_mind(valid.fit, valid.targets["all"], valid.n_items,
+                         recipe.config(routing_axis=h["routing_axis"], routing_init=h["routing_init"]), side,
+                         recipe.train_config(seed), **recipe.fit_args(), name=f"mind_{name}", data_key=ds.key,
+                         seed=seed)
     return _summary(name, hist)
 
 

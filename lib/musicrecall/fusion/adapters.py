@@ -14,11 +14,9 @@ from musicrecall import sequences as sq
 from musicrecall.audio import EmbeddingScaler
 from musicrecall.audio import simulated as S
 from musicrecall.federated import pipeline as fp
-from musicrecall.models.mind import MINDConfig
-from musicrecall.models.recipes import MIND, SASREC, SASRecRecipe, for_profile
+from musicrecall.models.recipes import MIND, SASREC, MINDRecipe, SASRecRecipe, for_profile
 from musicrecall.multi_interest import fit_mind
 from musicrecall.sequence_data import side_codes
-from musicrecall.training import TrainConfig
 
 
 def kg_vectors(setup, triples: pl.DataFrame, *, dim: int = 32, gamma: float = 0.2, s2v_changes: dict | None = None,
@@ -65,20 +63,16 @@ def sasrec_adapter(prep, *, recipe: SASRecRecipe = SASREC, profile: str = "small
     return SequenceChannel(model, inputs)
 
 
-def mind_adapter(valid, items: pl.DataFrame, data_key: str, *, axis: str = "interest", dim: int = MIND.dim,
-                 k_max: int = MIND.k_max, max_len: int = MIND.max_len, pow_p: float = MIND.pow_p,
-                 sigma: float = MIND.sigma, epochs: int = MIND.max_epochs, lr: float = MIND.lr,
-                 patience: int = MIND.patience, per_user: int = MIND.per_user, batch_size: int = MIND.batch_size,
-                 n_neg: int = MIND.n_neg, valid_users: int = MIND.valid_users, seed: int = 0):
-    """MIND as notebook 04's "both" variant (genre/language side info, re-drawn routing logits, routing
-    softmax over ``axis``; same defaults and checkpoint key, so its trained model is reused), trained on
-    the train window; ``served_on(recall, setup.fit)`` serves it at a stage."""
-    cfg = MINDConfig(dim=dim, k_max=k_max, max_len=max_len, pow_p=pow_p, sigma=sigma, routing_axis=axis,
-                     routing_init="redraw")
-    side = side_codes(items)
-    tc = TrainConfig(epochs=epochs, lr=lr, patience=patience, seed=seed, progress=False)
-    recall, _ = fit_mind(valid.fit, valid.targets["all"], valid.n_items, cfg, side, tc, per_user=per_user,
-                         batch_size=batch_size, n_neg=n_neg, valid_users=valid_users, name=f"mind_both_{axis}",
+def mind_adapter(valid, items: pl.DataFrame, data_key: str, *, recipe: MINDRecipe = MIND, axis: str = "interest",
+                 seed: int = 0):
+    """MIND as notebook 04's "both" variant (side info, re-drawn routing logits, routing softmax over
+    ``axis``), trained on the train window with early stopping on the validation window. Notebook 04's
+    parameter defaults and this adapter both read ``recipe`` (:data:`musicrecall.models.recipes.MIND`), so
+    :func:`musicrecall.multi_interest.fit_mind` gets the same arguments and checkpoint key and the
+    notebook's trained model is reused. ``served_on(recall, setup.fit)`` serves it at a stage."""
+    recall, _ = fit_mind(valid.fit, valid.targets["all"], valid.n_items,
+                         recipe.config(routing_axis=axis, routing_init="redraw"), side_codes(items),
+                         recipe.train_config(seed), **recipe.fit_args(), name=f"mind_both_{axis}",
                          data_key=data_key, seed=seed)
     return recall
 

@@ -1,6 +1,7 @@
 """One recipe per recall model: its hyper-parameters in one place (issue 17, item 4).
 
-Notebook 03 (SASRec, YouTube-DNN), notebook 04 (MIND) and notebook 08's channel adapters
+Notebook 03 (SASRec, YouTube-DNN), notebook 04 (MIND: its ``parameters`` cell defaults are
+``MIND.<field>``), :mod:`musicrecall.ddp_train` and notebook 08's channel adapters
 (:func:`musicrecall.fusion.sasrec_adapter`, :func:`musicrecall.fusion.mind_adapter`) read their
 defaults from here, so a model trained by one notebook and reused by another (same checkpoint key)
 cannot drift. A notebook may override a value in its ``parameters`` cell; it prints the recipe it ran.
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # importing a recipe must stay cheap (no torch): fusion.py reads them as defaults
     from torch import nn
 
+    from musicrecall.models.mind import MINDConfig
     from musicrecall.training import TrainConfig
 
 
@@ -94,20 +96,36 @@ class YouTubeDNNRecipe(_SequenceRecipe):
 
 @dataclass(frozen=True)
 class MINDRecipe(_Recipe):
-    """MIND (Li et al. 2019) as notebook 04 trains it (its values at the time of writing, unchanged)."""
+    """MIND (Li et al. 2019) as notebook 04 trains it and notebook 08's adapter reuses it; the routing axis
+    (chosen on validation by notebook 04), the routing-logit initialisation and side information are the
+    variant's, not the recipe's. Run unchanged at every profile (3 epochs is below the tiny cap)."""
 
     dim: int = 48
-    k_max: int = 4
-    max_len: int = 30
-    pow_p: float = 2.0
-    sigma: float = 1.0
-    per_user: int = 6
+    k_max: int = 4  # K_max, the most interests per user (dynamic K below it)
+    max_len: int = 30  # last N full plays feed the capsules
+    pow_p: float = 2.0  # label-aware attention power
+    sigma: float = 1.0  # std of the routing-logit initialisation
+    per_user: int = 6  # training examples (target positions) per user
     batch_size: int = 1024
-    n_neg: int = 256
+    n_neg: int = 256  # sampled negatives per batch (logQ-corrected)
     lr: float = 3e-3
     max_epochs: int = 3
     patience: int = 1
-    valid_users: int = 1000
+    valid_users: int = 1000  # users for early stopping on the validation window
+
+    def config(self, **variant: object) -> MINDConfig:
+        """The :class:`musicrecall.models.mind.MINDConfig` of this recipe; ``variant``: ``routing_axis``,
+        ``routing_init``, a ``k_max`` ablation ..."""
+        from musicrecall.models.mind import MINDConfig
+
+        base = {"dim": self.dim, "k_max": self.k_max, "max_len": self.max_len, "pow_p": self.pow_p,
+                "sigma": self.sigma}
+        return MINDConfig(**{**base, **variant})  # type: ignore[arg-type]
+
+    def fit_args(self) -> dict:
+        """The keyword arguments of :func:`musicrecall.multi_interest.fit_mind` this recipe sets."""
+        return {"per_user": self.per_user, "batch_size": self.batch_size, "n_neg": self.n_neg,
+                "valid_users": self.valid_users}
 
 
 #: Epoch cap at profile tiny: tiny runs are smoke tests of the code path (a handful of steps per epoch),

@@ -127,6 +127,26 @@ def test_short_term_i2i_weights_recent_plays_more():
     assert ch(np.array([7, 8]), 3, ex)[0][0].tolist() == [11, -1, -1]
 
 
+def test_short_term_i2i_searches_only_the_recent_plays_rows_and_equals_the_full_table():
+    from musicrecall.fusion import neighbour_table_for
+
+    rng = np.random.default_rng(3)
+    n_items, n = 3000, 20
+    vecs = rng.normal(size=(n_items, 16)).astype(np.float32)
+    has = rng.random(n_items) < 0.9
+    ts = pl.datetime_range(pl.datetime(2026, 1, 1), pl.datetime(2026, 1, 1, 9, 59), "1m", eager=True, time_zone="UTC")
+    fit = pl.DataFrame({"user_id": rng.integers(0, 60, 600), "song_id": rng.integers(0, n_items, 600), "ts": ts,
+                        "full_play": rng.random(600) < 0.8})
+    lazy_table = neighbour_table_for(vecs, has, n)
+    lazy = ShortTermI2I.lazy(lazy_table, fit, n_recent=5)
+    full = ShortTermI2I.build(*neighbour_table_for(vecs, has, n).full(), fit, n_recent=5)
+    users = np.arange(70)  # ten of them without plays
+    got, want = lazy(users, 50), full(users, 50)
+    assert np.array_equal(got[0], want[0]) and np.allclose(got[1], want[1])
+    seeds = np.unique(lazy.seeds["song_id"].to_numpy())
+    assert lazy_table.n_searched == int(has[seeds].sum()) < int(has.sum()) // 5  # only the recent plays' rows
+
+
 def test_fused_recall_respects_exclusion_and_memo():
     calls = []
 

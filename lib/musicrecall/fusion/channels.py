@@ -15,7 +15,7 @@ import polars as pl
 
 from musicrecall.evaluation import ExactIndex, UserItemCSR, topk_scores
 from musicrecall.fusion.merge import Channel
-from musicrecall.kg.recall import neighbour_table
+from musicrecall.kg.recall import NeighbourTable
 from musicrecall.serving import merged_lists
 
 PairScorer = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (users, songs) -> scores, NaN = unknown
@@ -84,18 +84,26 @@ class ShortTermI2I:
 
     ``score(u, j) = Σ_h 0.5^(rank_h / half_life) · cos(h, j)`` over the recent plays ``h`` (rank 0 = the
     last play), with neighbour tables ``nb_ids`` / ``nb_sims`` [n_items, n] (e.g. KG Song2Vec or audio).
-    No fallback: a user without recent plays gets an empty list (the fusion back-fills).
+    No fallback: a user without recent plays gets an empty list (the fusion back-fills). With ``table``
+    (a :class:`musicrecall.kg.recall.NeighbourTable`, whose arrays ``nb_ids`` / ``nb_sims`` are) the rows
+    are searched on demand: only the songs some user's recent plays hold, never the whole catalogue.
     """
 
     nb_ids: np.ndarray
     nb_sims: np.ndarray
     seeds: pl.DataFrame
     half_life: float = 2.0
+    table: NeighbourTable | None = None
 
     @classmethod
     def build(cls, nb_ids: np.ndarray, nb_sims: np.ndarray, fit: pl.DataFrame, n_recent: int = 5,
               half_life: float = 2.0) -> ShortTermI2I:
         return cls(nb_ids, nb_sims, recent_plays(fit, n_recent), half_life)
+
+    @classmethod
+    def lazy(cls, table: NeighbourTable, fit: pl.DataFrame, n_recent: int = 5, half_life: float = 2.0) -> ShortTermI2I:
+        """The channel over a table searched on demand (rows equal the full table's)."""
+        return cls(table.ids, table.sims, recent_plays(fit, n_recent), half_life, table)
 
     def __call__(self, users: np.ndarray, k: int, exclude: UserItemCSR | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
@@ -103,6 +111,8 @@ class ShortTermI2I:
         pos = pl.DataFrame({"user_id": users, "row": np.arange(len(users), dtype=np.int64)})
         s = self.seeds.join(pos, on="user_id")
         row, song, rank = s["row"].to_numpy(), s["song_id"].to_numpy(), s["rank"].to_numpy()
+        if self.table is not None:
+            self.table.ensure(song)
         nb, sim = self.nb_ids[song], self.nb_sims[song]
         w = (0.5 ** (rank / self.half_life))[:, None] * np.where(np.isfinite(sim), sim, 0.0)
         ok = nb >= 0
@@ -114,14 +124,13 @@ class ShortTermI2I:
         return _scored_topk(r, it, sc, len(users), k, exclude)
 
 
-def neighbour_table_for(vectors: np.ndarray, has_vector: np.ndarray, n_neighbors: int = 50
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine i2i table (exact faiss search) of the songs with a vector: ``(ids, sims)`` [n_items, n]."""
-    return neighbour_table(np.ascontiguousarray(vectors, dtype=np.float32), has_vector, n_neighbors, index="flat")
+def neighbour_table_for(vectors: np.ndarray, has_vector: np.ndarray, n_neighbors: int = 50) -> NeighbourTable:
+    """Cosine i2i table (exact faiss search) of the songs with a vector, searched on demand: a row is computed
+    the first time a channel asks for it (:class:`musicrecall.kg.recall.NeighbourTable`; ``.full()`` for all)."""
+    return NeighbourTable(np.ascontiguousarray(vectors, dtype=np.float32), has_vector, n_neighbors, index="flat")
 
 
-def audio_neighbour_table(song_ids: np.ndarray, emb: np.ndarray, n_items: int, n_neighbors: int = 50
-                          ) -> tuple[np.ndarray, np.ndarray]:
+def audio_neighbour_table(song_ids: np.ndarray, emb: np.ndarray, n_items: int, n_neighbors: int = 50) -> NeighbourTable:
     """The same i2i table over the songs with audio (``emb`` rows aligned with ``song_ids``)."""
     vecs = np.zeros((n_items, emb.shape[1]), dtype=np.float32)
     vecs[song_ids] = emb

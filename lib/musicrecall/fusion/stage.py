@@ -49,8 +49,7 @@ def build_stage(name: str, setup, shares: Mapping[str, float], *, kg: tuple[np.n
     fit = setup.fit
     channels: dict[str, Channel] = {}
     scorers: dict = {}
-    nb = neighbour_table_for(kg[0], kg[1], n_neighbors)
-    channels["short_term"] = ShortTermI2I.build(*nb, fit, n_recent, half_life)
+    channels["short_term"] = ShortTermI2I.lazy(neighbour_table_for(kg[0], kg[1], n_neighbors), fit, n_recent, half_life)
     scorers["short_term"] = profile_scorer(kg[0], kg[1], recent_plays(fit, n_recent), half_life)
     if seq is not None:
         uv = seq.user_vecs(name)
@@ -64,8 +63,8 @@ def build_stage(name: str, setup, shares: Mapping[str, float], *, kg: tuple[np.n
     if audio is not None:  # neighbours of the last plays that have audio; its score is the audio_sim feature
         songs, emb = audio
         with_audio = fit.filter(pl.col("song_id").is_in(songs.tolist()))
-        channels["audio_i2i"] = ShortTermI2I.build(*audio_neighbour_table(songs, emb, setup.n_items, n_neighbors),
-                                                   with_audio, audio_recent, half_life=5.0)
+        channels["audio_i2i"] = ShortTermI2I.lazy(audio_neighbour_table(songs, emb, setup.n_items, n_neighbors),
+                                                  with_audio, audio_recent, half_life=5.0)
     if dssm is not None:
         cold = cold_users_mask(fit, max_plays)
         channels["dssm"] = embedding_channel(dssm.user_vecs, dssm.items, eligible=lambda u: cold(u) & dssm.known(u))

@@ -45,9 +45,6 @@ KNOWN_PRIVATE = {
     ("musicrecall.evaluation.baselines", "musicrecall.evaluation.metrics", "_exclude_arrays"),
     ("musicrecall.evaluation.baselines", "musicrecall.evaluation.metrics", "_hit_matrix"),
     ("musicrecall.kg.recall", "musicrecall.evaluation.metrics", "_exclude_arrays"),
-    ("musicrecall.world.users", "musicrecall.world.catalog", "_draw_categorical"),
-    ("musicrecall.world.sessions", "musicrecall.world.catalog", "_draw_categorical"),
-    ("musicrecall.report.index", "musicrecall.report.record", "_fmt"),
 }
 
 

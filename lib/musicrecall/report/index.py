@@ -18,7 +18,7 @@ from typing import Any
 
 from musicrecall.report.claims import CLAIMS
 from musicrecall.report.forest import forest_html
-from musicrecall.report.record import NA, REAL_DATA_UNTESTED, _fmt, cap_for_dataset, format_ci
+from musicrecall.report.record import NA, REAL_DATA_UNTESTED, cap_for_dataset, format_ci, format_value
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5rem auto;max-width:1240px;
@@ -191,8 +191,8 @@ def _ledger(runs: dict[str, Any], datasets: dict[str, dict[str, Any]], own_datas
 def _metric_cell(m: dict[str, Any]) -> str:
     ci = format_ci(m)
     world = "" if m.get("world", "default") == "default" else f" <small>({html.escape(m['world'])})</small>"
-    unit = html.escape(m.get("unit", "")) if _fmt(m["value"]) != NA else ""
-    return f"{html.escape(m['name'])}: <b>{_fmt(m['value'])}</b>{unit} {ci}{world}"
+    unit = html.escape(m.get("unit", "")) if format_value(m["value"]) != NA else ""
+    return f"{html.escape(m['name'])}: <b>{format_value(m['value'])}</b>{unit} {ci}{world}"
 
 
 def _runs_table(out_path: Path, world: dict[str, Any], datasets: dict[str, dict[str, Any]]) -> str:
@@ -248,7 +248,7 @@ def build_index(metrics: dict[str, Any], out_path: Path, datasets: dict[str, dic
     total = sum(r["seconds"] for r in runs.values())
     nb_rows.append(f"<tr><td><b>total</b></td><td></td><td class='num'><b>{total:.0f} s</b></td><td></td></tr>")
     all_rows = [
-        f"<tr><td>{html.escape(name)}</td><td>{html.escape(m['name'])}</td><td class='num'>{_fmt(m['value'])}</td>"
+        f"<tr><td>{html.escape(name)}</td><td>{html.escape(m['name'])}</td><td class='num'>{format_value(m['value'])}</td>"
         f"<td class='num'>{format_ci(m)}</td><td>{html.escape(m.get('world', ''))}</td><td>{html.escape(m.get('note', ''))}</td></tr>"
         for name, run in sorted(runs.items()) for rec in run.get("records", []) for m in rec.get("metrics", [])
     ]

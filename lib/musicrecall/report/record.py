@@ -214,7 +214,7 @@ def cap_for_dataset(row: dict[str, Any], dataset: str) -> dict[str, Any]:
     return row
 
 
-def _fmt(x: Any) -> str:
+def format_value(x: Any) -> str:
     """A recorded number for display; null, NaN and old ``"nan"`` strings read as "n/a"."""
     value = finite_or_none(x)
     return NA if value is None else f"{value:.4g}"
@@ -223,7 +223,7 @@ def _fmt(x: Any) -> str:
 def format_ci(m: dict[str, Any]) -> str:
     """``[lo, hi]`` of a recorded metric, or an empty string when it has no interval."""
     lo, hi = finite_or_none(m.get("ci_lo")), finite_or_none(m.get("ci_hi"))
-    return "" if lo is None or hi is None else f"[{_fmt(lo)}, {_fmt(hi)}]"
+    return "" if lo is None or hi is None else f"[{format_value(lo)}, {format_value(hi)}]"
 
 
 def sanitize_json(obj: Any) -> Any:
@@ -268,7 +268,7 @@ def record_metrics(notebook: str, metrics: list[dict[str, Any]], *, profile: str
     """Display the notebook's headline metrics as a table, with the payload the runner collects."""
     payload = build_record(notebook, metrics, profile=profile, dataset=dataset, seed=seed, claims=claims)
     rows = "".join(
-        f"<tr><td>{html.escape(m['name'])}</td><td>{_fmt(m['value'])}</td><td>{format_ci(m)}</td>"
+        f"<tr><td>{html.escape(m['name'])}</td><td>{format_value(m['value'])}</td><td>{format_ci(m)}</td>"
         f"<td>{html.escape(m['world'])}</td><td>{html.escape(m['note'])}</td></tr>"
         for m in metrics
     )

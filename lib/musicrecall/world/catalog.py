@@ -22,7 +22,7 @@ _WORD_B = ("Heart", "River", "Sky", "Road", "Dream", "Light", "City", "Moon", "R
            "Garden", "Window", "Letter", "Train", "Mirror", "Shadow", "Island", "Winter")  # fmt: skip
 
 
-def _draw_categorical(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
+def draw_categorical(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
     """One category per row of ``probs`` (rows sum to 1), vectorised via cumulative sums."""
     cum = np.cumsum(probs, axis=1)
     u = rng.random(probs.shape[0])[:, None] * cum[:, -1:]
@@ -133,7 +133,7 @@ def build_catalog(cfg: WorldConfig) -> Catalog:
     n_art = max(8, n // 12)
     # artists: genre, language, popularity, number of songs (>= 1)
     a_genre = rng.choice(n_genre, size=n_art, p=GENRE_SHARE).astype(np.int8)
-    a_lang = _draw_categorical(rng, LANG_MIX[a_genre]).astype(np.int8)
+    a_lang = draw_categorical(rng, LANG_MIX[a_genre]).astype(np.int8)
     a_pop = rng.lognormal(0.0, 1.4, n_art)
     weights = rng.lognormal(0.0, 0.7, n_art)
     a_count = 1 + rng.multinomial(n - n_art, weights / weights.sum())
@@ -154,7 +154,7 @@ def build_catalog(cfg: WorldConfig) -> Catalog:
     # songs: genre mostly the artist's, language mostly the artist's
     genre = np.where(rng.random(n) < 0.85, a_genre[artist], rng.choice(n_genre, size=n, p=GENRE_SHARE))
     genre = genre.astype(np.int8)
-    lang = np.where(rng.random(n) < 0.9, a_lang[artist], _draw_categorical(rng, LANG_MIX[genre])).astype(
+    lang = np.where(rng.random(n) < 0.9, a_lang[artist], draw_categorical(rng, LANG_MIX[genre])).astype(
         np.int8
     )
     version = rng.choice(len(VERSIONS), size=n, p=[0.8, 0.08, 0.07, 0.05]).astype(np.int8)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .catalog import Catalog, _draw_categorical
+from .catalog import Catalog, draw_categorical
 from .profiles import DAY_MS, ENTRY_BIAS, LOOSE_P, WorldConfig
 from .users import BOT, COLD, N_FAV_ARTISTS, N_FAV_SONGS, NORMAL, Users
 
@@ -152,14 +152,14 @@ def _sessions(cfg: WorldConfig, users: Users, rng: np.random.Generator) -> _Sess
     span = cfg.n_days * DAY_MS
     start = np.sort(su * span + start) - su * span
     t = start / span
-    entry = _draw_categorical(rng, users.entry_p[su]).astype(np.int8)
+    entry = draw_categorical(rng, users.entry_p[su]).astype(np.int8)
     mu = np.log(cfg.mean_session_len) - 0.32  # lognormal(sigma=0.8) has mean exp(mu + 0.32)
     length = np.clip(np.ceil(rng.lognormal(mu, 0.8, n_s)), 1, 300).astype(np.int64)
     is_cold = users.kind[su] == COLD
     length[is_cold] = rng.integers(1, 9, is_cold.sum())
     # session interest: drifting weights, sticky between consecutive sessions of a user
     w = users.int_w[su] * np.exp(seq * users.drift[su] * (t[:, None] - 0.5))
-    k_fresh = _draw_categorical(rng, w)
+    k_fresh = draw_categorical(rng, w)
     first = np.ones(n_s, dtype=bool)
     first[1:] = su[1:] != su[:-1]
     fresh = first | (rng.random(n_s) >= cfg.sticky_prob * seq)
@@ -181,7 +181,7 @@ def _choose_songs(
     seg_start = (pos == 0) | (_coin(rng, n_p, cfg.switch_prob) & (pos > 0))
     seg_first = np.flatnonzero(seg_start)
     seg_sess = ps[seg_first]
-    seg_k = _draw_categorical(rng, s.w[seg_sess])
+    seg_k = draw_categorical(rng, s.w[seg_sess])
     opening = pos[seg_first] == 0
     seg_k[opening] = s.k[seg_sess[opening]]
     kp = np.repeat(seg_k, np.diff(np.append(seg_first, n_p)))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import polars as pl
 
-from .catalog import Catalog, _draw_categorical
+from .catalog import Catalog, draw_categorical
 from .profiles import AGE_BUCKETS, ENTRY_BASE, GENDERS, GENRES, LANGUAGES, REGIONS, WorldConfig
 
 MAX_INTERESTS = 5
@@ -88,7 +88,7 @@ def build_users(cfg: WorldConfig, cat: Catalog) -> Users:
     fav_artist = cat.artist[cat.draw_cluster(rng, cl_rep.ravel())].reshape(n, -1).astype(np.int32)
     fav_artist[~np.repeat(valid, N_FAV_ARTISTS, axis=1)] = -1
     # favourite songs (repeat listening) drawn from the interests by weight
-    k = _draw_categorical(rng, np.repeat(w, N_FAV_SONGS, axis=0))
+    k = draw_categorical(rng, np.repeat(w, N_FAV_SONGS, axis=0))
     fav_songs = cat.draw_cluster(rng, int_cluster[np.repeat(np.arange(n), N_FAV_SONGS), k]).reshape(n, -1)
     taste = rng.normal(0.0, 1.0, (n, N_TASTE))
     taste = (taste / np.linalg.norm(taste, axis=1, keepdims=True)).astype(np.float32)

@@ -40,12 +40,7 @@ KNOWN_UPWARD = {
 # Imports that close a cycle, in files this change does not own; removed from the graph before the
 # cycle check, and they must still exist.
 KNOWN_BACK_EDGES: set[tuple[str, str]] = set()
-KNOWN_PRIVATE = {
-    ("musicrecall.evaluation.baselines", "musicrecall.evaluation.metrics", "_compact_rows"),
-    ("musicrecall.evaluation.baselines", "musicrecall.evaluation.metrics", "_exclude_arrays"),
-    ("musicrecall.evaluation.baselines", "musicrecall.evaluation.metrics", "_hit_matrix"),
-    ("musicrecall.kg.recall", "musicrecall.evaluation.metrics", "_exclude_arrays"),
-}
+KNOWN_PRIVATE: set[tuple[str, str, str]] = set()
 
 
 def module_name(path: Path, lib: Path = LIB) -> str:

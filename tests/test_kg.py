@@ -197,10 +197,10 @@ def test_median_popularity_rank():
 def _reference_recommend(rec: kg.ItemToItemRecall, users: np.ndarray, k: int, exclude) -> np.ndarray:
     """The former sparse path: every candidate (merged songs and the whole fallback) through
     :func:`kg.topk_from_candidates`. The fast path must give the very same lists."""
-    from musicrecall.evaluation.metrics import _exclude_arrays
+    from musicrecall.evaluation.metrics import exclude_arrays
     from musicrecall.kg.recall import _in_rows
 
-    ex = _exclude_arrays(exclude, len(users))
+    ex = exclude_arrays(exclude, len(users))
     n = len(rec.popularity)
     pop_order = np.lexsort((np.arange(n), -rec.popularity))
     r, s, rk = rec._seed_arrays(users)

@@ -38,7 +38,7 @@ import polars as pl
 import scipy.sparse as sp
 import torch
 
-from .metrics import ExcludeLike, UserItemCSR, _compact_rows, _exclude_arrays, _hit_matrix
+from .metrics import ExcludeLike, UserItemCSR, compact_rows, exclude_arrays, hit_matrix
 
 __all__ = ["ItemCFRecall", "ListMemo", "MarkovRecall", "PopularityRecall"]
 
@@ -170,7 +170,7 @@ class PopularityRecall:
         if self.scores is None:
             raise RuntimeError("call fit() first")
         n_users = len(users)
-        ex = _exclude_arrays(exclude, n_users)
+        ex = exclude_arrays(exclude, n_users)
         if ex is None:
             return np.broadcast_to(self._order[:k], (n_users, k)).copy()
         # Only the first k + (largest exclusion row in the batch) songs of the global order can be
@@ -184,7 +184,7 @@ class PopularityRecall:
             c = min(n, k + int(np.diff(ptr).max(initial=0)))
             cand = np.broadcast_to(self._order[:c], (b1 - b0, c))
             rows = UserItemCSR(users=np.arange(b1 - b0), indptr=ptr, indices=indices[indptr[b0] : indptr[b1]])
-            res = _compact_rows(cand, _hit_matrix(cand, rows))
+            res = compact_rows(cand, hit_matrix(cand, rows))
             if res.shape[1] < k:
                 res = np.hstack([res, np.full((b1 - b0, k - res.shape[1]), -1, dtype=np.int64)])
             out[b0:b1] = res[:, :k]
@@ -350,7 +350,7 @@ class ItemCFRecall:
         if exclude is None and (hit := self._memo.get(users, k)) is not None:
             return hit
         n_users = users.shape[0]
-        ex = _exclude_arrays(exclude, n_users)
+        ex = exclude_arrays(exclude, n_users)
         sim_t = self.sim.astype(np.float32)
         # Popularity tie-break strictly below the smallest possible positive CF score.
         min_sim = float(self.sim.data.min()) if self.sim.nnz else 1.0
@@ -528,7 +528,7 @@ class MarkovRecall:
         if exclude is None and (hit := self._memo.get(users, k)) is not None:
             return hit
         last = self.last_play(users)
-        ex = _exclude_arrays(exclude, users.shape[0])
+        ex = exclude_arrays(exclude, users.shape[0])
         out = np.full((users.shape[0], k), -1, dtype=np.int64)
         for b0 in range(0, users.shape[0], batch):
             b1 = min(b0 + batch, users.shape[0])

@@ -48,11 +48,14 @@ __all__ = [
     "bootstrap_ci",
     "bootstrap_resamples",
     "build_targets",
+    "compact_rows",
     "coverage",
     "evaluate_lists",
     "evaluate_scores",
     "evaluate_topk",
+    "exclude_arrays",
     "exclusion_csr",
+    "hit_matrix",
     "item_popularity",
     "novelty",
     "paired_bootstrap_lift",
@@ -233,7 +236,7 @@ def exclusion_csr(
 ExcludeLike = UserItemCSR | sp.csr_matrix | sp.csr_array | tuple[np.ndarray, np.ndarray] | None
 
 
-def _exclude_arrays(
+def exclude_arrays(
     exclude: ExcludeLike, n_rows: int, users: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """(indptr, indices) of an exclusion argument, checked against the rows (and users, if known)."""
@@ -286,7 +289,7 @@ def topk_scores(
     n_users, n_items = u.shape[0], v.shape[0]
     if not 0 < k <= n_items:
         raise ValueError(f"k={k} must be in 1..n_items={n_items}")
-    ex = _exclude_arrays(exclude, n_users)
+    ex = exclude_arrays(exclude, n_users)
     out_idx = np.empty((n_users, k), dtype=np.int64)
     out_val = np.empty((n_users, k), dtype=np.float32)
     vt = v.T.contiguous()
@@ -320,7 +323,7 @@ def _row_keys(rows: np.ndarray, items: np.ndarray, base: int) -> np.ndarray:
     return rows.astype(np.int64) * base + (items.astype(np.int64) + 1)
 
 
-def _hit_matrix(topk_idx: np.ndarray, targets: UserItemCSR) -> np.ndarray:
+def hit_matrix(topk_idx: np.ndarray, targets: UserItemCSR) -> np.ndarray:
     """``hit[r, j]`` = ``topk_idx[r, j]`` is in the target set of row ``r`` (vectorised searchsorted)."""
     n, k = topk_idx.shape
     base = int(max(topk_idx.max(initial=-1), targets.indices.max(initial=-1))) + 2
@@ -347,7 +350,7 @@ def _dedupe_rows(topk_idx: np.ndarray) -> np.ndarray:
     return out.reshape(n, k)
 
 
-def _compact_rows(topk_idx: np.ndarray, drop: np.ndarray) -> np.ndarray:
+def compact_rows(topk_idx: np.ndarray, drop: np.ndarray) -> np.ndarray:
     """Remove ``drop`` entries from each row keeping order, shifting the rest left, padding with -1."""
     order = np.argsort(drop, axis=1, kind="stable")
     out = np.take_along_axis(topk_idx, order, axis=1)
@@ -373,7 +376,7 @@ def evaluate_topk(
     if topk_idx.shape[1] < ks[-1]:
         raise ValueError(f"lists have {topk_idx.shape[1]} columns, need {ks[-1]} for @{ks[-1]}")
     kmax = ks[-1]
-    hit = _hit_matrix(topk_idx[:, :kmax], targets)
+    hit = hit_matrix(topk_idx[:, :kmax], targets)
     n_t = targets.sizes.astype(np.float64)
     if np.any(n_t == 0):
         raise ValueError("targets contain users with no target; build_targets drops them")
@@ -405,7 +408,7 @@ def evaluate_scores(
     :func:`exclusion_csr` of the fit window for discovery targets) must be aligned the same way.
     """
     ks = tuple(ks)
-    _exclude_arrays(exclude, targets.n_users, targets.users)  # alignment check
+    exclude_arrays(exclude, targets.n_users, targets.users)  # alignment check
     idx, _ = topk_scores(user_vecs, item_vecs, max(ks), exclude=exclude, batch=batch)
     return evaluate_topk(idx, targets, ks)
 
@@ -448,11 +451,11 @@ def evaluate_lists(
         raise ValueError(f"{lists.shape[0]} lists for {targets.n_users} target users; pass list_users")
     lists = _dedupe_rows(lists)
     drop = lists < 0
-    ex = _exclude_arrays(exclude, targets.n_users, targets.users)
+    ex = exclude_arrays(exclude, targets.n_users, targets.users)
     if ex is not None:
-        drop |= _hit_matrix(lists, UserItemCSR(users=targets.users, indptr=ex[0], indices=ex[1]))
+        drop |= hit_matrix(lists, UserItemCSR(users=targets.users, indptr=ex[0], indices=ex[1]))
     if drop.any():
-        lists = _compact_rows(lists, drop)
+        lists = compact_rows(lists, drop)
     if lists.shape[1] < max(ks):
         pad = np.full((lists.shape[0], max(ks) - lists.shape[1]), -1, dtype=np.int64)
         lists = np.hstack([lists, pad])

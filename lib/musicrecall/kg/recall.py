@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from musicrecall.evaluation import FaissIndex
-from musicrecall.evaluation.metrics import ExcludeLike, _exclude_arrays
+from musicrecall.evaluation.metrics import ExcludeLike, exclude_arrays
 
 
 class NeighbourTable:
@@ -204,7 +204,7 @@ class ItemToItemRecall:
         return out
 
     def _recommend(self, users: np.ndarray, k: int, exclude: ExcludeLike) -> np.ndarray:
-        ex = _exclude_arrays(exclude, len(users))
+        ex = exclude_arrays(exclude, len(users))
         n = len(self.popularity)
         pop_order = np.lexsort((np.arange(n), -self.popularity))
         out = np.full((len(users), k), -1, dtype=np.int64)

@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from musicrecall import kg
+from musicrecall import corpus, kg
 from musicrecall.cleaning import CleaningConfig, CleanResult, clean_log
 from musicrecall.schema import conform
 from musicrecall.world import generate_world
@@ -176,7 +176,7 @@ def test_larger_world_with_injected_rows_is_identical_on_both_engines(spark, tmp
     from musicrecall.spark.corpus import read_sessions
 
     got = read_sessions(tmp_path / "c").with_columns(pl.col("songs").cast(pl.List(pl.Int64)))
-    assert got.equals(kg.corpus.session_frame(ours.events))
+    assert got.equals(corpus.session_frame(ours.events))
     ref = kg.session_sentences(ours.events, n_items)
     counts = pl.read_parquet(sorted((tmp_path / "c" / "song_counts").glob("*.parquet")))
     dense = np.zeros(n_items, dtype=np.int64)

@@ -42,7 +42,7 @@ Labels on kept rows:
   ``skip``       not full_play.
   ``strong_pos`` action in collect / playlist_add / follow_artist;  ``strong_neg``: action == block.
 
-Song2Vec corpus (:mod:`musicrecall.kg.corpus`): one sentence per kept session, its *full plays* in
+Song2Vec corpus (:mod:`musicrecall.corpus`): one sentence per kept session, its *full plays* in
 time order, consecutive repeats of a song collapsed, sessions with fewer than ``CORPUS_MIN_LEN`` songs
 dropped; songs are tokens ``SONG_PREFIX + str(song_id)``.
 """

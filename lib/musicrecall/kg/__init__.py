@@ -1,21 +1,14 @@
 """Knowledge-graph Song2Vec (the talk's section 2.1): corpora, training, item-to-item recall, BadCase.
 
-* :mod:`.corpus` — session sentences and gamma-weighted relation walks (the exact formulation);
+* :mod:`musicrecall.corpus` (data layer, shared with Spark, EGES and GraphSAGE; its names are re-exported
+  here) — session sentences and gamma-weighted relation walks (the exact formulation);
 * :mod:`.song2vec` — gensim skip-gram training, song vectors, cold songs through entities;
 * :mod:`.recall` — faiss i2i table and the merge over a user's recent full plays;
 * :mod:`.badcase` — the BadCase rate and the side-by-side neighbour table;
 * :mod:`.pipeline` — tuning, gamma sweep and slices used by notebook 02 (its C1 verdict: :mod:`musicrecall.report.verdicts`).
 """
 
-from musicrecall.kg.badcase import (
-    attribute_codes,
-    badcase_per_seed,
-    badcase_seeds,
-    catalogue_relations,
-    neighbours_side_by_side,
-    true_codes,
-)
-from musicrecall.kg.corpus import (
+from musicrecall.corpus import (
     DEFAULT_WEIGHTS,
     SONG_PREFIX,
     Corpus,
@@ -24,6 +17,14 @@ from musicrecall.kg.corpus import (
     relation_walks,
     session_sentences,
     triples_from_items,
+)
+from musicrecall.kg.badcase import (
+    attribute_codes,
+    badcase_per_seed,
+    badcase_seeds,
+    catalogue_relations,
+    neighbours_side_by_side,
+    true_codes,
 )
 from musicrecall.kg.pipeline import (
     Fitted,

@@ -47,7 +47,7 @@ def catalogue_relations(items: pl.DataFrame, n_items: int, triples: pl.DataFrame
     """
     out = attribute_codes(items, n_items, tuple(r for r in relations if r in items.columns))
     if triples is not None and triples.height:
-        from musicrecall.kg.corpus import song_triples
+        from musicrecall.corpus import song_triples
 
         st = song_triples(triples).filter(pl.col("song_id") < n_items)
         for rel in relations:

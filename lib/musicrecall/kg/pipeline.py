@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import polars as pl
 
+from musicrecall.corpus import Corpus, KGConfig, build_corpus
 from musicrecall.evaluation import (
     EvalSetup,
     build_targets,
@@ -21,7 +22,6 @@ from musicrecall.evaluation import (
 )
 from musicrecall.evaluation.metrics import bootstrap_ci
 from musicrecall.kg.badcase import badcase_per_seed
-from musicrecall.kg.corpus import Corpus, KGConfig, build_corpus
 from musicrecall.kg.recall import ItemToItemRecall, NeighbourTable
 from musicrecall.kg.song2vec import Song2VecConfig, SongEmbedding, fit_song2vec
 

@@ -29,7 +29,7 @@ from gensim.models import Word2Vec
 
 from musicrecall.cache import content_key
 from musicrecall.config import DATA_DIR
-from musicrecall.kg.corpus import SONG_PREFIX, Corpus, KGConfig, check_sessions, song_triples
+from musicrecall.corpus import SONG_PREFIX, Corpus, KGConfig, check_sessions, song_triples
 
 CACHE_VERSION = 1
 

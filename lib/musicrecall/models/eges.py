@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from musicrecall.cache import content_key
-from musicrecall.kg.corpus import Corpus, song_triples
+from musicrecall.corpus import Corpus, song_triples
 from musicrecall.training import History, TrainConfig, minibatches, train
 
 

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from musicrecall.cache import content_key
-from musicrecall.kg.corpus import SONG_PREFIX, session_frame, song_triples
+from musicrecall.corpus import SONG_PREFIX, session_frame, song_triples
 from musicrecall.training import History, TrainConfig, minibatches, train
 
 

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         import polars as pl
 
-        from musicrecall.kg.corpus import KGConfig
+        from musicrecall.corpus import KGConfig
         from musicrecall.spark.corpus import write_corpus
 
         triples = pl.from_arrow(read_table(spark, args.triples, "triples").toArrow())

@@ -4,7 +4,7 @@ Sessions are the heavy part (one sentence per kept session of the whole log) and
 with the rules of :mod:`musicrecall.rules` (full plays in play order, consecutive repeats collapsed,
 at least ``CORPUS_MIN_LEN`` songs). KG relation walks depend only on the catalogue's triples (and, in
 the per-play ablation, per-song counts), so the driver builds them with the very function the polars
-path uses (:func:`musicrecall.kg.corpus.relation_walks`) and Spark mixes them in.
+path uses (:func:`musicrecall.corpus.relation_walks`) and Spark mixes them in.
 
 Layout written by :func:`write_corpus` under ``out/``:
 
@@ -16,7 +16,7 @@ Layout written by :func:`write_corpus` under ``out/``:
 
 :class:`ShardSentences` streams ``sentences/`` into gensim (``Word2Vec(sentences=ShardSentences(p))``)
 without loading it; :func:`corpus_from_shards` rebuilds the exact in-memory
-:class:`~musicrecall.kg.corpus.Corpus` of the polars path (same order, same digest) when it fits.
+:class:`~musicrecall.corpus.Corpus` of the polars path (same order, same digest) when it fits.
 
 The shard order is a seeded shuffle too, but a distributed one (by a hash of seed and session id),
 so it is not the polars path's permutation: same sentences, different order.
@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from musicrecall.kg.corpus import Corpus, KGConfig, build_corpus, relation_walks
+from musicrecall.corpus import Corpus, KGConfig, build_corpus, relation_walks
 from musicrecall.rules import CORPUS_MIN_LEN, SONG_PREFIX
 
 TAB = "\t"
@@ -64,7 +64,7 @@ def write_corpus(spark: SparkSession, kept: DataFrame, triples: pl.DataFrame, n_
 
     ``kept`` are cleaned kept plays (``session_id``, ``pos_in_session``, ``ts``, ``song_id``,
     ``full_play``); ``triples`` the KG (catalogue-sized, on the driver); ``n_items`` the catalogue size,
-    as for :func:`musicrecall.kg.corpus.build_corpus`. Returns counts of sessions, walks and sentences.
+    as for :func:`musicrecall.corpus.build_corpus`. Returns counts of sessions, walks and sentences.
     """
     if fmt not in ("parquet", "text"):
         raise ValueError(f"fmt {fmt!r}: expected 'parquet' or 'text'")
@@ -135,7 +135,7 @@ def corpus_from_shards(path: str | Path, triples: pl.DataFrame, n_items: int, cf
                        min_len: int = CORPUS_MIN_LEN, seed: int = 0) -> Corpus:
     """The polars path's exact :class:`Corpus` (order and digest included) from Spark's sessions.
 
-    Feeds the sessions to :func:`musicrecall.kg.corpus.build_corpus` as plays, so the ordering and the
+    Feeds the sessions to :func:`musicrecall.corpus.build_corpus` as plays, so the ordering and the
     walks come from the one polars implementation.
     """
     sess = read_sessions(path)

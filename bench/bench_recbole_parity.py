@@ -25,7 +25,7 @@ Contenders:
 * ``ours_sasrec``, ``ours_youtube_dnn``: :mod:`musicrecall.models` trained by
   :func:`musicrecall.training.train` with :func:`musicrecall.sequences.causal_loss` (full softmax up to
   :data:`musicrecall.sequences.FULL_SOFTMAX_MAX_ITEMS` songs, sampled beyond) on
-  :func:`musicrecall.sequences.training_windows`, with the recipes of :mod:`musicrecall.models.recipes`
+  :func:`musicrecall.sequence_data.training_windows`, with the recipes of :mod:`musicrecall.models.recipes`
   except the width and length, set to RecBole's (``d = 64``, 50 plays); YouTube-DNN without user
   features (the leave-one-out logs have none);
 * ``ours_sasrec_full_softmax`` (``--only``): ours with the exact softmax on a catalogue above the
@@ -75,6 +75,7 @@ import polars as pl
 import torch
 
 from musicrecall import config
+from musicrecall import sequence_data as sd
 from musicrecall import sequences as sq
 from musicrecall.training import TrainConfig, minibatches, seed_everything, train
 
@@ -133,7 +134,7 @@ def load_world(profile: str, seed: int, n_users: int, last: int) -> LOO:
     from musicrecall.data import prepare
 
     prep = prepare("world", profile=profile, seed=seed)
-    plays = sq.ordered_plays(prep.clean.events)
+    plays = sd.ordered_plays(prep.clean.events)
     seqs = [g["song_id"].to_numpy().astype(np.int64) for _, g in plays.group_by("user_id", maintain_order=True)]
     if n_users and n_users < len(seqs):
         seqs = [seqs[i] for i in np.sort(np.random.default_rng(seed).choice(len(seqs), n_users, replace=False))]
@@ -198,10 +199,10 @@ def ours(data: LOO, kind: str, args, full_softmax: bool | None = None) -> Run:
 
     n = data.n_items
     train_ev, valid_ev = data.events(2), data.events(1)
-    windows = sq.training_windows(train_ev, n, args.max_len, label=None)
+    windows = sd.training_windows(train_ev, n, args.max_len, label=None)
     n_users = len(data.seqs)
-    h_valid = sq.last_n_histories(train_ev, n_users, n, args.max_len, label=None)
-    h_test = sq.last_n_histories(valid_ev, n_users, n, args.max_len, label=None)
+    h_valid = sd.last_n_histories(train_ev, n_users, n, args.max_len, label=None)
+    h_test = sd.last_n_histories(valid_ev, n_users, n, args.max_len, label=None)
     users = np.arange(n_users)
     recipe = recipes.SASREC if kind == "sasrec" else recipes.YOUTUBE_DNN
     seed_everything(args.seed)
@@ -410,9 +411,9 @@ def rechub_sasrec(data: LOO, args) -> Run:
 
     n = data.n_items
     train_ev, valid_ev = data.events(2), data.events(1)
-    w = sq.training_windows(train_ev, n, args.max_len, label=None)
-    h_valid = sq.last_n_histories(train_ev, len(data.seqs), n, args.max_len, label=None)
-    h_test = sq.last_n_histories(valid_ev, len(data.seqs), n, args.max_len, label=None)
+    w = sd.training_windows(train_ev, n, args.max_len, label=None)
+    h_valid = sd.last_n_histories(train_ev, len(data.seqs), n, args.max_len, label=None)
+    h_test = sd.last_n_histories(valid_ev, len(data.seqs), n, args.max_len, label=None)
     seed_everything(args.seed)
     feats = [SequenceFeature("seq", vocab_size=n + 1, embed_dim=args.dim, pooling="concat", padding_idx=0),
              SequenceFeature("pos", vocab_size=n + 1, embed_dim=args.dim, pooling="concat", shared_with="seq"),
@@ -440,7 +441,7 @@ def rechub_sasrec(data: LOO, args) -> Run:
         loss.backward()
         opt.step()
 
-    def vecs(h: sq.Histories) -> tuple[np.ndarray, np.ndarray]:
+    def vecs(h: sd.Histories) -> tuple[np.ndarray, np.ndarray]:
         model.mode = "user"
         u = model({"seq": torch.from_numpy(_right_padded(h.items, h.pad))})
         model.mode = None
@@ -460,9 +461,9 @@ def rechub_youtube_dnn(data: LOO, args, example: bool = False) -> Run:
 
     n = data.n_items
     train_ev, valid_ev = data.events(2), data.events(1)
-    w = sq.training_windows(train_ev, n, args.max_len, label=None)
-    h_valid = sq.last_n_histories(train_ev, len(data.seqs), n, args.max_len, label=None)
-    h_test = sq.last_n_histories(valid_ev, len(data.seqs), n, args.max_len, label=None)
+    w = sd.training_windows(train_ev, n, args.max_len, label=None)
+    h_valid = sd.last_n_histories(train_ev, len(data.seqs), n, args.max_len, label=None)
+    h_test = sd.last_n_histories(valid_ev, len(data.seqs), n, args.max_len, label=None)
     seed_everything(args.seed)
     hist_f = SequenceFeature("hist", vocab_size=n + 1, embed_dim=args.dim, pooling="mean", shared_with="item",
                              padding_idx=0)
@@ -490,7 +491,7 @@ def rechub_youtube_dnn(data: LOO, args, example: bool = False) -> Run:
         loss.backward()
         opt.step()
 
-    def vecs(h: sq.Histories) -> tuple[np.ndarray, np.ndarray]:
+    def vecs(h: sd.Histories) -> tuple[np.ndarray, np.ndarray]:
         x = {"hist": torch.from_numpy(np.where(h.items == h.pad, 0, h.items + 1)),
              "item": torch.zeros(h.items.shape[0], dtype=torch.long)}
         model.mode = "user"

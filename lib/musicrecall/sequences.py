@@ -341,7 +341,7 @@ def seeded_lift_table(arms: dict[str, Sequence[dict[str, dict[str, np.ndarray]]]
                       kinds: Sequence[str] | None = None, aa_arm: str | None = None, n_boot: int = 1000,
                       seed: int = 0) -> pl.DataFrame:
     """:func:`seeded_lift` for every ``(a, b)`` of ``pairs``, per kind and metric, on the per-user values of
-    :func:`musicrecall.experiment.evaluate_recommender` (``arms[name][r][kind][metric]``: training seed ``r``,
+    :func:`musicrecall.evaluation.evaluate_recommender` (``arms[name][r][kind][metric]``: training seed ``r``,
     same users in the same order for every arm and seed).
 
     The columns of :func:`lift_table` (``model``, ``baseline``, ``kind``, ``metric``, ``a``, ``b``, ``lift``,

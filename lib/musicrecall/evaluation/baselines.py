@@ -298,17 +298,26 @@ class ItemCFRecall:
         kn = min(self.n_neighbors, max(n - 1, 1))
         xw_t = sp.csr_matrix(xw)
         rows_l, cols_l, vals_l = [], [], []
-        block = max(self.block, 4096)  # sparse blocks: memory follows the nonzeros, so blocks can be large
+        col_bits = max(int(n - 1).bit_length(), 1)
+        row_bits = 62 - 32 - col_bits  # one int64 sort key: block row | inverted value bits | column
+        block = 1 << min(row_bits, 12) if row_bits >= 9 else max(self.block, 4096)
         for b0 in range(0, n, block):
             b1 = min(b0 + block, n)
             c = sp.csr_matrix(xt[b0:b1] @ xw_t, dtype=np.float32)
             r = np.repeat(np.arange(b0, b1, dtype=np.int64), np.diff(c.indptr))
             col = c.indices.astype(np.int64)
-            v = c.data * left[r] * right[col]
+            v = (c.data * left[r] * right[col]).astype(np.float32)
             ok = (v > 0) & (col != r)  # no self-similarity
             r, col, v = r[ok], col[ok], v[ok]
-            order = np.lexsort((col, -v, r))  # per row: best first, ties by lower id
-            r, col, v = r[order], col[order], v[order]
+            if row_bits >= 9:  # per row: best first, ties by lower id; positive float32 bits sort like the values
+                inv = np.int64(0xFFFFFFFF) - v.view(np.uint32).astype(np.int64)
+                key = np.sort(((r - b0) << (32 + col_bits)) | (inv << col_bits) | col)
+                r = (key >> (32 + col_bits)) + b0
+                col = key & ((1 << col_bits) - 1)
+                v = (np.int64(0xFFFFFFFF) - ((key >> col_bits) & 0xFFFFFFFF)).astype(np.uint32).view(np.float32)
+            else:  # catalogues beyond 2^21 songs: three-key sort
+                order = np.lexsort((col, -v, r))
+                r, col, v = r[order], col[order], v[order]
             rank = np.arange(r.shape[0]) - np.searchsorted(r, r)
             top = rank < kn
             rows_l.append(r[top])

@@ -318,3 +318,33 @@ def test_parallel_fits_give_the_same_models_as_sequential_ones():
         assert np.array_equal(a.impressions[key], b.impressions[key]), key
     for key in a.candidates:
         assert np.array_equal(a.candidates[key], b.candidates[key]), key
+
+
+def test_without_an_audio_group_the_audio_arm_is_the_no_audio_fits(monkeypatch):
+    """A dataset without audio: both arms would train the same boosters (same features, same seeds, LightGBM
+    deterministic), so only the no-audio arm (and the A/A arm) is fitted and stands for both."""
+    from musicrecall.ranking import lgbm
+
+    jobs = []
+    real = lgbm.fit_all
+    monkeypatch.setattr(lgbm, "fit_all", lambda j, rounds: jobs.extend(j) or real(j, rounds))
+
+    run_ranking(toy_samples(0), toy_samples(1), rounds=10, seed=5, n_seeds=2, seeded=("collect",))
+    n_with_audio = len(jobs)
+    jobs.clear()
+    train, test = (StageSamples(s.impressions.drop("audio_x"), s.candidates.drop("audio_x"), s.users)
+                   for s in (toy_samples(0), toy_samples(1)))
+    run = run_ranking(train, test, rounds=10, seed=5, n_seeds=2, seeded=("collect",))
+    # the audio arm's fits are not made: per entry (2) full play x 1 seed + collect x 2 seeds, and the candidate
+    # models pointwise, lambdarank (1 seed each) and collect (2 seeds): 2 * 3 + 4 = 10
+    assert len(jobs) == n_with_audio - 10
+    assert run.seeds[("collect", True)] == [5, 6] and "audio_x" not in run.rankers[("lambdarank", True)].features
+    for table in (run.impressions, run.candidates):
+        for name, _arm in list(table):
+            assert np.array_equal(table[(name, True)], table[(name, False)]) and not np.isnan(table[(name, True)]).all()
+    # and they are the boosters a with-audio fit on the same features gives
+    df = train.impressions.filter(pl.col("entry") == "radio")
+    cols = [c for c in feature_columns(df, True) if c != "entry_code"]
+    ref = fit_ranker(df, "collect", cols, rounds=10, seed=5)
+    mask = (test.impressions["entry"] == "radio").to_numpy()
+    assert np.allclose(ref.predict(test.impressions.filter(pl.Series(mask))), run.impressions[("collect", True)][0, mask])

@@ -140,7 +140,10 @@ def run_ranking(train: StageSamples, test: StageSamples, rounds: int = 150, seed
     imp, cand, rankers, seeds = {}, {}, {}, {}
     tasks = []  # (predictions [R, n], test mask or None, ranker key, dataset, x_test, features, objective, seeds)
     entries = sorted(set(train.impressions["entry"].unique().to_list()) & set(test.impressions["entry"].unique().to_list()))
-    for audio in (True, False):
+    # no audio group in the samples (a dataset without audio): both arms would fit the same features with the
+    # same seeds, i.e. the same deterministic boosters, so the no-audio fits stand for the audio arm too
+    no_audio_group = all(feature_columns(f, True) == feature_columns(f, False) for f in (train.impressions, train.candidates))
+    for audio in (False,) if no_audio_group else (True, False):
         cols = [c for c in feature_columns(train.impressions, audio) if c != "entry_code"]
         for entry in entries:
             tr = train.impressions.filter(pl.col("entry") == entry)
@@ -180,4 +183,7 @@ def run_ranking(train: StageSamples, test: StageSamples, rounds: int = 150, seed
                 t[0][r, t[1]] = p
             if r == 0:
                 rankers[t[2]] = Ranker(booster, t[5])
+    if no_audio_group:
+        for table in (imp, cand, rankers, seeds):
+            table.update({(k[0], True): v for k, v in list(table.items()) if k[1] is False})
     return RankingRun(imp, cand, rankers, seeds)

@@ -352,3 +352,33 @@ def test_served_recall_reads_one_set_of_interests_per_user_and_training_recall_d
     with torch.no_grad():
         rec.model.id_emb.weight.mul_(-1.0)
     assert not np.array_equal(before, rec.recommend(np.array([5]), 10))
+
+
+def test_one_scoring_pass_gives_the_excluded_and_the_plain_lists():
+    from musicrecall.evaluation import UserItemCSR
+    from musicrecall.multi_interest import fit_mind, max_interest_topk, served_on
+    from musicrecall.training import TrainConfig
+
+    rng = np.random.default_rng(3)
+    vecs = rng.normal(size=(9, 3, 8)).astype(np.float32)
+    active = np.ones((9, 3), bool)
+    items = rng.normal(size=(50, 8)).astype(np.float32)
+    ex = UserItemCSR(np.arange(9), np.arange(0, 9 * 4 + 1, 4), rng.integers(0, 50, 36))
+    plain = np.empty((9, 10), dtype=np.int64)
+    got = max_interest_topk(vecs, active, items, 10, exclude=ex, unexcluded=plain, batch=4)
+    assert np.array_equal(got, max_interest_topk(vecs, active, items, 10, exclude=ex))
+    assert np.array_equal(plain, max_interest_topk(vecs, active, items, 10))
+    # a served recall: the discovery call memoises the plain lists the "all" call then reads
+    ev = pl.DataFrame({"user_id": np.repeat(np.arange(30), 12), "song_id": rng.integers(0, 60, 360),
+                       "ts": np.tile(np.arange(12), 30), "full_play": np.ones(360, bool)})
+    cfg = MINDConfig(dim=8, k_max=3, max_len=6, routing_init="redraw", hidden=16)
+    rec, _ = fit_mind(ev, None, 60, cfg, None, TrainConfig(epochs=1, progress=False), per_user=4, batch_size=16, n_neg=8)
+    served = served_on(rec, ev)
+    users = np.array([4, 2, 9])
+    hist = UserItemCSR(users, np.array([0, 2, 3, 5]), np.array([1, 2, 3, 4, 5]))
+    disc = served.recommend(users, 10, hist)
+    assert not np.isin(disc[0], [1, 2]).any() and not np.isin(disc[2], [4, 5]).any()
+    vecs_u, act_u, _ = served.interests(users)
+    assert np.array_equal(served.recommend(np.array([9, 4]), 10),
+                          max_interest_topk(vecs_u, act_u, served.item_vectors(), 10)[[2, 0]])
+    assert served.recommend(users, 10, hist) is disc  # the same call twice is scored once

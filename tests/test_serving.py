@@ -158,3 +158,33 @@ def test_history_interests_stand_in_for_ground_truth_on_real_data():
     lists = np.array([[0, 1, 3], [3, 0, 1]])
     cov = interest_coverage(lists, np.array([0, 1]), artist, truth, min_songs=1)
     assert cov.tolist() == [0.5, 1.0]
+
+
+def test_interest_ann_recall_checks_the_active_queries_against_exact_search():
+    from musicrecall.serving import interest_ann_recall
+
+    rng = np.random.default_rng(0)
+    items = rng.normal(size=(300, 8)).astype(np.float32)
+    vecs = rng.normal(size=(40, 3, 8)).astype(np.float32)
+    active = np.ones((40, 3), bool)
+    active[:, 2] = False
+
+    class Spy:
+        """Exact search that records the queries it was sent."""
+
+        def __init__(self, shift: int = 0):
+            self.exact, self.shift, self.sent = ExactIndex(items), shift, []
+
+        def search(self, q, k):
+            self.sent.append(q)
+            s, i = self.exact.search(q, k + self.shift)
+            return s[:, self.shift:], i[:, self.shift:]
+
+    spy = Spy()
+    assert interest_ann_recall(spy, items, vecs, active, k=20, max_queries=50) == 1.0
+    sent = np.concatenate(spy.sent)
+    assert sent.shape[0] == 50  # a sample of the 80 active queries, never an inactive one
+    assert {tuple(r) for r in sent} <= {tuple(r) for r in vecs[:, :2].reshape(-1, 8)}
+    # an index that misses each query's 5 best songs returns 15 of the exact 20
+    assert interest_ann_recall(Spy(shift=5), items, vecs, active, k=20) == pytest.approx(0.75)
+    assert np.isnan(interest_ann_recall(spy, items, vecs, np.zeros_like(active), k=20))

@@ -83,13 +83,16 @@ def user_interests(model: MIND, hist: np.ndarray, batch: int = 4096, seed: int =
 
 @torch.inference_mode()
 def max_interest_topk(vecs: np.ndarray, active: np.ndarray, items: np.ndarray, k: int,
-                      exclude: UserItemCSR | None = None, batch: int | None = None) -> np.ndarray:
+                      exclude: UserItemCSR | None = None, batch: int | None = None,
+                      unexcluded: np.ndarray | None = None) -> np.ndarray:
     """Exact top-``k`` by ``max_j v_jᵀ e_i`` over active interests (the global merge, without an index).
 
     ``exclude`` (rows aligned with ``vecs``) removes each user's songs from the ranking. The maximum over
     interests is kept as a running maximum of one ``[batch, n_items]`` score block per interest (two
     preallocated buffers), never a ``[batch, K, n_items]`` tensor: the scoring is memory-bound, and the large
     temporaries cost more than the matrix products (``batch`` defaults to about 8M scores per block).
+    ``unexcluded`` (int64 [U, k], optional): filled with the top-``k`` *before* the exclusion, from the same
+    scores (one scoring pass gives both the discovery list and the plain one).
     """
     items_t = torch.from_numpy(np.ascontiguousarray(items, dtype=np.float32)).T.contiguous()
     n_users, k_max = active.shape
@@ -111,6 +114,8 @@ def max_interest_topk(vecs: np.ndarray, active: np.ndarray, items: np.ndarray, k
             torch.matmul(v[:, q], items_t, out=t)
             t[~act[:, q]] = float("-inf")
             torch.maximum(s, t, out=s)
+        if unexcluded is not None:
+            unexcluded[i:j] = torch.topk(s, k, dim=1).indices.numpy()
         if exclude is not None:
             lo, hi = exclude.indptr[i], exclude.indptr[j]
             rows = np.repeat(np.arange(j - i), np.diff(exclude.indptr[i:j + 1]))
@@ -191,9 +196,20 @@ class MINDRecall:
             return (max_interest_topk(vecs, active, self.item_vectors(), k, exclude=exclude),)
 
         users = np.asarray(users, dtype=np.int64)
-        if not self.frozen or exclude is not None:
+        if not self.frozen:
             return compute(users)[0]
-        return self._memo.setdefault(("lists", k), _UserRows()).get(users, compute)[0]
+        plain = self._memo.setdefault(("lists", k), _UserRows())
+        if exclude is None:
+            return plain.get(users, compute)[0]
+        key = ("excluded", k, id(exclude), users.tobytes())
+        if key not in self._memo:  # one scoring pass: the excluded lists and, for the memo, the plain ones
+            vecs, active, _ = self.interests(users)
+            both = np.empty((users.shape[0], k), dtype=np.int64)
+            lists = max_interest_topk(vecs, active, self.item_vectors(), k, exclude=exclude, unexcluded=both)
+            uniq, first = np.unique(users, return_index=True)
+            plain.get(uniq, lambda u: (both[first[np.searchsorted(uniq, u)]],))
+            self._memo[key] = (exclude, lists)  # the CSR is kept alive, so its id cannot be reused
+        return self._memo[key][1]
 
 
 def fit_mind(fit_events: pl.DataFrame, valid_targets: UserItemCSR | None, n_items: int, cfg: MINDConfig,
@@ -351,5 +367,8 @@ def fit_and_evaluate(name: str, valid: EvalSetup, test: EvalSetup, cfg: MINDConf
                                per_user=per_user, batch_size=batch_size, n_neg=n_neg, valid_users=valid_users,
                                name=f"mind_{name}", data_key=data_key, seed=train_cfg.seed)
     served = served_on(recall, test.fit)
+    if "discovery" in test.targets and test.targets["discovery"].n_users:
+        # discovery first: its scoring pass also memoises the plain lists the "all" and "repeat" kinds read
+        served.recommend(test.targets["discovery"].users, 200, test.exclude["discovery"])
     table, per_user_values = evaluate_recommender(name, served.recommend, test, n_boot=n_boot, seed=train_cfg.seed)
     return served, history, table, per_user_values

@@ -24,7 +24,7 @@ from typing import Protocol
 import numpy as np
 import polars as pl
 
-from musicrecall.evaluation import UserItemCSR
+from musicrecall.evaluation import ExactIndex, UserItemCSR, ann_recall
 
 
 class Index(Protocol):
@@ -86,6 +86,19 @@ def search_interests(index: Index, vecs: np.ndarray, active: np.ndarray, n_cand:
         scores = np.where(idx >= 0, np.take_along_axis(scores, order, 2)[:, :, :n_cand], -np.inf)
     idx[~np.isfinite(scores)] = -1
     return scores, idx
+
+
+def interest_ann_recall(index: Index, item_vecs: np.ndarray, vecs: np.ndarray, active: np.ndarray, k: int = 200,
+                        max_queries: int = 500, seed: int = 0) -> float:
+    """Recall@``k`` of ``index`` against exact inner-product search, on a seeded sample of at most
+    ``max_queries`` of the queries serving sends (the active interest vectors ``vecs[active]``): how much
+    of each interest's exact top-``k`` the ANN index returns. NaN when no interest is active."""
+    queries = np.ascontiguousarray(vecs[np.asarray(active, dtype=bool)], dtype=np.float32)
+    if queries.shape[0] == 0:
+        return float("nan")
+    queries = queries[np.sort(np.random.default_rng(seed).permutation(queries.shape[0])[:max_queries])]
+    k = min(k, item_vecs.shape[0])
+    return ann_recall(index.search(queries, k)[1], ExactIndex(item_vecs).search(queries, k)[1])
 
 
 def global_merge(scores: np.ndarray, idx: np.ndarray, k: int) -> np.ndarray:

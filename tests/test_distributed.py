@@ -125,3 +125,30 @@ def test_shard_slices_every_batch_tensor_and_weights_by_units() -> None:
     assert w0 == 0.0 and ex.shape[0] == 1
     with pytest.raises(TypeError, match="cannot shard"):
         ctx.shard("not a batch")
+
+
+
+@pytest.mark.parametrize("mode", ["nproc", "parallel_runs"])
+def test_notebook_03_trains_its_runs_in_other_processes_and_loads_them(tmp_path, monkeypatch, mode) -> None:
+    """Notebook 03 at tiny with ``nproc=2`` (every arm and seed trained by a 2-process DDP group,
+    :func:`musicrecall.ddp_train.launch_c2`) or ``parallel_runs=2`` (independent runs side by side,
+    :func:`musicrecall.ddp_train.launch_runs`): the notebook's own :func:`sequences.run_c2_world` then loads
+    each model from that checkpoint (the same key) instead of training it. A fresh data folder, so no
+    checkpoint of an earlier run can stand in for the ones trained here."""
+    import nbformat
+
+    from musicrecall.report.runner import NOTEBOOKS_DIR, run_notebook
+
+    monkeypatch.setenv("MUSICRECALL_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("MUSICRECALL_REPORTS", str(tmp_path / "reports"))
+    monkeypatch.setenv("MUSICRECALL_THREADS", "2")  # parallel_runs uses one process per thread of the budget
+    params = {"profile": "tiny", "nproc": 2 if mode == "nproc" else 1, "parallel_runs": 2, "n_seeds": 2,
+              "run_placebo": False, "run_unshared": False, "eval_users": 200, "n_boot": 200}
+    run = run_notebook(NOTEBOOKS_DIR / "03_sequence_recall.ipynb", params, reports_dir=tmp_path / "reports")
+    assert run.status == "ok", run.error
+    nb = nbformat.read(tmp_path / "reports" / "03_sequence_recall.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if c.get("id") == "c04")
+    text = "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
+    # 2 arms x 2 seeds, none trained by the notebook's own process; DDP runs record 2 processes
+    ddp = 4 if mode == "nproc" else 0
+    assert f"4 of 4 runs loaded from their checkpoints, {ddp} of them trained data-parallel" in text, text

@@ -275,3 +275,20 @@ def test_markov_sparse_ranks_equal_the_dense_ranking():
         assert (dense > 0).any() and (dense == 0).any()
         via_method = rolling_next_play(markov.score, t).ranks  # the sparse path
         assert np.array_equal(via_method, rolling_next_play(lambda a, b, m=markov: m.score(a, b), t).ranks)
+
+
+def test_factored_ranks_equal_the_dense_ranks_with_ties_across_blocks():
+    import torch
+
+    from musicrecall.evaluation.rolling import _factored_ranks, _target_ranks
+
+    rng = np.random.default_rng(0)
+    n, d, b = 203, 4, 64
+    items = torch.from_numpy(rng.integers(-2, 3, (n, d)).astype(np.float32))  # small integers: many exact ties
+    items[150] = items[3]  # the same vector in another block
+    users = torch.from_numpy(rng.integers(-2, 3, (b, d)).astype(np.float32))
+    targets = rng.integers(0, n, b)
+    targets[:5] = [3, 150, 0, 202, 64]
+    dense = _target_ranks((users @ items.T).clone(), targets)
+    for block in (1, 16, 64, 1000):
+        assert np.array_equal(_factored_ranks(users, items.T.contiguous(), targets, block=block), dense), block

@@ -61,15 +61,34 @@ def train_model(model: str, dataset: str = "world", profile: str = "tiny", seed:
             "sasrec": recipes.for_profile(recipes.SASREC, profile).with_(**hp)}
     arms["sasrec_unshared"] = arms["sasrec"].with_(shared=False)
     # the windows of run_c2_world: the longest history and the smallest user cap of notebook 03's arms
-    max_len = max(r.max_len for r in arms.values())
-    caps = [r.max_train_users for r in arms.values() if r.max_train_users is not None]
-    ds = prep.dataset
-    inputs = sq.sequence_inputs(prep.clean.events, ds.users, ds.items.height, max_len,
-                                valid_days=days.get("valid_days", 7), test_days=days.get("test_days", 7),
-                                max_train_users=min(caps) if caps else None, seed=seed)
+    inputs = sq.c2_inputs(prep, arms, valid_days=days.get("valid_days", 7), test_days=days.get("test_days", 7),
+                          seed=seed)
     _, hist = sq.fit_recipe(model, inputs, arms[model], seed=seed if train_seed is None else train_seed,
-                            data_key=ds.key)
+                            data_key=prep.dataset.key)
     return _summary(model, hist)
+
+
+def train_c2(arms: dict[str, Any], seeds: Sequence[int], dataset: str = "world", profile: str = "small",
+             seed: int = 0, effects: Any = None, valid_days: float = 7, test_days: float = 7,
+             extra_single_seed: Sequence[str] = (), share: tuple[int, int] = (0, 1)) -> list[dict]:
+    """Train every arm of notebook 03 at every training seed exactly as :func:`sequences.run_c2_world`
+    does (the recipes ``arms`` as the notebook runs them, the same windows from :func:`sequences.c2_inputs`,
+    the same checkpoint keys), so that the notebook's own call then loads each model from the cache.
+    ``effects``: the placebo world's :class:`musicrecall.world.Effects`. In a process group every rank
+    calls this (each model trains data-parallel in turn). ``share=(i, n)``: only runs ``i, i + n, ...``
+    (one of ``n`` processes training independent runs side by side, :func:`launch_runs`). Returns one
+    summary per trained model."""
+    from musicrecall import sequences as sq
+    from musicrecall.data import prepare
+
+    runs = [(kind, s) for kind in arms for s in (seeds[:1] if kind in extra_single_seed else seeds)]
+    prep = prepare(dataset, profile=profile, seed=seed, effects=effects)
+    inputs = sq.c2_inputs(prep, arms, valid_days=valid_days, test_days=test_days, seed=seed)
+    out = []
+    for kind, s in runs[share[0]::share[1]]:
+        _, hist = sq.fit_recipe(kind, inputs, arms[kind], seed=s, data_key=prep.dataset.key)
+        out.append({**_summary(kind, hist), "train_seed": s})
+    return out
 
 
 def _train_mind(prep: Any, h: dict, seed: int) -> dict:
@@ -98,10 +117,10 @@ def _summary(name: str, hist: Any) -> dict:
             "world": dist.get_world_size() if dist.is_initialized() else 1}
 
 
-def _spawned_train(rank: int, world: int, port: int, model: str, kwargs: dict, out: str | None) -> None:
+def _spawned_train(rank: int, world: int, port: int, model: str | None, kwargs: dict, out: str | None) -> None:
     init(rank, world, port=port)
     try:
-        summary = train_model(model, **kwargs)
+        summary = train_model(model, **kwargs) if model is not None else train_c2(**kwargs)
         if rank == 0 and out:
             Path(out).write_text(json.dumps(summary))
     finally:
@@ -122,6 +141,53 @@ def launch(model: str, nproc: int, **kwargs: Any) -> dict:
         out = str(Path(tmp) / "summary.json")
         spawn(_spawned_train, nproc, model, kwargs, out)
         return json.loads(Path(out).read_text())
+
+
+def launch_c2(nproc: int, arms: dict[str, Any], seeds: Sequence[int], **kwargs: Any) -> list[dict]:
+    """:func:`train_c2` in ``nproc`` processes on this machine (one process group for every arm and seed:
+    the data is prepared once per process); rank 0's summaries. Notebook 03's ``nproc`` parameter calls it
+    before :func:`sequences.run_c2_world`, which then loads the checkpoints. ``nproc=1`` trains here."""
+    if nproc <= 1:
+        return train_c2(arms, seeds, **kwargs)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "summary.json")
+        spawn(_spawned_train, nproc, None, {"arms": arms, "seeds": list(seeds), **kwargs}, out)
+        return json.loads(Path(out).read_text())
+
+
+def _spawned_runs(rank: int, world: int, port: int, kwargs: dict, out: str) -> None:
+    """One of ``world`` independent processes (no process group): its share of notebook 03's runs."""
+    Path(f"{out}.{rank}").write_text(json.dumps(train_c2(**kwargs, share=(rank, world))))
+
+
+def launch_runs(workers: int, arms: dict[str, Any], seeds: Sequence[int], **kwargs: Any) -> list[dict]:
+    """:func:`train_c2` with its independent runs (arm x training seed) spread over ``workers`` processes
+    on this machine, each with ``n_threads() // workers`` threads (:func:`musicrecall.distributed.spawn`):
+    small models use a second core better as a second run than as a second thread of one run. Every run
+    is the one-process training of its checkpoint key; :func:`sequences.run_c2_world` then loads them."""
+    if workers <= 1:
+        return train_c2(arms, seeds, **kwargs)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "summary.json")
+        spawn(_spawned_runs, workers, {"arms": arms, "seeds": list(seeds), **kwargs}, out)
+        return [row for r in range(workers) for row in json.loads(Path(f"{out}.{r}").read_text())]
+
+
+def pretrain_c2(arms: dict[str, Any], seeds: Sequence[int], *, nproc: int = 1, parallel_runs: int = 1,
+                **kwargs: Any) -> list[dict]:
+    """Notebook 03's optional training before :func:`sequences.run_c2_world` (which then loads every model
+    from its checkpoint): ``nproc >= 2`` trains each model data-parallel (:func:`launch_c2`, torch DDP),
+    else ``parallel_runs >= 2`` trains independent runs side by side (:func:`launch_runs`, at most one
+    process per thread of :func:`musicrecall.config.n_threads`); otherwise nothing (the notebook trains in
+    its own process)."""
+    if nproc > 1:
+        return launch_c2(nproc, arms, seeds, **kwargs)
+    workers = min(parallel_runs, config.n_threads())  # a process per thread of the budget at most
+    return launch_runs(workers, arms, seeds, **kwargs) if workers > 1 else []
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -173,10 +173,23 @@ class SequenceInputs:
     user_feats: np.ndarray  # int64 [n_users, F] codes, 0 = missing
     user_cards: list[int]
     n_items: int
+    _memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     def sampler(self, power: float = 0.75, seed: int = 0) -> NegativeSampler:
         """Negatives from target frequency ** power (logQ-corrected in the loss)."""
         return NegativeSampler(self.windows.target_counts(self.n_items), power=power, seed=seed)
+
+    def valid_targets(self, max_history: int, max_users: int | None, max_targets_per_user: int | None,
+                      seed: int = 0):
+        """Rolling next-play targets of the validation window (a seeded subset), built once per setting:
+        every arm trained at the same seed stops early on the same plays without rebuilding them."""
+        from musicrecall.evaluation.rolling import rolling_targets
+
+        key = (max_history, max_users, max_targets_per_user, seed)
+        if key not in self._memo:
+            self._memo[key] = rolling_targets(self.valid, max_history=max_history, max_users=max_users,
+                                              max_targets_per_user=max_targets_per_user, seed=seed)
+        return self._memo[key]
 
 
 def sequence_inputs(events: pl.DataFrame, users: pl.DataFrame, n_items: int, max_len: int = 50,
@@ -250,21 +263,29 @@ def lift_table(per_user: dict[str, dict[str, dict[str, np.ndarray]]], a: str, b:
 
 
 def rolling_validator(setup: EvalSetup, user_feats: np.ndarray | None = None, k: int = 10, max_history: int = 50,
-                      max_users: int | None = 1000, max_targets_per_user: int | None = 20, seed: int = 0
-                      ) -> Callable[[torch.nn.Module], float]:
+                      max_users: int | None = 1000, max_targets_per_user: int | None = 20, seed: int = 0,
+                      targets: Callable[[], object] | None = None) -> Callable[[torch.nn.Module], float]:
     """``validate(model)`` for early stopping on the claim's own metric: rolling next-play HR@``k`` on the
     validation window (:func:`musicrecall.evaluation.rolling_next_play`; a seeded subset of users and of
-    their targets, built once, so every epoch is scored on the same plays)."""
+    their targets, built once, so every epoch is scored on the same plays). The targets are built at the
+    first call (a model loaded from its checkpoint never validates), or taken from ``targets()``."""
     from musicrecall.evaluation.rolling import model_score_fn, rolling_next_play, rolling_targets
 
-    targets = rolling_targets(setup, max_history=max_history, max_users=max_users,
-                              max_targets_per_user=max_targets_per_user, seed=seed)
+    built: list = []
 
     def validate(model: torch.nn.Module) -> float:
-        res = rolling_next_play(model_score_fn(model, user_feats), targets, k=(k,))
+        if not built:
+            built.append(targets() if targets is not None else rolling_targets(
+                setup, max_history=max_history, max_users=max_users, max_targets_per_user=max_targets_per_user,
+                seed=seed))
+        res = rolling_next_play(model_score_fn(model, user_feats), built[0], k=(k,))
         return float(res.per_user(f"hr@{k}")[1].mean())
 
     return validate
+
+
+#: Validation plays per user that drive early stopping (a seeded subset of each validation user's plays).
+VALID_TARGETS_PER_USER = 10
 
 
 def _code() -> tuple:
@@ -297,8 +318,8 @@ def fit_recipe(kind: str, inputs: SequenceInputs, recipe, seed: int = 0, data_ke
     n_batches = -(-inputs.windows.inputs.shape[0] // recipe.batch_size)
     hist = train(model, window_batches(inputs.windows, recipe.batch_size, seed, feats),
                  causal_loss(inputs.sampler(seed=seed), inputs.n_items, recipe.n_neg), cfg,
-                 rolling_validator(inputs.valid, feats, valid_k, recipe.max_len, max_users=valid_users,
-                                   max_targets_per_user=10, seed=seed),
+                 rolling_validator(inputs.valid, feats, valid_k, targets=lambda: inputs.valid_targets(
+                     recipe.max_len, valid_users, VALID_TARGETS_PER_USER, seed)),
                  name=f"{name}-s{seed}",
                  cache_key=key, n_batches=n_batches)
     return model, hist
@@ -460,15 +481,28 @@ class C2World:
     results: dict[str, list]  # arm -> RollingResult per seed ("markov": one)
 
     def epochs_table(self) -> pl.DataFrame:
-        """Epochs run, best epoch, whether the cap was reached and seconds per epoch, per arm and seed."""
+        """Epochs run, best epoch, whether the cap was reached, training processes and seconds per epoch,
+        per arm and seed."""
         return pl.DataFrame([{"arm": a, "seed": i, "epochs": len(h.epochs), "best_epoch": h.best_epoch,
                               "best_valid_hr@10": h.best_score, "capped": h.capped, "from_cache": h.from_cache,
-                              "s_per_epoch": h.seconds_per_epoch} for a, hs in self.histories.items()
+                              "processes": h.processes, "s_per_epoch": h.seconds_per_epoch} for a, hs in self.histories.items()
                              for i, h in enumerate(hs)])
 
     def summary(self, n_boot: int = 1000, seed: int = 0) -> pl.DataFrame:
         """Rolling next-play HR/NDCG per arm (seed 0) and slice, bootstrap CIs over users."""
         return pl.concat([r[0].summary(n_boot=n_boot, seed=seed) for r in self.results.values()])
+
+
+def c2_inputs(prep, recipes_: dict[str, object], *, valid_days: float = 7, test_days: float = 7, seed: int = 0
+              ) -> SequenceInputs:
+    """The windows and histories every arm of ``recipes_`` trains on in notebook 03 (:func:`run_c2_world`, and
+    :func:`musicrecall.ddp_train.train_c2` for its DDP runs): the longest ``max_len`` and the smallest
+    ``max_train_users`` of the recipes."""
+    ds = prep.dataset
+    max_len = max(r.max_len for r in recipes_.values())
+    caps = [r.max_train_users for r in recipes_.values() if r.max_train_users is not None]
+    return sequence_inputs(prep.clean.events, ds.users, ds.items.height, max_len, valid_days=valid_days,
+                           test_days=test_days, max_train_users=min(caps) if caps else None, seed=seed)
 
 
 def run_c2_world(prep, recipes_: dict[str, object], seeds: Sequence[int], *, valid_days: float = 7,
@@ -484,11 +518,8 @@ def run_c2_world(prep, recipes_: dict[str, object], seeds: Sequence[int], *, val
     from musicrecall.evaluation.rolling import model_score_fn, rolling_next_play, rolling_targets
 
     ds = prep.dataset
-    max_len = max(r.max_len for r in recipes_.values())
-    caps = [r.max_train_users for r in recipes_.values() if r.max_train_users is not None]
-    max_train_users = min(caps) if caps else None
-    inputs = sequence_inputs(prep.clean.events, ds.users, ds.items.height, max_len, valid_days=valid_days,
-                             test_days=test_days, max_train_users=max_train_users, seed=seed)
+    inputs = c2_inputs(prep, recipes_, valid_days=valid_days, test_days=test_days, seed=seed)
+    max_len = int(inputs.windows.inputs.shape[1])
     targets = rolling_targets(inputs.test, max_history=max_len, max_users=eval_users,
                               max_targets_per_user=eval_targets_per_user, seed=seed)
     models: dict[str, list] = {}

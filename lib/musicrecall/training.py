@@ -67,6 +67,7 @@ class History:
     stopped_early: bool = False
     from_cache: bool = False
     capped: bool = False  # validated, ran all ``cfg.epochs`` and the last epochs still improved
+    processes: int = 1  # training processes (2+: data-parallel, :mod:`musicrecall.distributed`)
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -125,7 +126,7 @@ def train(model: torch.nn.Module, batches: Callable[[int], Iterable[Any]],
     # the fused CPU kernel: the same algorithm, ~4x faster per step than the default per-tensor loop
     # (bench/bench_training.py); it matters most when the cores are shared
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-    history, best_state, stale = History(), None, 0
+    history, best_state, stale = History(processes=ddp.world if ddp else 1), None, 0
     step = ddp.loss_step(model, loss_fn) if ddp else (lambda b: loss_fn(model, b))
     for epoch in range(cfg.epochs):
         model.train()

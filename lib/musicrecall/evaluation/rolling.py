@@ -345,6 +345,50 @@ def _call(score_fn: ScoreFn, h: np.ndarray, lengths: np.ndarray, users: np.ndarr
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
+#: Songs per block of the factored ranking (:func:`_factored_ranks`): a [512 x 1024] float32 block of scores
+#: (2 MB) stays in cache while it is counted.
+RANK_BLOCK = 1024
+
+
+def _factored_ranks(user_vecs: torch.Tensor, items_t: torch.Tensor, items: np.ndarray,
+                    block: int = RANK_BLOCK) -> np.ndarray:
+    """The ranks of :func:`_target_ranks` for scores ``user_vecs @ items_t`` (``items_t``: [d, n_items]),
+    without the [B, n_items] score matrix: the product is computed block of songs by block of songs
+    and each block is counted while it is in cache (writing and re-reading the whole matrix in main
+    memory cost ~2.5x more on 2 shared cores, ``bench/bench_rolling.py``). Each score is computed once,
+    by the same call as in the dense path's blocks; the blocks holding this batch's targets come first,
+    so every target's own score (from its block) is known before any block is counted."""
+    n = items_t.shape[1]
+    u = user_vecs.float().contiguous()
+    rows = np.arange(items.shape[0])
+    tblock = items // block
+    first = np.unique(tblock)
+    rest = np.setdiff1d(np.arange(-(-n // block)), first)
+    kept: dict[int, np.ndarray] = {}
+    st = np.empty(items.shape[0], dtype=np.float32)
+    for b in first:
+        c0 = b * block
+        kept[b] = (u @ items_t[:, c0:c0 + block]).numpy()
+        sel = tblock == b
+        st[sel] = kept[b][rows[sel], items[sel] - c0]
+    if np.isnan(st).any():
+        raise ValueError("score_fn returned NaN for a target song")
+    st_col = st[:, None]
+    greater = np.zeros(items.shape[0], dtype=np.int64)
+    out = torch.empty(u.shape[0], block)
+    for b in [*first.tolist(), *rest.tolist()]:
+        c0 = b * block
+        c1 = min(c0 + block, n)
+        sb = kept.pop(b) if b in kept else torch.mm(u, items_t[:, c0:c1], out=out[:, :c1 - c0]).numpy()
+        gt = _count(sb > st_col)
+        tied = np.flatnonzero(_count(sb >= st_col) - gt > (tblock == b))  # another song with the target's score
+        if tied.shape[0]:
+            ids = np.arange(c0, c1)[None, :]
+            gt[tied] += _count((sb[tied] == st_col[tied]) & (ids < items[tied, None]))
+        greater += gt
+    return greater
+
+
 @torch.inference_mode()
 def _rank_all(score_fn: ScoreFn, targets: RollingTargets, batch_size: int, pass_users: bool,
               histories: np.ndarray, exclude: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
@@ -353,6 +397,19 @@ def _rank_all(score_fn: ScoreFn, targets: RollingTargets, batch_size: int, pass_
     # A baseline may rank targets without dense scores (MarkovRecall.target_ranks: same ranks, sparse cost).
     owner = getattr(score_fn, "__self__", score_fn)
     fast = getattr(owner, "target_ranks", None) if not pass_users else None
+    # An embedding model (model_score_fn) gives its factors: blocked ranks, targets batched by song so
+    # that each batch's targets sit in few blocks (each row's rank does not depend on its batch).
+    factors = getattr(score_fn, "factors", None) if exclude is None else None
+    if factors is not None:
+        order = np.argsort(targets.items, kind="stable")
+        for b0 in range(0, targets.n_targets, batch_size):
+            idx = order[b0:b0 + batch_size]
+            users = targets.users[idx] if pass_users else None
+            u, items_t = factors(histories[idx], targets.lengths[idx], users)
+            if b0 == 0 and (torch.isnan(u).any() or torch.isnan(items_t).any()):
+                raise ValueError("score_fn returned NaN scores")
+            ranks[idx] = _factored_ranks(u, items_t, targets.items[idx])
+        return ranks
     for b0 in range(0, targets.n_targets, batch_size):
         b1 = min(b0 + batch_size, targets.n_targets)
         if fast is not None and exclude is None:
@@ -489,11 +546,17 @@ def model_score_fn(model: torch.nn.Module, user_feats: np.ndarray | None = None)
     with torch.inference_mode():
         items_t = model.item_table().detach().float().T.contiguous()
 
-    def score(histories: np.ndarray, lengths: np.ndarray, users: np.ndarray | None = None) -> torch.Tensor:
+    def factors(histories: np.ndarray, lengths: np.ndarray, users: np.ndarray | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         f = None if user_feats is None or users is None else torch.from_numpy(user_feats[users])
-        return model.user_vecs(torch.from_numpy(np.ascontiguousarray(histories)), f).float() @ items_t
+        return model.user_vecs(torch.from_numpy(np.ascontiguousarray(histories)), f).float(), items_t
+
+    def score(histories: np.ndarray, lengths: np.ndarray, users: np.ndarray | None = None) -> torch.Tensor:
+        u, t = factors(histories, lengths, users)
+        return u @ t
 
     score.needs_users = user_feats is not None  # type: ignore[attr-defined]
+    score.factors = factors  # type: ignore[attr-defined]  # (user vectors, [d, n_items]): blocked ranks
     return score
 
 

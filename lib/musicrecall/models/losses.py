@@ -50,6 +50,8 @@ def sampled_softmax_loss(user_vecs: torch.Tensor, pos_items: torch.Tensor, item_
     already drew from ``sampler`` (e.g. to embed them with the rest of its batch); else ``n_neg`` are drawn.
     """
     neg = sampler.sample(n_neg) if neg is None else neg
+    if not (in_batch and user_vecs.shape[0] > 1) and temperature == 1.0:
+        return _shared_negatives_loss(user_vecs, pos_items, item_table, sampler.log_q, neg)
     pos_vecs = item_table[pos_items]
     pos_logit = (user_vecs * pos_vecs).sum(-1, keepdim=True) - sampler.log_q[pos_items].unsqueeze(1)
     neg_logit = user_vecs @ item_table[neg].T - sampler.log_q[neg].unsqueeze(0)
@@ -64,3 +66,69 @@ def sampled_softmax_loss(user_vecs: torch.Tensor, pos_items: torch.Tensor, item_
     if temperature != 1.0:  # dividing by 1 is exact but costs ~10% of a DSSM step
         logits = logits / temperature
     return F.cross_entropy(logits, torch.zeros(user_vecs.shape[0], dtype=torch.long))
+
+
+def accidental_hits(pos_items: torch.Tensor, neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(rows, cols)`` where the shared negative ``neg[col]`` is row ``row``'s own positive, found by a
+    binary search of the sorted negatives (O(B log N), instead of comparing a dense [B, N] matrix)."""
+    sorted_neg, order = torch.sort(neg)
+    lo = torch.searchsorted(sorted_neg, pos_items)
+    count = torch.searchsorted(sorted_neg, pos_items, right=True) - lo
+    rows = torch.repeat_interleave(torch.arange(pos_items.shape[0]), count)
+    start = torch.repeat_interleave(lo, count)
+    within = torch.arange(rows.shape[0]) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
+    return rows, order[start + within]
+
+
+class _NegativesLogSumExp(torch.autograd.Function):
+    """``logsumexp_j(u_i . v_j + b_j)`` over shared negatives ``v`` (``-inf`` at accidental hits), in
+    blocks of rows that stay in cache, recomputed in the backward pass instead of stored: the [B, N]
+    logits never exist at once (memory-bound otherwise: every pass over them went to main memory)."""
+
+    @staticmethod
+    def forward(ctx, user_vecs, neg_vecs, bias, hit_rows, hit_cols, block):  # type: ignore[override]
+        lse = torch.empty(user_vecs.shape[0], dtype=user_vecs.dtype)
+        for r0, r1, z in _negative_blocks(user_vecs, neg_vecs, bias, hit_rows, hit_cols, block):
+            lse[r0:r1] = torch.logsumexp(z, dim=1)
+        ctx.save_for_backward(user_vecs, neg_vecs, bias, hit_rows, hit_cols, lse)
+        ctx.block = block
+        return lse
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        user_vecs, neg_vecs, bias, hit_rows, hit_cols, lse = ctx.saved_tensors
+        grad_u = torch.empty_like(user_vecs)
+        grad_v = torch.zeros_like(neg_vecs)
+        for r0, r1, z in _negative_blocks(user_vecs, neg_vecs, bias, hit_rows, hit_cols, ctx.block):
+            p = z.sub_(lse[r0:r1, None]).exp_().mul_(grad[r0:r1, None])  # d lse / d z = softmax(z)
+            grad_u[r0:r1] = p @ neg_vecs
+            grad_v.addmm_(p.T, user_vecs[r0:r1])
+        return grad_u, grad_v, None, None, None, None
+
+
+def _negative_blocks(user_vecs, neg_vecs, bias, hit_rows, hit_cols, block):
+    """``(r0, r1, logits of rows r0..r1)`` block by block, accidental hits at ``-inf`` (rows sorted)."""
+    n = user_vecs.shape[0]
+    bounds = torch.searchsorted(hit_rows, torch.arange(0, n + block, block).clamp(max=n)).tolist()
+    for b, r0 in enumerate(range(0, n, block)):
+        r1 = min(r0 + block, n)
+        z = torch.addmm(bias.unsqueeze(0), user_vecs[r0:r1], neg_vecs.T)
+        h0, h1 = bounds[b], bounds[b + 1]
+        if h1 > h0:
+            z[hit_rows[h0:h1] - r0, hit_cols[h0:h1]] = float("-inf")
+        yield r0, r1, z
+
+
+def _shared_negatives_loss(user_vecs: torch.Tensor, pos_items: torch.Tensor, item_table: torch.Tensor,
+                           log_q: torch.Tensor, neg: torch.Tensor, block: int | None = None) -> torch.Tensor:
+    """The sampled softmax of :func:`sampled_softmax_loss` without in-batch negatives, computed as
+    ``mean(logaddexp(pos, logsumexp(neg)) - pos)``: the same loss and gradients as the cross-entropy
+    over ``[pos | neg]``, but with the negatives' logits built block by block in cache
+    (:class:`_NegativesLogSumExp`), the logQ correction fused into the matrix product and the
+    accidental hits masked sparsely."""
+    log_q = log_q.to(user_vecs.dtype)
+    pos_logit = (user_vecs * item_table[pos_items]).sum(-1) - log_q[pos_items]
+    rows, cols = accidental_hits(pos_items, neg)
+    block = block or max(16, (1 << 18) // max(neg.shape[0], 1))  # ~1 MB of float32 logits per block
+    lse = _NegativesLogSumExp.apply(user_vecs, item_table[neg], -log_q[neg], rows, cols, block)
+    return (torch.logaddexp(pos_logit, lse) - pos_logit).mean()

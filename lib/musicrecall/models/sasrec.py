@@ -57,14 +57,19 @@ class _Block(nn.Module):
                                  nn.Dropout(dropout))
         self.p = dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """``[B, L, d]``; with ``last_only`` only the last position's output ``[B, 1, d]`` (its query
+        against every key: the same values as the last row of the full output, at ~1/L of the cost of
+        the queries, projection and feed-forward)."""
         b, length, d = x.shape
         h = self.n_heads
-        queries = self.ln1(x)
-        q = self.q(queries).view(b, length, h, d // h).transpose(1, 2)
+        queries = self.ln1(x[:, -1:] if last_only else x)
+        n_q = queries.shape[1]
+        q = self.q(queries).view(b, n_q, h, d // h).transpose(1, 2)
         k, v = self.kv(x).view(b, length, 2, h, d // h).permute(2, 0, 3, 1, 4)
-        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.p if self.training else 0.0)
-        x = queries + self.proj(att.transpose(1, 2).reshape(b, length, d))
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, :, -n_q:],
+                                             dropout_p=self.p if self.training else 0.0)
+        x = queries + self.proj(att.transpose(1, 2).reshape(b, n_q, d))
         x = self.ln2(x)
         return x + self.ffn(x)
 
@@ -117,8 +122,10 @@ class SASRec(nn.Module):
             return self.out_emb.weight
         return self._items()[: self.n_items]
 
-    def sequence_output(self, items: torch.Tensor, user_feats: torch.Tensor | None = None) -> torch.Tensor:
-        """``[B, L, d]``: position ``t``'s output summarises plays ``<= t`` (``user_feats`` unused)."""
+    def sequence_output(self, items: torch.Tensor, user_feats: torch.Tensor | None = None,
+                        last_only: bool = False) -> torch.Tensor:
+        """``[B, L, d]``: position ``t``'s output summarises plays ``<= t`` (``user_feats`` unused).
+        ``last_only``: ``[B, 1, d]``, the last position only (the last block computes nothing else)."""
         length = items.shape[1]
         if length > self.max_len:
             raise ValueError(f"history length {length} > max_len {self.max_len}")
@@ -127,10 +134,13 @@ class SASRec(nn.Module):
         real = (items != self.pad).unsqueeze(-1)
         x = self.drop(x) * real
         mask = attention_mask(items, self.pad)
-        for block in self.blocks:
-            x = block(x, mask) * real  # the reference's timeline mask: pads stay zero between blocks
+        for i, block in enumerate(self.blocks):
+            last = last_only and i == len(self.blocks) - 1
+            # the reference's timeline mask: pads stay zero between blocks
+            x = block(x, mask, last_only=last) * (real[:, -1:] if last else real)
         return self.ln(x)
 
     def user_vecs(self, items: torch.Tensor, user_feats: torch.Tensor | None = None) -> torch.Tensor:
-        """The last position's output (histories are left-padded, so it is the latest play)."""
-        return self.sequence_output(items, user_feats)[:, -1]
+        """The last position's output (histories are left-padded, so it is the latest play); the last
+        block runs for that position only (serving and rolling evaluation score one vector per history)."""
+        return self.sequence_output(items, user_feats, last_only=True)[:, -1]

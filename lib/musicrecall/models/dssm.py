@@ -21,7 +21,7 @@ import polars as pl
 import torch
 from torch import nn
 
-from musicrecall.models.losses import NegativeSampler, sampled_softmax_loss
+from musicrecall.models.losses import NegativeSampler, in_batch_softmax_loss, sampled_softmax_loss
 
 ITEM_FIELDS = ("song_id", "artist", "album", "genre", "language", "version", "decade", "duration_bucket")
 AGE_BUCKETS = ("<18", "18-24", "25-34", "35-44", "45-54", "55+")
@@ -124,8 +124,10 @@ def retrieval_loss(user_vecs: torch.Tensor, pos_items: torch.Tensor, item_tower:
     neg = sampler.sample(n_neg)
     used, inverse = torch.unique(torch.cat([pos_items, neg]), return_inverse=True)
     sub = _SubSampler(sampler.log_q[used], inverse[pos_items.shape[0]:])
-    return sampled_softmax_loss(extend_user(user_vecs), inverse[:pos_items.shape[0]], item_tower(used), sub,
-                                n_neg=n_neg, in_batch=in_batch)
+    pos_local, items = inverse[:pos_items.shape[0]], item_tower(used)
+    if in_batch and pos_items.shape[0] > 1:  # the same loss, without the [B, B + n_neg] logits in memory
+        return in_batch_softmax_loss(extend_user(user_vecs), pos_local, items, sub.log_q, sub.sample(n_neg))
+    return sampled_softmax_loss(extend_user(user_vecs), pos_local, items, sub, n_neg=n_neg, in_batch=in_batch)
 
 
 class DSSM(nn.Module):

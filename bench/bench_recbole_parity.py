@@ -51,6 +51,48 @@ RecBole and torch-rechub are **not** project dependencies: run this with a scrat
     /tmp/venv-parity/bin/pip install recbole==1.2.1 torch-rechub==0.9.0 polars pyarrow faiss-cpu==1.15.1
     PYTHONPATH=lib nice -n 5 /tmp/venv-parity/bin/python bench/bench_recbole_parity.py --dataset 30music \\
         --out /tmp/p.json
+
+Figures (2026-12-05, session of issue 15; one thread per process, ``nice -n 5``, the shared 2-core machine
+at load 20-30, so wall times were ~10x CPU times: read the CPU ratios). Subsets, because RecBole could
+not converge on more in the session (a RecBole epoch trains every prefix: 4-5 CPU s here, 40-150 s wall):
+``--users 300 --last 20 --max-len 20 --recbole-batch 256`` (RecBole's 2,048 gives one or two steps an
+epoch at this size). HR@10 / NDCG@10 on the test play, epochs run (best); epoch CPU seconds from the
+interleaved rounds (3 rounds, medians)::
+
+    world tiny, 269 users (of 300 sampled, >= 5 full plays), last 20 plays, 978 songs, 4,669 plays
+    ours_sasrec            0.416 / 0.262   24 (21)   0.24 s   (full softmax)
+    recbole_sasrec         0.446 / 0.274   32 (21)   4.00 s   converged (stopping_step 10)
+    rechub_sasrec          0.104 / 0.051   16 (6)    0.26 s
+    ours_youtube_dnn       0.375 / 0.230   32 (29)   0.12 s
+    rechub_youtube_dnn     0.019 / 0.008   13 (3)    0.21 s   (its example's settings: 0.011 / 0.003, 12 (2))
+
+    30music, 300 users x last 20 plays, 4,916 songs, 6,000 plays
+    ours_sasrec            0.147 / 0.096   29 (26)   0.81 s   (full softmax; patience 10: 0.133 / 0.096, 72 (62))
+    recbole_sasrec         0.163 / 0.097   29 (28)   5.27 s   NOT converged: stopped by hand at epoch 29,
+                                                              validation still rising ~0.001 an epoch
+    rechub_sasrec          0.017 / 0.009   44 (34)   0.29 s
+    ours_youtube_dnn       0.010 / 0.010    7 (4)    0.66 s   (patience 3 stops it on a plateau;
+                                                              patience 10: 0.140 / 0.097, 48 (38))
+    rechub_youtube_dnn     0.000 / 0.000   13 (3)    0.31 s   (its example's settings: 0.000 / 0.000)
+
+Epoch CPU time ours / reference: SASRec vs RecBole 0.060 (world) and 0.153 (30music); vs torch-rechub
+0.92 and 2.78; YouTube-DNN vs torch-rechub 0.55 and 2.16 (on 30music ours computes the exact softmax
+over 4,916 songs, torch-rechub one negative / 20 negatives). Training CPU to the end of early stopping
+on the world: ours SASRec 5.9 s, RecBole 140 s. Our SASRec is below RecBole's on HR@10 on both subsets
+(-0.030 and -0.016, 8 and 5 users) and level on NDCG@10 (-0.012, -0.001); the binomial standard error of
+one HR@10 here is about 0.03, so the gap is within the noise of 270-300 users, and on validation ours was
+the higher on the world (0.292 vs 0.283). torch-rechub's YoutubeDNN peaks at epoch 2-3 and decays to
+~0 on both subsets, with our settings and with its example's.
+
+Where ours and RecBole's SASRec differ at these settings (suspects for the HR@10 gap, **none tested in
+the session**): (1) dropout 0.5 on the embeddings, attention and feed-forward in RecBole vs 0.2 in ours,
+on only 4-6k training plays; (2) its feed-forward 64 -> 256 -> 64 with GELU vs ours 64 -> 64 -> 64 with
+ReLU (SASRec.pytorch's); (3) 2 heads vs 1; (4) each target trained from its own prefix sample (about 17
+Adam steps an epoch at batch 256 here) vs all targets of a window in one pass (about 3 AdamW steps an
+epoch at 128 windows, lr 3e-3, gradient clipping 5); (5) post-LN blocks with a LayerNorm on the input
+embedding and N(0, 0.02) init vs ours' query-only LayerNorm and sqrt(d)-scaled xavier-normal
+embeddings. Cheapest to try first: dropout 0.5, then the feed-forward width (both in the recipe/model,
+owned by ``models/``; the note is in the session's notes, not applied here).
 """
 
 from __future__ import annotations

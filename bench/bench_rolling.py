@@ -1,11 +1,13 @@
 """Rolling next-play evaluation cost on a world's test week, and the rank-counting kernel ratio.
 
-Two parts, in one run:
+Three parts, in one run:
 
 * ``kernel`` — the full-catalogue rank count of :func:`musicrecall.evaluation.rolling._target_ranks`
   (``[B, n_items]`` float32 scores, songs above each target) as it is now (numpy: compare, int8 view summed
   as int32) against torch's bool ``sum(dim=1)`` (what it was), medians of ``--repeats``; the ratio is what
   to read on a shared machine.
+* ``blocked`` — notebook 03's two blocked kernels against the dense computations they replaced (rolling
+  ranks from a model's factors; the shared-negatives sampled softmax, forward + backward), CPU ratios.
 * ``world`` — on the world at ``--profile`` (default small): CPU seconds to build the rolling targets of
   the test week and to rank them under popularity (dense scores), Markov (sparse ranks) and an embedding
   scorer (mean of d=64 history vectors, inner products with every song), plus ``summary()``; with and
@@ -49,6 +51,40 @@ def kernel(repeats: int, b: int = 512, n: int = 30_000) -> None:
     assert np.array_equal(_target_ranks(s, items), (s > st).sum(1).numpy())  # no ties in random floats
     print(f"rank kernel [{b} x {n:,}]: numpy {now * 1e3:.1f} ms, torch bool sum {before * 1e3:.1f} ms, "
           f"ratio {before / now:.1f}x (CPU, median of {repeats})")
+
+
+def blocked(repeats: int, b: int = 512, n: int = 30_000, d: int = 48, rows: int = 2960, n_neg: int = 2048) -> None:
+    """The two blocked kernels of notebook 03 against what they replaced, same inputs, CPU medians:
+    rolling ranks from a model's factors block by block of songs (``_factored_ranks``) vs the dense
+    [b, n] score matrix then ``_target_ranks``; the shared-negatives sampled softmax in row blocks
+    (``losses._shared_negatives_loss``, forward + backward) vs the cross-entropy over [pos | negatives]."""
+    from musicrecall.evaluation.rolling import _factored_ranks, _target_ranks
+    from musicrecall.models import losses
+
+    g = torch.Generator().manual_seed(0)
+    users, items_t = torch.randn(b, d, generator=g), torch.randn(d, n, generator=g)
+    targets = torch.randint(0, n, (b,), generator=g).numpy()
+    targets.sort()  # as _rank_all batches them (by song)
+    dense = _cpu(lambda: _target_ranks(users @ items_t, targets), repeats)
+    fact = _cpu(lambda: _factored_ranks(users, items_t, targets), repeats)
+    assert np.array_equal(_factored_ranks(users, items_t, targets), _target_ranks(users @ items_t, targets))
+    print(f"rolling ranks [{b} x {n:,}], d={d}: dense {dense * 1e3:.1f} ms, blocked {fact * 1e3:.1f} ms, "
+          f"ratio {dense / fact:.2f}x (CPU, median of {repeats})")
+    table = torch.randn(n, d, generator=g, requires_grad=True)
+    u = torch.randn(rows, d, generator=g, requires_grad=True)
+    pos = torch.randint(0, n, (rows,), generator=g)
+    log_q = torch.log_softmax(torch.randn(n, generator=g), 0)
+    neg = torch.randint(0, n, (n_neg,), generator=g)
+
+    def concat() -> None:
+        pl_ = (u * table[pos]).sum(-1, keepdim=True) - log_q[pos].unsqueeze(1)
+        nl = (u @ table[neg].T - log_q[neg].unsqueeze(0)).masked_fill_(neg[None, :] == pos[:, None], float("-inf"))
+        torch.nn.functional.cross_entropy(torch.cat([pl_, nl], 1), torch.zeros(rows, dtype=torch.long)).backward()
+
+    before = _cpu(concat, repeats)
+    now = _cpu(lambda: losses._shared_negatives_loss(u, pos, table, log_q, neg).backward(), repeats)
+    print(f"sampled softmax, {rows:,} positions x {n_neg:,} shared negatives, d={d}, forward + backward: "
+          f"concatenated {before * 1e3:.1f} ms, blocked {now * 1e3:.1f} ms, ratio {before / now:.2f}x")
 
 
 def world(profile: str) -> None:
@@ -98,6 +134,7 @@ def main() -> None:
 
     config.set_threads()
     kernel(args.repeats)
+    blocked(args.repeats)
     world(args.profile)
 
 

@@ -281,3 +281,25 @@ def test_sasrec_user_vector_runs_the_last_block_for_the_last_position_only():
     full = model.sequence_output(items)[:, -1]
     assert torch.allclose(model.user_vecs(items), full, atol=1e-6)
     assert model.sequence_output(items, last_only=True).shape == (4, 1, 8)
+
+
+def test_max_train_targets_keeps_the_first_users_of_the_seeded_order_within_the_cap():
+    rng = np.random.default_rng(0)
+    rows = []
+    for u in range(40):  # a few heavy users among light ones
+        n = 300 if u % 10 == 0 else 20
+        rows += [(u, int(rng.integers(50)), int(m), True) for m in np.sort(rng.integers(0, 60 * 24 * 30, n))]
+    ev = _events(rows)
+    users = pl.DataFrame({"user_id": list(range(40))})
+    kw = {"valid_days": 3, "test_days": 3, "max_train_users": 30, "seed": 1}
+    base = sq.sequence_inputs(ev, users, 50, max_len=10, **kw)
+    same = sq.sequence_inputs(ev, users, 50, max_len=10, max_train_targets=base.windows.n_targets, **kw)
+    assert np.array_equal(same.windows.inputs, base.windows.inputs)  # a cap that is not reached changes nothing
+    cap = base.windows.n_targets // 3
+    capped = sq.sequence_inputs(ev, users, 50, max_len=10, max_train_targets=cap, **kw)
+    assert 0 < capped.windows.n_targets <= cap
+    kept = set(np.unique(capped.windows.users).tolist())
+    assert kept < set(np.unique(base.windows.users).tolist())  # a subset of the max_train_users choice
+    # whole users: each kept user keeps all of its windows
+    for u in kept:
+        assert (capped.windows.users == u).sum() == (base.windows.users == u).sum()

@@ -195,13 +195,16 @@ class SequenceInputs:
 def sequence_inputs(events: pl.DataFrame, users: pl.DataFrame, n_items: int, max_len: int = 50,
                     user_cols: Sequence[str] = ("age_bucket", "gender", "region"), valid_days: int = 7,
                     test_days: int = 7, max_windows_per_user: int | None = None,
-                    max_train_users: int | None = None, seed: int = 0) -> SequenceInputs:
+                    max_train_users: int | None = None, max_train_targets: int | None = None, seed: int = 0
+                    ) -> SequenceInputs:
     """Split the cleaned log (:func:`musicrecall.evaluation.make_eval_setup`) and build windows and histories.
 
     Models train on the train window and stop early on the validation window; at test time they are
     served, without refitting, on histories that run up to the test cut (train + valid), as a model
     trained last week serves this week. ``max_train_users`` trains on the windows of a seeded subset of
     users (the models have no user embedding, so every user is still served); it bounds training time.
+    ``max_train_targets`` bounds it on logs with heavy users: the first users of that seeded order whose
+    windows hold at most this many next-play targets.
     """
     valid = make_eval_setup(events, n_items, stage="valid", valid_days=valid_days, test_days=test_days)
     test = make_eval_setup(events, n_items, stage="test", valid_days=valid_days, test_days=test_days)
@@ -209,8 +212,18 @@ def sequence_inputs(events: pl.DataFrame, users: pl.DataFrame, n_items: int, max
     cols = [c for c in user_cols if c in users.columns]
     feats, cards = encode_categoricals(users, "user_id", cols, n_users)
     windows = training_windows(valid.fit, n_items, max_len, max_windows_per_user=max_windows_per_user)
-    if max_train_users is not None and np.unique(windows.users).shape[0] > max_train_users:
-        chosen = np.random.default_rng(seed).choice(np.unique(windows.users), max_train_users, replace=False)
+    rng = np.random.default_rng(seed)
+    users = np.unique(windows.users)
+    chosen = None
+    if max_train_users is not None and users.shape[0] > max_train_users:
+        chosen = rng.choice(users, max_train_users, replace=False)  # in random order
+    if max_train_targets is not None and windows.n_targets > max_train_targets:
+        # the first users of a seeded random order whose windows hold at most max_train_targets targets
+        order = chosen if chosen is not None else rng.permutation(users)
+        per_user = np.bincount(np.searchsorted(users, windows.users), weights=(windows.targets != windows.pad).sum(1))
+        counts = per_user[np.searchsorted(users, order)]
+        chosen = order[:max(1, int(np.searchsorted(np.cumsum(counts), max_train_targets, side="right")))]
+    if chosen is not None:
         keep = np.isin(windows.users, chosen)
         windows = Windows(windows.users[keep], windows.inputs[keep], windows.targets[keep], windows.pad)
     return SequenceInputs(valid, test, windows,
@@ -497,12 +510,14 @@ def c2_inputs(prep, recipes_: dict[str, object], *, valid_days: float = 7, test_
               ) -> SequenceInputs:
     """The windows and histories every arm of ``recipes_`` trains on in notebook 03 (:func:`run_c2_world`, and
     :func:`musicrecall.ddp_train.train_c2` for its DDP runs): the longest ``max_len`` and the smallest
-    ``max_train_users`` of the recipes."""
+    ``max_train_users`` and ``max_train_targets`` of the recipes."""
     ds = prep.dataset
     max_len = max(r.max_len for r in recipes_.values())
     caps = [r.max_train_users for r in recipes_.values() if r.max_train_users is not None]
+    t_caps = [r.max_train_targets for r in recipes_.values() if getattr(r, "max_train_targets", None) is not None]
     return sequence_inputs(prep.clean.events, ds.users, ds.items.height, max_len, valid_days=valid_days,
-                           test_days=test_days, max_train_users=min(caps) if caps else None, seed=seed)
+                           test_days=test_days, max_train_users=min(caps) if caps else None,
+                           max_train_targets=min(t_caps) if t_caps else None, seed=seed)
 
 
 def run_c2_world(prep, recipes_: dict[str, object], seeds: Sequence[int], *, valid_days: float = 7,

@@ -57,7 +57,8 @@ def sasrec_adapter(prep, *, recipe: SASRecRecipe = SASREC, profile: str = "small
     recipe = for_profile(recipe, profile)
     ds = prep.dataset
     inputs = sq.sequence_inputs(prep.clean.events, ds.users, ds.items.height, recipe.max_len, valid_days=valid_days,
-                                test_days=test_days, max_train_users=recipe.max_train_users, seed=seed)
+                                test_days=test_days, max_train_users=recipe.max_train_users,
+                                max_train_targets=recipe.max_train_targets, seed=seed)
     model, _ = sq.fit_recipe("sasrec", inputs, recipe, seed=seed, data_key=ds.key)
     model.eval()
     return SequenceChannel(model, inputs)

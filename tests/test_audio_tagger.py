@@ -62,13 +62,48 @@ def test_streaming_segments_approximate_patches(model):
 
 
 def test_front_end_matrix_product_equals_conv2d():
-    """The chunked patch x kernel product gives conv2d's min and max over frequency (float rounding)."""
+    """The chunked patch x kernel products (plain and block-Toeplitz) give conv2d's max over frequency
+    for the first ``npos`` kernels and min for the rest (float rounding), ragged last chunks included."""
     import torch.nn.functional as F
 
+    from musicrecall.models.musicnn import conv_select_freq
+
     torch.manual_seed(0)
-    x = torch.randn(2, 1, 300, 96)
-    for k in (torch.randn(8, 1, 7, 38), torch.randn(5, 1, 32, 1)):
-        lo, hi = MusiCNN._conv_minmax_freq(x, k, chunk=64)  # several chunks and a ragged last one
+    x = torch.randn(1, 1, 301, 96)
+    for k, block in ((torch.randn(8, 1, 7, 38), 1), (torch.randn(5, 1, 32, 1), 1), (torch.randn(5, 1, 32, 1), 8),
+                     (torch.randn(6, 1, 7, 1), 4)):
+        c, _, kh, kw = k.shape
+        npos = c // 2
         ref_lo, ref_hi = torch.aminmax(F.conv2d(x, k), dim=3)
-        torch.testing.assert_close(lo, ref_lo, atol=1e-4, rtol=1e-5)
-        torch.testing.assert_close(hi, ref_hi, atol=1e-4, rtol=1e-5)
+        ref = torch.cat([ref_hi[0, :npos], ref_lo[0, npos:]]).T.numpy()  # (T, C)
+        w = k[:, 0].reshape(c, kh * kw).T.numpy()
+        out = conv_select_freq(x[0, 0].numpy(), w, npos, kh, kw, block, chunk_rows=700)  # several chunks
+        np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-5)
+    with pytest.raises(ValueError, match="temporal"):
+        conv_select_freq(x[0, 0].numpy(), np.zeros((7 * 38, 2), np.float32), 1, 7, 38, block=4)
+
+
+def test_numpy_frame_features_equal_the_torch_layers(model):
+    """The numpy front/mid-end (what frame_features runs) against the same layers in torch (conv2d, max
+    over frequency, ReLU, BN; conv1d mid-end with residuals), written here from the architecture."""
+    import torch.nn.functional as F
+
+    mel = torch.from_numpy(np.load(REFERENCE)["mel"][:1].astype(np.float32))
+    with torch.inference_mode():
+        x = model.bn_in(mel.unsqueeze(1))
+        feats = []
+        for i in range(5):
+            k = model.k_front[i]
+            kh = k.shape[2]
+            xi = F.pad(x, (0, 0, 3, 3)) if i < 2 else F.pad(x, (0, 0, (kh - 1) // 2, kh // 2))
+            feats.append(model.bn_front[i](F.relu(F.conv2d(xi, k, model.b_front[i]))).amax(dim=3))
+        h = front = torch.cat(feats, dim=1)
+        mids = []
+        for i in range(3):
+            y = model.bn_mid[i](F.relu(F.conv1d(F.pad(h, (3, 3)), model.k_mid[i], model.b_mid[i])))
+            h = y if i == 0 else y + h
+            mids.append(h)
+        ref = torch.cat([front, *mids], dim=1)
+        got = model.frame_features(mel)
+    assert got.shape == ref.shape == (1, 753, mel.shape[1])
+    torch.testing.assert_close(got, ref, atol=2e-4, rtol=1e-4)

@@ -96,19 +96,28 @@ def _read(path: Path, max_seconds: float | None = None) -> tuple[np.ndarray, int
                 cap = int(math.ceil((max_seconds + _MARGIN_S) * native))
                 want = cap if want is None else min(want, cap)
             blocks, got, note = [], 0, None
+            # a known length is read block by block into one array (no per-block copies to join)
+            buf = np.empty((want, fh.channels), dtype=np.float32) if want is not None else None
             try:
                 while want is None or got < want:
-                    block = fh.read(_BLOCK if want is None else min(_BLOCK, want - got), dtype="float32",
-                                    always_2d=True)
+                    n = _BLOCK if want is None else min(_BLOCK, want - got)
+                    block = fh.read(n, dtype="float32", always_2d=True,
+                                    out=None if buf is None else buf[got:got + n])
                     if not len(block):
                         break
-                    blocks.append(block)
+                    if buf is None:
+                        blocks.append(block)
                     got += len(block)
+                    if len(block) < n:  # the stream ended early (a short read)
+                        break
             except (sf.LibsndfileError, RuntimeError) as err:
                 if got == 0:
                     raise
                 note = f"decoder stopped after {got} of {declared} announced frames ({err})"
-            data = np.concatenate(blocks) if blocks else np.zeros((0, fh.channels), dtype=np.float32)
+            if buf is not None:
+                data = buf[:got]
+            else:
+                data = np.concatenate(blocks) if blocks else np.zeros((0, fh.channels), dtype=np.float32)
             # an MP3 without a Xing/LAME header announces an estimate (off by a few tenths of a second)
             end = int(declared * (0.99 if fh.format == "MP3" else 1.0))
             if note is None and "should be" in fh.extra_info:
@@ -163,6 +172,18 @@ def _short_tail(fh, end: int, declared: int, n: int = 2048) -> str | None:
     return None
 
 
+def _mix_mono(data: np.ndarray) -> np.ndarray:
+    """The mean over channels of ``(n, channels)`` samples, bit for bit ``data.mean(axis=1)`` (a float32
+    sum channel by channel, then one division) but without numpy's slow reduction over a short axis
+    (about 0.1 s for 120 s of stereo)."""
+    y = data[:, 0].copy()
+    for c in range(1, data.shape[1]):
+        y += data[:, c]
+    if data.shape[1] > 1:
+        y /= np.float32(data.shape[1])
+    return y
+
+
 def load_audio(path: str | Path, sr: int = 16_000, min_seconds: float = 4.0,
                max_seconds: float | None = None) -> tuple[np.ndarray, list[AudioIssue]]:
     """Mono float32 samples at ``sr`` (at most the first ``max_seconds``) and the file's warnings;
@@ -187,7 +208,7 @@ def load_audio(path: str | Path, sr: int = 16_000, min_seconds: float = 4.0,
                                           f"stored as float?): rescale the file"))
     if truncated:
         issues.append(AudioIssue(name, "warning", "truncated", f"{truncated}; {data.shape[0] / native_sr:.2f} s decoded"))
-    y = data.mean(axis=1)
+    y = _mix_mono(data)
     if max_seconds is not None:
         y = y[: int(math.ceil((max_seconds + _MARGIN_S) * native_sr))]
     rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64))))

@@ -117,57 +117,74 @@ class MusiCNN(nn.Module):
         return model.eval()
 
     def frame_features(self, mel: torch.Tensor) -> torch.Tensor:
-        """Per-frame front+mid-end features ``(B, 753, T)`` of log-mel input ``(B, T, 96)``."""
-        x = self.bn_in(mel.unsqueeze(1))  # (B, 1, T, 96)
-        feats = []
-        for i in range(5):
-            k = self.k_front[i]
-            if i < 2:  # timbral: zero-pad time by 3, 'valid' over frequency
-                xi = F.pad(x, (0, 0, 3, 3))
-            else:  # temporal: TF 'same' padding of an even kernel puts the extra frame after
-                kh = k.shape[2]
-                xi = F.pad(x, (0, 0, (kh - 1) // 2, kh // 2))
-            feats.append(self._conv_maxfreq(xi, i))
-        front = torch.cat(feats, dim=1)  # (B, 561, T)
-        h = front
-        mids = []
-        for i in range(3):
-            y = self.bn_mid[i](F.relu(F.conv1d(F.pad(h, (3, 3)), self.k_mid[i], self.b_mid[i])))
-            h = y if i == 0 else y + h
-            mids.append(h)
-        return torch.cat([front, *mids], dim=1)
+        """Per-frame front+mid-end features ``(B, 753, T)`` of log-mel input ``(B, T, 96)``.
 
-    def _conv_maxfreq(self, x: torch.Tensor, i: int) -> torch.Tensor:
-        """conv -> ReLU -> BN -> max over frequency of front-end branch ``i``, as ``(B, C, T)``.
+        Computed with numpy matrix products (:func:`conv_select_freq`, :meth:`_mid_end`): on this
+        project's AMD machine numpy's OpenBLAS ran these shapes at about twice the GFLOP/s of torch's
+        MKL on one thread (80 vs 42 for the 7,552 x 266 x 204 product of the widest branch)."""
+        arr = mel.detach().cpu().numpy().astype(np.float32, copy=False)
+        return torch.from_numpy(np.stack([self._frame_features_np(m) for m in arr]))
 
-        Reordered for speed, exactly: the bias is constant over frequency and ReLU and BN are monotone
-        per channel, so ``max_f BN(ReLU(z + b)) = BN(ReLU(max_f z + b))`` where BN's scale is positive and
-        ``BN(ReLU(min_f z + b))`` where it is negative; only one min/max pass touches the big tensor.
-        """
-        bn = self.bn_front[i]
-        z_min, z_max = self._conv_minmax_freq(x, self.k_front[i])
-        pos = (bn.scale > 0).view(1, -1, 1)
-        z = torch.where(pos, z_max, z_min) + self.b_front[i].view(1, -1, 1)
-        return bn(F.relu(z))
+    def _frame_features_np(self, mel: np.ndarray) -> np.ndarray:
+        """``(753, T)`` float32 features of one clip's log-mel ``(T, 96)``."""
+        plan = self._plan()
+        x = mel * plan["bn_in"][0] + plan["bn_in"][1]  # one input channel: scalar scale and shift
+        n_t = x.shape[0]
+        front = []
+        for br in plan["front"]:
+            kh = br["kh"]
+            # timbral (i < 2): zero-pad time by 3, 'valid' over frequency; temporal: TF 'same' padding of
+            # an even kernel puts the extra frame after
+            pad = (3, 3) if br["kw"] > 1 else ((kh - 1) // 2, kh // 2)
+            xi = np.pad(x, (pad, (0, 0)))
+            z = conv_select_freq(xi, br["w"], br["npos"], kh, br["kw"], br["block"])[:, br["inverse"]]
+            front.append(np.maximum(z + br["bias"], 0.0) * br["scale"] + br["shift"])
+        h = np.concatenate(front, axis=1)  # (T, 561)
+        out = [h]
+        for w, bias, scale, shift in plan["mid"]:
+            y = self._mid_end(h, w, n_t)
+            y = np.maximum(y + bias, 0.0) * scale + shift
+            h = y if len(out) == 1 else y + h
+            out.append(h)
+        return np.ascontiguousarray(np.concatenate(out, axis=1).T, dtype=np.float32)
 
     @staticmethod
-    def _conv_minmax_freq(x: torch.Tensor, k: torch.Tensor, chunk: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
-        """Min and max over frequency of the 'valid' convolution of ``x`` (B, 1, T', F) with ``k``
-        (C, 1, kh, kw), each ``(B, C, T)``. The input has one channel, so the convolution is one matrix
-        product of the (time, frequency) patches with the kernels; done in time chunks, it never holds
-        the (C, T, F) output and runs about a third faster on one thread than ``conv2d`` + ``aminmax``."""
-        c, _, kh, kw = k.shape
-        w = k[:, 0].reshape(c, kh * kw).T.contiguous()  # (kh*kw, C)
-        n_f, n_t = x.shape[3] - kw + 1, x.shape[2] - kh + 1
-        lo, hi = torch.empty(x.shape[0], n_t, c), torch.empty(x.shape[0], n_t, c)
-        for b in range(x.shape[0]):
-            for s in range(0, n_t, chunk):
-                e = min(n_t, s + chunk)
-                patches = x[b, 0, s:e + kh - 1].unfold(0, kh, 1).unfold(1, kw, 1).reshape(-1, kh * kw)
-                z = (patches @ w).view(e - s, n_f, c)
-                torch.amin(z, dim=1, out=lo[b, s:e])  # two passes beat one aminmax over a middle axis
-                torch.amax(z, dim=1, out=hi[b, s:e])
-        return lo.transpose(1, 2), hi.transpose(1, 2)
+    def _mid_end(h: np.ndarray, w: np.ndarray, n_t: int) -> np.ndarray:
+        """'same' 1-D convolution over time of ``h`` (T, C_in) with ``w`` (7, C_in, C_out): a sum of
+        seven shifted matrix products (no (T, 7 C_in) patch matrix)."""
+        hp = np.pad(h, ((3, 3), (0, 0)))
+        y = hp[:n_t] @ w[0]
+        for dt in range(1, w.shape[0]):
+            y += hp[dt:dt + n_t] @ w[dt]
+        return y
+
+    def _plan(self) -> dict:
+        """The weights as numpy arrays in the layout of :meth:`_frame_features_np` (built once)."""
+        plan = self.__dict__.get("_np_plan")
+        if plan is not None:
+            return plan
+
+        def np_(t: torch.Tensor) -> np.ndarray:
+            return t.detach().cpu().numpy().astype(np.float32)
+
+        front = []
+        for i in range(5):
+            k, bn = np_(self.k_front[i]), self.bn_front[i]
+            c, _, kh, kw = k.shape
+            scale = np_(bn.scale)
+            # max over frequency where BN's scale is positive, min where negative (see _select): the
+            # columns are ordered positive first, so each reduction runs over one contiguous block
+            order = np.argsort(scale <= 0, kind="stable")
+            w = k[:, 0].reshape(c, kh * kw).T[:, order]  # (kh*kw, C) in that order
+            front.append({"w": np.ascontiguousarray(w), "npos": int((scale > 0).sum()), "kh": kh, "kw": kw,
+                          "block": 1 if kw > 1 else TEMPORAL_BLOCK, "inverse": np.argsort(order),
+                          "bias": np_(self.b_front[i]), "scale": scale, "shift": np_(bn.shift)})
+        mid = [(np.ascontiguousarray(np_(self.k_mid[i]).transpose(2, 1, 0)), np_(self.b_mid[i]),
+                np_(self.bn_mid[i].scale), np_(self.bn_mid[i].shift)) for i in range(3)]
+        bn_in = (float(self.bn_in.scale[0]), float(self.bn_in.shift[0]))
+        plan = {"front": front, "mid": mid, "bn_in": bn_in}
+        self.__dict__["_np_plan"] = plan  # the weights are frozen (requires_grad=False, eval mode)
+        return plan
 
     def head(self, max_pool: torch.Tensor, mean_pool: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Back-end on pooled features ``(N, 753)`` each: ``(logits (N, 50), penultimate (N, 200))``."""
@@ -186,6 +203,62 @@ class MusiCNN(nn.Module):
         win = feats.unfold(1, length, 1)[:, torch.as_tensor(starts, dtype=torch.long)]  # (753, S, L)
         logits, _ = self.head(win.amax(dim=2).T, win.mean(dim=2).T)
         return torch.sigmoid(logits)
+
+
+TEMPORAL_BLOCK = 8  # output frames per row of a temporal branch's matrix product (see conv_select_freq)
+
+
+def conv_select_freq(x: np.ndarray, w: np.ndarray, npos: int, kh: int, kw: int, block: int = 1,
+                     chunk_rows: int = 1024) -> np.ndarray:
+    """Max over frequency (first ``npos`` kernels) and min over frequency (the rest) of the 'valid'
+    convolution of one single-channel input ``x`` (T', F) with kernels ``w`` (kh*kw, C): ``(T, C)`` with
+    ``T = T' - kh + 1``. Exactly the front-end branch's reduction before its bias, ReLU and BN: the bias is
+    constant over frequency and ReLU and BN are monotone per channel, so ``max_f BN(ReLU(z + b)) =
+    BN(ReLU(max_f z + b))`` where BN's scale is positive and the same with ``min`` where it is negative.
+
+    The input has one channel, so the convolution is one matrix product of the (time, frequency)
+    patches with the kernels, done in chunks of about ``chunk_rows`` patch rows (the (C, T, F) output is
+    never held). With ``block > 1`` (temporal kernels, ``kw == 1``) each row holds ``kh + block - 1``
+    frames of one band and the kernels are laid out block-Toeplitz, giving ``block`` output frames per
+    row: ``block`` times fewer, only slightly longer rows and ``block`` times wider products, which run
+    near the machine's peak where the 51 kernels alone do not.
+    """
+    n_t, n_f = x.shape[0] - kh + 1, x.shape[1] - kw + 1
+    c = w.shape[1]
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if block > 1:
+        if kw != 1:
+            raise ValueError("block > 1 is for temporal kernels (kw == 1)")
+        n_b = -(-n_t // block)
+        xp = np.pad(x, ((0, n_b * block - n_t), (0, 0)))  # the last block's extra frames are dropped
+        length = kh + block - 1
+        wb = np.zeros((length, block, c), np.float32)
+        for j in range(block):
+            wb[j:j + kh, j] = w
+        wb = wb.reshape(length, block * c)
+        f4 = xp.strides[0]
+        win = np.lib.stride_tricks.as_strided(xp, (n_b, n_f, length), (block * f4, xp.strides[1], f4), writeable=False)
+        out = np.empty((n_b, block, c), np.float32)
+        step = max(1, chunk_rows // n_f)
+        for s in range(0, n_b, step):
+            e = min(n_b, s + step)
+            z = (win[s:e].reshape(-1, length) @ wb).reshape(e - s, n_f, block, c)
+            _select(z, npos, out[s:e])
+        return out.reshape(n_b * block, c)[:n_t]
+    win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw))  # (T, F', kh, kw), a view
+    out = np.empty((n_t, c), np.float32)
+    step = max(1, chunk_rows // n_f)
+    for s in range(0, n_t, step):
+        e = min(n_t, s + step)
+        z = (win[s:e].reshape(-1, kh * kw) @ w).reshape(e - s, n_f, c)
+        _select(z, npos, out[s:e])
+    return out
+
+
+def _select(z: np.ndarray, npos: int, out: np.ndarray) -> None:
+    """``out[..., :npos] = max over axis 1``, ``out[..., npos:] = min over axis 1`` of ``z``."""
+    np.max(z[:, :, ..., :npos], axis=1, out=out[..., :npos])
+    np.min(z[:, :, ..., npos:], axis=1, out=out[..., npos:])
 
 
 def log_mel(power_mel: np.ndarray) -> np.ndarray:

@@ -94,7 +94,8 @@ and sqrt(d)-scaled xavier-normal embeddings. Tested on the world subset, ours wi
 changed (one seed, ``/tmp``-only script monkeypatching ``recipes.SASREC``): **dropout 0.5 with patience
 10: 0.454 / 0.283** (47 epochs, best 37), above RecBole's 0.446 / 0.274; dropout 0.5 with the recipe's
 patience 3 stops on an early dip (epoch 5, best 2: 0.164 / 0.108); 2 heads: 0.413 / 0.263 (no change).
-On 30music, dropout 0.5 with patience 3: 0.150 / 0.093 (40 epochs, best 37). (2), (4), (5) untested.
+On 30music, dropout 0.5 gives 0.150 / 0.093 with patience 3 and 10 alike (best epoch 37), still
+0.013 below RecBole's HR@10. (2), (4), (5) untested.
 The recipe and model are owned by ``models/``: nothing is changed here.
 """
 

@@ -12,13 +12,17 @@ Two modes:
   ``spin`` = 2 threads with the OpenMP runtimes' default (busy-waiting) policy, as before the fix;
   ``budget`` = :func:`musicrecall.config.set_threads` as it is now (passive waiting, one budget);
   ``one`` = 1 thread everywhere.
-* ``notebooks`` — every notebook run with papermill at ``--profile`` (default tiny), quiet and loaded.
+* ``notebooks`` — every notebook run by the report runner (:func:`musicrecall.report.runner.run_notebook`,
+  papermill) at ``--profile`` (default tiny), quiet and loaded alternated run by run, ``--repeats``
+  (default 3) of each; besides the ratio of the medians, the median of the ratios of neighbouring
+  runs, and how many cores other people's processes used during each run (from ``/proc/stat``, less
+  this bench's own processes) with the load average: the load the bench did not control.
 
 Usage::
 
     PYTHONPATH=lib .venv/bin/python bench/bench_load.py kernels [--repeats 3] [--busy 2]
-    PYTHONPATH=lib .venv/bin/python bench/bench_load.py notebooks [--profile tiny] [--repeats 1] [--warm]
-        [--only 04,06,08] [--settings budget,spin]
+    PYTHONPATH=lib .venv/bin/python bench/bench_load.py notebooks [--profile tiny] [--repeats 3] [--warm]
+        [--only 04,06,08] [--settings budget] [--out ratios.json]
 """
 
 from __future__ import annotations
@@ -151,44 +155,97 @@ def kernels(args: argparse.Namespace) -> None:
         print(f"{s:>8} " + " ".join(cells))
 
 
-def notebooks(args: argparse.Namespace) -> None:
-    import papermill as pm
+def _busy_jiffies() -> int:
+    """CPU time of the whole machine (all processes, all cores) in clock ticks, from /proc/stat."""
+    with open("/proc/stat") as fh:
+        f = [int(x) for x in fh.readline().split()[1:]]
+    return f[0] + f[1] + f[2] + f[5] + f[6] + f[7]  # user nice system irq softirq steal
 
-    names = sorted(p.name for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    if args.only:
-        names = [n for n in names if n[:2] in args.only.split(",")]
-    settings = args.settings.split(",")
-    times: dict[tuple[str, str, int], list[float]] = {}
+
+def _own_cpu() -> float:
+    """CPU seconds of this process and its waited-for children (the notebook kernels, the busy loops)."""
+    import resource
+
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
+def _one_notebook_run(path: Path, profile: str, busy: int, reports: Path) -> dict[str, float | str]:
+    """Run one notebook through the report runner (papermill) with ``busy`` spinning processes: its time,
+    status, the load average before, and the cores other people's processes used meanwhile."""
+    from musicrecall.report.runner import run_notebook
+
+    tick = os.sysconf("SC_CLK_TCK")
+    load0 = os.getloadavg()[0]
+    j0, own0, t0 = _busy_jiffies(), _own_cpu(), time.perf_counter()
+    with Busy(busy):
+        run = run_notebook(path, {"profile": profile}, reports)
+    wall = time.perf_counter() - t0
+    others = ((_busy_jiffies() - j0) / tick - (_own_cpu() - own0)) / wall
+    return {"seconds": run.seconds, "status": run.status, "error": run.error, "load_before": load0,
+            "others_cores": max(others, 0.0)}
+
+
+def notebooks(args: argparse.Namespace) -> None:
+    """Each notebook, quiet and loaded, alternated run by run (quiet-loaded, then loaded-quiet, ...) so
+    that a drift of the machine's own load hits both sides alike; medians of ``--repeats`` each."""
+    from musicrecall.report.runner import list_notebooks
+
+    paths = list_notebooks(REPO / "notebooks", [x for x in args.only.split(",") if x] or None)
+    s = args.settings.split(",")[0]
     base = dict(os.environ)
-    with tempfile.TemporaryDirectory() as tmp:
-        # a first pass fills the caches (worlds, checkpoints) so that quiet and loaded runs do the same work
-        for name in names if args.warm else []:
-            pm.execute_notebook(str(REPO / "notebooks" / name), str(Path(tmp) / name),
-                                parameters={"profile": args.profile}, progress_bar=False, cwd=str(REPO / "notebooks"))
-        for rep in range(args.repeats):
-            for busy in (0, args.busy):
-                with Busy(busy):
-                    for s in settings:
-                        os.environ.clear()
-                        os.environ.update(_env(SETTINGS[s]) if s != "inherit" else base)  # the kernel inherits it
-                        for name in names:
-                            t0 = time.perf_counter()
-                            pm.execute_notebook(str(REPO / "notebooks" / name), str(Path(tmp) / name),
-                                                parameters={"profile": args.profile}, progress_bar=False,
-                                                cwd=str(REPO / "notebooks"))
-                            dt = time.perf_counter() - t0
-                            times.setdefault((name, s, busy), []).append(dt)
-                            print(f"rep {rep} busy {busy} {s} {name}: {dt:.1f} s  load {os.getloadavg()[0]:.1f}",
-                                  flush=True)
+    os.environ.clear()
+    os.environ.update(_env(SETTINGS[s]))  # the kernels inherit it
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    results: dict[str, dict[str, list[dict]]] = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            reports = Path(tmp) / "reports"
+            os.environ["MUSICRECALL_REPORTS"] = str(reports)  # record_metrics of the runs goes there
+            if args.warm:  # fill the caches (worlds, checkpoints): quiet and loaded runs then do the same work
+                for path in paths:
+                    r = _one_notebook_run(path, args.profile, 0, reports)
+                    print(f"warm {path.stem}: {r['seconds']:.1f} s {r['status']} {r['error']}", flush=True)
+            for path in paths:
+                res = results.setdefault(path.stem, {"quiet": [], "loaded": []})
+                for rep in range(args.repeats):
+                    order = (0, args.busy) if rep % 2 == 0 else (args.busy, 0)
+                    for busy in order:
+                        r = _one_notebook_run(path, args.profile, busy, reports)
+                        res["loaded" if busy else "quiet"].append(r)
+                        print(f"{path.stem} rep {rep} busy {busy}: {r['seconds']:.1f} s {r['status']} "
+                              f"load {r['load_before']:.1f} others {r['others_cores']:.2f} cores {r['error']}",
+                              flush=True)
+    finally:
         os.environ.clear()
         os.environ.update(base)
-    print(f"\nprofile {args.profile}; medians of {args.repeats}; loaded = {args.busy} busy processes; "
-          f"load average at the end {os.getloadavg()}")
-    print(f"{'notebook':<34} {'setting':>8} {'quiet s':>8} {'loaded s':>9} {'ratio':>6}")
-    for name in names:
-        for s in settings:
-            q, lo = statistics.median(times[(name, s, 0)]), statistics.median(times[(name, s, args.busy)])
-            print(f"{name:<34} {s:>8} {q:8.1f} {lo:9.1f} {lo / q:6.2f}")
+    print(f"\nprofile {args.profile}, setting {s} ({SETTINGS[s]}); medians of {args.repeats} runs each; loaded = "
+          f"{args.busy} busy processes; others' use = CPU cores used by other people's processes during the run "
+          f"(machine total less this bench's own processes)")
+    print(f"{'notebook':<30} {'quiet s':>8} {'loaded s':>9} {'ratio':>6} {'pairs':>6} {'others q':>9} "
+          f"{'others l':>9} {'load':>5} {'status':>7}")
+    summary = []
+    for name, res in results.items():
+        q = [r["seconds"] for r in res["quiet"]]
+        lo = [r["seconds"] for r in res["loaded"]]
+        ratio = statistics.median(lo) / statistics.median(q)
+        pairs = statistics.median(a / b for a, b in zip(lo, q, strict=True))  # run-by-run neighbours
+        oq = statistics.median(r["others_cores"] for r in res["quiet"])
+        ol = statistics.median(r["others_cores"] for r in res["loaded"])
+        load = statistics.median(r["load_before"] for r in res["quiet"] + res["loaded"])
+        ok = all(r["status"] == "ok" for r in res["quiet"] + res["loaded"])
+        summary.append({"notebook": name, "quiet_s": q, "loaded_s": lo, "ratio_of_medians": ratio,
+                        "median_pair_ratio": pairs, "others_cores_quiet": oq, "others_cores_loaded": ol,
+                        "load_average": load, "all_ok": ok})
+        print(f"{name:<30} {statistics.median(q):8.1f} {statistics.median(lo):9.1f} {ratio:6.2f} {pairs:6.2f} "
+              f"{oq:9.2f} {ol:9.2f} {load:5.1f} {'ok' if ok else 'FAILED':>7}")
+    worst = max(summary, key=lambda r: r["ratio_of_medians"]) if summary else None
+    if worst:
+        print(f"worst: {worst['notebook']} {worst['ratio_of_medians']:.2f}x "
+              f"({'within' if worst['ratio_of_medians'] <= 2.5 else 'OVER'} the 2.5x bar)")
+    if args.out:
+        args.out.write_text(json.dumps({"profile": args.profile, "busy": args.busy, "repeats": args.repeats,
+                                        "setting": SETTINGS[s], "notebooks": summary}, indent=1))
 
 
 def main() -> None:
@@ -203,6 +260,7 @@ def main() -> None:
     ap.add_argument("--profile", default="tiny")
     ap.add_argument("--only", default="", help="comma-separated notebook numbers, e.g. 04,06,08")
     ap.add_argument("--warm", action="store_true", help="run every notebook once first (fills the caches)")
+    ap.add_argument("--out", type=Path, default=None, help="notebooks: write the table as JSON")
     args = ap.parse_args()
     args.settings = args.settings or ("spin,budget,one" if args.mode == "kernels" else "budget")
     (kernels if args.mode == "kernels" else notebooks)(args)

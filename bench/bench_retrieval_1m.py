@@ -9,6 +9,10 @@ With ``--trained`` the song vectors of a trained checkpoint (e.g. ``data/checkpo
 are tiled to ``--n`` rows with a small Gaussian perturbation (a tenth of the median distance to the
 nearest neighbour) and queried with perturbed song vectors, so the real geometry is searched too.
 
+HNSW (``--M`` graph degrees, one build each, ``--ef-search`` swept on each graph) and IVF use the
+MIPS-to-L2 transform (:mod:`musicrecall.evaluation.search`); ``default`` is what serving builds with
+no arguments (``FaissIndex(songs)``), checked against the bar recall@200 >= 0.95 at >= 5x exact.
+
 For every index: build time, memory (the serialised index, i.e. what a server holds), queries per
 second of one batched search call, its speed over exact search (faiss ``IndexFlatIP``, measured in
 the same run) and recall@k (id overlap with the exact top-k) plus tie-aware recall.
@@ -16,11 +20,14 @@ the same run) and recall@k (id overlap with the exact top-k) plus tie-aware reca
 Usage::
 
     PYTHONPATH=lib .venv/bin/python bench/bench_retrieval_1m.py [--n 1000000] [--nq 2000] [--k 200]
+        [--kinds hnsw,default] [--M 16,32] [--ef-search 200,400,800] [--out rows.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
 import statistics
 import time
@@ -102,7 +109,7 @@ def run(songs: np.ndarray, queries: np.ndarray, args: argparse.Namespace) -> lis
     t0 = time.perf_counter()
     flat = FaissIndex(songs, "flat")
     build = time.perf_counter() - t0
-    exact_s, (exact_scores, exact_idx) = timed_search(flat.search, queries, k, args.repeats)
+    exact_s, (exact_scores, exact_idx) = timed_search(flat.search, queries, k, args.exact_repeats)
     rows.append({"index": "exact (IndexFlatIP)", "param": "", "build_s": build, "mem_mb": index_bytes(flat.index) / 2**20,
                  "qps": len(queries) / exact_s, "speedup": 1.0, "recall": 1.0, "recall_ties": 1.0})
     print(rows[-1], flush=True)
@@ -129,14 +136,23 @@ def run(songs: np.ndarray, queries: np.ndarray, args: argparse.Namespace) -> lis
                         + (f" PQ{args.pq_m}x8+refine4" if kind == "ivfpq" else ""), extra_mb=index._items.nbytes / 2**20)
             del index
     if "hnsw" in kinds:
+        for m in (int(x) for x in str(args.M).split(",")):
+            t0 = time.perf_counter()
+            index = FaissIndex(songs, "hnsw", M=m, efConstruction=args.ef_construction)
+            build = time.perf_counter() - t0
+            print(f"hnsw M={m} efC={args.ef_construction} built in {build:.0f} s", flush=True)
+            for ef in (int(x) for x in args.ef_search.split(",")):
+                index.set_params(efSearch=ef)
+                # the float32 items kept for exact re-scoring are part of what the server holds
+                measure("hnsw+mips", index, build, f"M={m} efC={args.ef_construction} efSearch={ef}",
+                        extra_mb=index._items.nbytes / 2**20)
+            del index
+    if "default" in kinds:  # what serving builds with no arguments (FaissIndex's defaults)
         t0 = time.perf_counter()
-        index = FaissIndex(songs, "hnsw", M=args.M, efConstruction=args.ef_construction)
+        index = FaissIndex(songs)
         build = time.perf_counter() - t0
-        for ef in (int(x) for x in args.ef_search.split(",")):
-            index.set_params(efSearch=ef)
-            # the float32 items kept for exact re-scoring are part of what the server holds
-            measure("hnsw+mips", index, build, f"M={args.M} efC={args.ef_construction} efSearch={ef}",
-                    extra_mb=index._items.nbytes / 2**20)
+        measure("serving default", index, build, f"{index.kind} nlist={index._ivf.nlist} nprobe={index._ivf.nprobe}",
+                extra_mb=index._items.nbytes / 2**20)
         del index
     return rows
 
@@ -150,15 +166,18 @@ def main() -> None:
     ap.add_argument("--genres", type=int, default=40)
     ap.add_argument("--clusters", type=int, default=2000)
     ap.add_argument("--zipf", type=float, default=1.0)
-    ap.add_argument("--kinds", default="ivf,ivfpq,hnsw")
+    ap.add_argument("--kinds", default="ivf,ivfpq,hnsw,default",
+                    help="ivf, ivfpq, hnsw (M x efSearch sweep), default (serving's FaissIndex())")
     ap.add_argument("--nlist", type=int, default=None)
     ap.add_argument("--nprobe", default="16,32,64,128")
     ap.add_argument("--pq-m", type=int, default=16)
     ap.add_argument("--train-per-list", type=int, default=40, help="k-means sample per IVF list")
-    ap.add_argument("--M", type=int, default=32)
+    ap.add_argument("--M", default="16,32", help="HNSW graph degrees, one build each")
     ap.add_argument("--ef-construction", type=int, default=80)
-    ap.add_argument("--ef-search", default="200,300,400,600")
+    ap.add_argument("--ef-search", default="200,400,800")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--exact-repeats", type=int, default=1, help="exact search is slow and steady: one timing")
+    ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON")
     ap.add_argument("--trained", type=Path, default=None, help="a checkpoint whose song vectors are tiled")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -178,7 +197,15 @@ def main() -> None:
         print(f"| {r['index']} | {r['param']} | {r['build_s']:.1f} | {r['mem_mb']:.0f} | {r['qps']:.0f} | "
               f"{r['speedup']:.1f} | {r['recall']:.3f} | {r['recall_ties']:.3f} |")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"\npeak RSS {peak:.2f} GB; threads {config.n_threads()}")
+    print(f"\npeak RSS {peak:.2f} GB; threads {config.n_threads()}; load average {os.getloadavg()}")
+    for r in rows:
+        if r["index"] == "serving default":
+            ok = r["recall"] >= 0.95 and r["speedup"] >= 5
+            print(f"serving default: recall@{args.k} {r['recall']:.3f}, {r['speedup']:.1f}x exact: "
+                  f"{'meets' if ok else 'MISSES'} the bar (>= 0.95 at >= 5x)")
+    if args.out:
+        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
+                                        "peak_rss_gb": peak, "load_average": os.getloadavg()}, indent=1))
 
 
 if __name__ == "__main__":

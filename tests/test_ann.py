@@ -54,3 +54,24 @@ def test_serving_defaults_work_from_a_handful_of_songs_up() -> None:
         _, exact = ExactIndex(items).search(queries, k)
         # with at most 64 lists every list is probed: exact; at 8000 songs (205 lists) ANN, still >= 0.95
         assert ann_recall(index.search(queries, k)[1], exact) >= (0.999 if n < 64 * 39 else 0.95)
+
+
+def test_per_interest_queries_go_in_one_batched_search_call() -> None:
+    """MIND serving (serving.search_interests): every active interest of every user in one search call."""
+    from musicrecall.serving import search_interests
+
+    items, _ = _songs(500, 8, 3)
+    calls: list[int] = []
+
+    class Counting(ExactIndex):
+        def search(self, queries, k, exclude=None):  # noqa: ANN001, ANN202 - the Index protocol
+            calls.append(len(queries))
+            return super().search(queries, k, exclude)
+
+    rng = np.random.default_rng(0)
+    vecs = rng.standard_normal((6, 4, 8)).astype(np.float32)
+    active = rng.random((6, 4)) < 0.6
+    active[:, 0] = True
+    scores, idx = search_interests(Counting(items), vecs, active, 10)
+    assert calls == [int(active.sum())]
+    assert (idx[~active] == -1).all() and (idx[active] >= 0).all()

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from musicrecall.audio import AudioConfig, load_audio, scan_audio, segment_attributes, summarize
+from musicrecall.audio import AudioConfig, load_audio, scan_audio, segment_attributes, segment_statistics
 from musicrecall.audio.features import get_tagger
 from musicrecall.config import DATA_DIR, SHARED_DIR, set_threads
 
@@ -95,7 +95,7 @@ def main() -> None:
             tot = dict.fromkeys(runs, 0.0)
             for f in files:
                 c_dec, (y, _) = _cpu(lambda f=f: load_audio(f, cfg.sr, cfg.segment_s, cfg.max_seconds))
-                c_feat, _ = _cpu(lambda y=y: summarize(segment_attributes(y, cfg, tagger)[0]))
+                c_feat, _ = _cpu(lambda y=y: segment_statistics(segment_attributes(y, cfg, tagger)[0]))
                 c_whole, _ = _cpu(lambda f=f: load_audio(f, cfg.sr, cfg.segment_s, None))
                 mel = np.log10(1e4 * librosa.feature.melspectrogram(y=y, sr=cfg.sr, n_fft=512, hop_length=256,
                                                                      n_mels=96) + 1)

@@ -12,7 +12,7 @@ from musicrecall.audio import (
     EmbeddingScaler,
     embedding_names,
     segment_attributes,
-    summarize,
+    segment_statistics,
 )
 from musicrecall.audio.features import FPS, _tempo, repeat_pad, segment_starts
 from musicrecall.audio.validation import auc, vocal_labels
@@ -37,7 +37,7 @@ def test_repeat_pad_repeats_short_clips():
 
 def test_summarize_known_statistics():
     a = np.column_stack([np.array([1.0, 2.0, 3.0, 4.0]), np.full(4, 0.5), np.array([0.0, 0.0, 0.0, 1.0])])
-    s = summarize(a).reshape(3, 6)  # attribute-major: max, min, mean, var, kurtosis, skewness
+    s = segment_statistics(a).reshape(3, 6)  # attribute-major: max, min, mean, var, kurtosis, skewness
     np.testing.assert_allclose(s[0], [4, 1, 2.5, 1.25, -1.36, 0.0], atol=1e-12)
     np.testing.assert_allclose(s[1], [0.5, 0.5, 0.5, 0.0, 0.0, 0.0])  # constant: no NaN moments
     assert s[2, 5] == pytest.approx(scipy.stats.skew([0, 0, 0, 1.0]))

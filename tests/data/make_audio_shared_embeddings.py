@@ -25,7 +25,7 @@ def shared_clips() -> list[Path]:
 
 
 def compute(max_seconds: float | None) -> dict[str, np.ndarray]:
-    from musicrecall.audio import AudioConfig, load_audio, segment_attributes, summarize
+    from musicrecall.audio import AudioConfig, load_audio, segment_attributes, segment_statistics
 
     cfg = AudioConfig(max_seconds=max_seconds)
     attrs, tags, raw, counts = [], [], [], []
@@ -34,7 +34,7 @@ def compute(max_seconds: float | None) -> dict[str, np.ndarray]:
         a, t, _ = segment_attributes(y, cfg)
         attrs.append(a)
         tags.append(t)
-        raw.append(summarize(a))
+        raw.append(segment_statistics(a))
         counts.append(len(a))
     return {"attrs": np.vstack(attrs), "tags": np.vstack(tags), "raw": np.vstack(raw), "counts": np.array(counts)}
 

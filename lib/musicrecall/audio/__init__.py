@@ -23,7 +23,7 @@ from .features import (
     EmbeddingScaler,
     embedding_names,
     segment_attributes,
-    summarize,
+    segment_statistics,
 )
 from .recall import AudioIndex
 from .sources import AudioSet, load_audio_set, resolve_source
@@ -48,5 +48,5 @@ __all__ = [
     "resolve_source",
     "scan_audio",
     "segment_attributes",
-    "summarize",
+    "segment_statistics",
 ]

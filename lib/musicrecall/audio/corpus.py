@@ -20,7 +20,7 @@ import polars as pl
 
 from musicrecall.audio import features as feat_module
 from musicrecall.audio.decode import AUDIO_EXTENSIONS, AudioDecodeError, AudioIssue, load_audio
-from musicrecall.audio.features import AudioConfig, segment_attributes, summarize
+from musicrecall.audio.features import AudioConfig, segment_attributes, segment_statistics
 from musicrecall.cache import content_key, source_fingerprint
 from musicrecall.config import DATA_DIR
 from musicrecall.models import musicnn as musicnn_module
@@ -181,7 +181,7 @@ def embed_files(paths: list[str | Path], cfg: AudioConfig | None = None, cache: 
                 np.savez(tmp, attrs=attrs, starts=st,
                          issues=json.dumps([[i.level, i.kind, i.message] for i in file_issues]))
                 tmp.replace(npz)
-        row = summarize(attrs)
+        row = segment_statistics(attrs)
         if not np.isfinite(row).all():  # cannot happen with finite attributes; kept as the last guard
             issues.append(AudioIssue(name, "error", "non_finite_features", "the 84 statistics are not finite"))
             continue

@@ -193,7 +193,7 @@ def segment_attributes(y: np.ndarray, cfg: AudioConfig | None = None,
     return attrs, tags, starts / FPS
 
 
-def summarize(attrs: np.ndarray) -> np.ndarray:
+def segment_statistics(attrs: np.ndarray) -> np.ndarray:
     """The 84 statistics (attribute-major: 14 x [max, min, mean, var, kurtosis, skewness]) of ``(S, 14)``.
 
     Kurtosis is Fisher's (normal = 0) and both moments are the biased estimators; an attribute that is
@@ -212,7 +212,7 @@ def summarize(attrs: np.ndarray) -> np.ndarray:
 
 
 def embedding_names() -> list[str]:
-    """Names of the 84 dimensions, in :func:`summarize` order."""
+    """Names of the 84 dimensions, in :func:`segment_statistics` order."""
     return [f"{a}_{s}" for a in ATTRIBUTES for s in STATISTICS]
 
 

@@ -23,7 +23,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from musicrecall.audio.corpus import code_key
-from musicrecall.audio.features import AudioConfig, EmbeddingScaler, segment_attributes, summarize
+from musicrecall.audio.features import AudioConfig, EmbeddingScaler, segment_attributes, segment_statistics
 from musicrecall.audio.recall import AudioIndex
 from musicrecall.cache import content_key, source_fingerprint
 from musicrecall.config import DATA_DIR, n_threads
@@ -66,7 +66,7 @@ def world_embeddings(world, song_ids: np.ndarray, clip_s: float = 8.0, cfg: Audi
 
     def embed(i: int) -> np.ndarray:
         attrs, _, _ = segment_attributes(render_audio(world, int(song_ids[i]), clip_s, cfg.sr), cfg)
-        return summarize(attrs)
+        return segment_statistics(attrs)
 
     # songs are independent (each has its own seeded RNG) and numpy/scipy release the GIL in their
     # kernels, so threads give ~1.7x on 2 cores with bit-identical results (tested)

@@ -332,3 +332,15 @@ def test_notebook_02_choice_is_saved_and_read_back_per_dataset(tmp_path, monkeyp
     got = kg.load_choice("abc", 0)
     assert got is not None and got[0] == s2v and got[1].gamma == 0.1 and dict(got[1].weights) == dict(kgc.weights)
     assert kg.load_choice("abc", 1) is None and kg.load_choice("other", 0) is None
+
+
+def test_rate_change_is_the_paired_lift_and_undefined_without_cases():
+    from musicrecall.evaluation import paired_bootstrap_lift
+    from musicrecall.kg import rate_change
+
+    rng = np.random.default_rng(0)
+    kg_rate, plain_rate = rng.random(300) * 0.2, rng.random(300) * 0.4
+    got = rate_change({"kg_song2vec": kg_rate, "plain_song2vec": plain_rate}, n_boot=200, seed=3)
+    assert got == paired_bootstrap_lift(kg_rate, plain_rate, n_boot=200, seed=3)
+    assert got[0] < 0 and got[2] < 0  # half the rate: a clear drop
+    assert rate_change({"kg_song2vec": kg_rate, "plain_song2vec": np.zeros(300)}) is None

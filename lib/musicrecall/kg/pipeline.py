@@ -301,6 +301,15 @@ def lift(per_user: dict[str, dict[str, np.ndarray]], a: str, b: str, metric: str
     return paired_bootstrap_lift(per_user[a][kind][metric], per_user[b][kind][metric], n_boot=n_boot, seed=seed)
 
 
+def rate_change(per_user: dict[str, np.ndarray], a: str = "kg_song2vec", b: str = "plain_song2vec",
+                n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float] | None:
+    """Paired relative change of a per-user rate (e.g. the BadCase rate) of model ``a`` against ``b``,
+    with its 95% interval; ``None`` when ``b`` has no case at all (a relative change is undefined)."""
+    if float(np.mean(per_user[b])) == 0.0:
+        return None
+    return paired_bootstrap_lift(per_user[a], per_user[b], n_boot=n_boot, seed=seed)
+
+
 def neighbour_slot_shares(tables: dict[str, np.ndarray], play_counts: dict[str, np.ndarray],
                           edges: Sequence[int] = (1, 3, 10, 30, 100)) -> pl.DataFrame:
     """Where the i2i neighbour slots go, by how often a song was played in training.

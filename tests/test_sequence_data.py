@@ -3,27 +3,13 @@ examples, shuffling, user and song codes; one ordering shared by SASRec, YouTube
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import numpy as np
 import polars as pl
+from sequence_events import EV, N_ITEMS
+from sequence_events import events as _events
 
 from musicrecall import sequence_data as sd
 from musicrecall.sequence_data import Sequences, last_histories, side_codes, training_examples, user_sequences
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def _events(rows: list[tuple[int, int, int, bool]]) -> pl.DataFrame:
-    """(user, song, minute, full_play) rows, deliberately unsorted."""
-    u, s, m, f = zip(*rows, strict=True)
-    return pl.DataFrame({"user_id": list(u), "song_id": list(s),
-                         "ts": [T0 + timedelta(minutes=x) for x in m], "full_play": list(f)})
-
-
-EV = _events([(1, 5, 3, True), (0, 2, 1, True), (0, 3, 2, False), (0, 4, 0, True), (1, 6, 1, True),
-              (0, 7, 5, True), (1, 8, 2, True), (1, 9, 9, True)])
-N_ITEMS = 10
 
 
 def test_histories_are_last_n_full_plays_in_time_order_left_padded():

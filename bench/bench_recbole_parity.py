@@ -123,7 +123,7 @@ import torch
 from musicrecall import config
 from musicrecall import sequence_data as sd
 from musicrecall import sequences as sq
-from musicrecall.training import TrainConfig, minibatches, seed_everything, train
+from musicrecall.training import minibatches, seed_everything, train
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "30music" / "sequences.txt"
 
@@ -250,18 +250,19 @@ def ours(data: LOO, kind: str, args, full_softmax: bool | None = None) -> Run:
     h_valid = sd.last_n_histories(train_ev, n_users, n, args.max_len, label=None)
     h_test = sd.last_n_histories(valid_ev, n_users, n, args.max_len, label=None)
     users = np.arange(n_users)
-    recipe = recipes.SASREC if kind == "sasrec" else recipes.YOUTUBE_DNN
+    recipe = (recipes.SASREC if kind == "sasrec" else recipes.YOUTUBE_DNN).with_(**json.loads(args.ours_hp))
     seed_everything(args.seed)
     if kind == "sasrec":
-        model = recipes.SASREC.build(n, dim=args.dim, max_len=args.max_len)
+        model = recipe.build(n, dim=args.dim, max_len=args.max_len)
     else:
-        model = recipes.YOUTUBE_DNN.build(n, dim=args.dim)
+        model = recipe.build(n, dim=args.dim)
     sampler = sq.NegativeSampler(windows.target_counts(n), seed=args.seed)
     full = n <= sq.FULL_SOFTMAX_MAX_ITEMS if full_softmax is None else full_softmax
     loss = sq.causal_loss(sampler, n, args.n_neg, full_softmax=full)
     clock = EpochClock(sq.window_batches(windows, recipe.batch_size, args.seed))
     patience = args.ours_patience or recipe.patience
-    cfg = TrainConfig(epochs=args.max_epochs, lr=recipe.lr, patience=patience, seed=args.seed, progress=False)
+    # the recipe's training settings (lr, min_steps ...) with the bench's cap and, if given, patience
+    cfg = replace(recipe.train_config(args.seed), epochs=args.max_epochs, patience=patience)
 
     def validate(m: torch.nn.Module) -> float:
         score = rank_metrics(sq.user_vectors(m, h_valid, users), sq.item_vectors(m), data.target(2))["ndcg@10"]
@@ -278,6 +279,7 @@ def ours(data: LOO, kind: str, args, full_softmax: bool | None = None) -> Run:
         res = rank_metrics(sq.user_vectors(model, h_test, users), sq.item_vectors(model), data.target(1))
         valid = [e["valid_score"] for e in hist.epochs]
         return {**res, **_summary(valid, clock.times, args.max_epochs, patience), "capped": hist.capped,
+                "steps": hist.steps, "min_steps": cfg.min_steps, "recipe_changes": json.loads(args.ours_hp),
                 "batch": recipe.batch_size, "lr": recipe.lr,
                 "loss": "full softmax" if full else f"sampled softmax, {args.n_neg} negatives"}
 
@@ -611,7 +613,8 @@ def main() -> None:
     p.add_argument("--profile", default="tiny")
     p.add_argument("--users", type=int, default=300, help="seeded subset of users (0: all)")
     p.add_argument("--last", type=int, default=60, help="each user's last plays kept")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="training seed (and the subset's, unless --data-seed)")
+    p.add_argument("--data-seed", type=int, default=None, help="seed of the user subset (default: --seed)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-epochs", type=int, default=300, help="epoch cap for every contender (RecBole's default)")
     p.add_argument("--max-len", type=int, default=50)
@@ -622,6 +625,7 @@ def main() -> None:
     p.add_argument("--recbole-checkpoint", default=None,
                    help="evaluate this RecBole checkpoint on test instead of training (a run stopped early)")
     p.add_argument("--ours-patience", type=int, default=0, help="our models' patience (0: the recipe's, 3)")
+    p.add_argument("--ours-hp", default="{}", help='JSON changes to our recipes, e.g. \'{"dropout": 0.5}\'')
     p.add_argument("--ref-patience", type=int, default=10, help="torch-rechub's patience (RecBole's default)")
     p.add_argument("--timing-reps", type=int, default=3, help="interleaved epoch-time rounds (0: none)")
     p.add_argument("--timing", nargs="*", default=None, help="contenders timed (default: those of --only)")
@@ -630,8 +634,9 @@ def main() -> None:
     p.add_argument("--out", default=None)
     args = p.parse_args()
     threads = config.set_threads(args.threads)
-    data = (load_30music(args.users, args.last, args.seed) if args.dataset == "30music"
-            else load_world(args.profile, args.seed, args.users, args.last))
+    data_seed = args.seed if args.data_seed is None else args.data_seed
+    data = (load_30music(args.users, args.last, data_seed) if args.dataset == "30music"
+            else load_world(args.profile, data_seed, args.users, args.last))
     print(f"{data.name}: {len(data.seqs)} users, {data.n_items} songs, {sum(map(len, data.seqs))} plays", flush=True)
     out = {"data": data.name, "users": len(data.seqs), "songs": data.n_items,
            "plays": int(sum(map(len, data.seqs))), "threads": threads, "argv": sys.argv[1:]}

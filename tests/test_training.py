@@ -46,7 +46,8 @@ def test_early_stopping_restores_the_best_epoch():
         snapshots.append(m.weight.detach().clone())
         return next(scores)
 
-    hist = train(model, batches, loss_fn, TrainConfig(epochs=6, lr=0.05, patience=2, progress=False), validate)
+    cfg = TrainConfig(epochs=6, lr=0.05, patience=2, min_steps=0, progress=False)
+    hist = train(model, batches, loss_fn, cfg, validate)
     assert hist.stopped_early and hist.best_epoch == 2 and len(hist.epochs) == 4
     assert torch.equal(model.weight, snapshots[1])
 
@@ -96,5 +97,54 @@ def test_reaching_the_epoch_cap_while_still_improving_is_flagged(caplog):
     assert hist.capped and not hist.stopped_early and len(hist.epochs) == 3
     assert "capped_model" in caplog.text and "epoch cap" in caplog.text
     model, batches, loss_fn = _setup()
-    flat = train(model, batches, loss_fn, TrainConfig(epochs=10, patience=3, lr=0.05, progress=False), lambda m: 1.0)
+    flat = train(model, batches, loss_fn, TrainConfig(epochs=10, patience=3, lr=0.05, min_steps=0, progress=False),
+                 lambda m: 1.0)
     assert flat.stopped_early and not flat.capped and len(flat.epochs) == 4  # best at 1, then 3 stale epochs
+
+
+def _scripted(scores):
+    """``validate`` returning ``scores`` epoch after epoch (a validation curve)."""
+    it = iter(scores)
+    return lambda m: float(next(it))
+
+
+# an early plateau (a model that first learns the popularity list), then the real gains
+PLATEAU = [0.10, 0.20, 0.20, 0.20, 0.20, 0.20, 0.40, 0.50, 0.55, 0.55, 0.55, 0.55, 0.55, 0.55]
+
+
+def test_an_early_plateau_no_longer_stops_training_before_min_steps():
+    # 8 optimiser steps an epoch (256 rows, batch 32): patience 3 alone stops on the plateau (epoch 5) ...
+    model, batches, loss_fn = _setup()
+    old = train(model, batches, loss_fn, TrainConfig(epochs=14, lr=0.05, patience=3, min_steps=0, progress=False),
+                _scripted(PLATEAU))
+    assert old.stopped_early and len(old.epochs) == 5 and old.best_score == 0.20 and old.steps == 40
+    # ... 64 steps (8 epochs) before stopping may fire carry it past the plateau to the best epoch (9),
+    # then patience (3 epochs, steps already > 64) stops it as before
+    model, batches, loss_fn = _setup()
+    new = train(model, batches, loss_fn, TrainConfig(epochs=14, lr=0.05, patience=3, min_steps=64, progress=False),
+                _scripted(PLATEAU))
+    assert new.stopped_early and new.best_epoch == 9 and new.best_score == 0.55 and len(new.epochs) == 12
+    assert new.steps == 96 and not new.capped
+
+
+def test_min_steps_counts_optimiser_steps_not_epochs():
+    # the same curve with 2 steps an epoch (batch 128): 64 steps are 32 epochs, beyond the cap of 14, so the
+    # run ends at the cap; its last epochs did not improve, so it is not flagged as under-trained
+    model, _, loss_fn = _setup()
+
+    def big_batches(epoch):
+        for idx in minibatches(len(X), 128, seed=0, epoch=epoch):
+            yield X[idx], Y[idx]
+
+    hist = train(model, big_batches, loss_fn, TrainConfig(epochs=14, lr=0.05, patience=3, min_steps=64,
+                                                          progress=False), _scripted(PLATEAU))
+    assert not hist.stopped_early and not hist.capped and len(hist.epochs) == 14 and hist.steps == 28
+    assert hist.best_epoch == 9
+
+
+def test_the_sequence_recipes_train_with_their_min_steps():
+    from musicrecall.models import recipes
+
+    for r in (recipes.SASREC, recipes.YOUTUBE_DNN):
+        assert r.train_config(seed=1).min_steps == r.min_steps > 0
+        assert r.with_(min_steps=7).train_config().min_steps == 7

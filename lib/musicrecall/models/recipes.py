@@ -7,7 +7,8 @@ defaults from here, so a model trained by one notebook and reused by another (sa
 cannot drift. A notebook may override a value in its ``parameters`` cell; it prints the recipe it ran.
 
 Training (all three): AdamW through :func:`musicrecall.training.train`, early stopping on the
-validation window with ``patience`` epochs without gain, ``max_epochs`` a cap that is not meant to be
+validation window with ``patience`` epochs without gain and at least ``min_steps`` optimiser steps
+(the loop's default; the sequence recipes carry their own), ``max_epochs`` a cap that is not meant to be
 reached (the loop logs a warning when it is). SASRec and YouTube-DNN use the full-softmax
 cross-entropy up to :data:`musicrecall.sequences.FULL_SOFTMAX_MAX_ITEMS` songs and a logQ-corrected
 sampled softmax with ``n_neg`` shared negatives beyond (the choice and its measurement are in
@@ -63,6 +64,13 @@ class _SequenceRecipe(_Recipe):
     # songs, one thread), capped to about a third
     max_train_targets: int | None = 80_000
     valid_users: int | None = 500  # users whose validation-week plays drive early stopping
+    # optimiser steps before early stopping may fire (:class:`musicrecall.training.TrainConfig`): patience
+    # counts epochs, and on a small log an epoch is a few steps, too few to leave the early popularity plateau
+    min_steps: int = 200
+
+    def train_config(self, seed: int = 0, progress: bool = False) -> TrainConfig:
+        """The :class:`musicrecall.training.TrainConfig` of this recipe, with its ``min_steps``."""
+        return replace(super().train_config(seed, progress), min_steps=self.min_steps)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ ARGS ?=
 # A folder of imported data (musicrecall.io): runs write to reports/datasets/<name>/, never over the world's.
 DATASET ?=
 ONLY ?=
-RUN_ARGS = $(if $(DATASET),--dataset "$(DATASET)") $(if $(ONLY),--only $(ONLY))
+# Notebooks run side by side after 01 (default: one per core, at most 2); JOBS=1 runs them one at a time.
+JOBS ?=
+RUN_ARGS = $(if $(DATASET),--dataset "$(DATASET)") $(if $(ONLY),--only $(ONLY)) $(if $(JOBS),--jobs $(JOBS))
 STAMP := $(VENV)/.installed
 
 .PHONY: run test test-fast nb lab clean lint bench install audio-corpus

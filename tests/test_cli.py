@@ -22,13 +22,13 @@ def test_report_cli_parses_parameters_and_makes_dataset_paths_absolute(monkeypat
 
     seen = {}
 
-    def fake_run_all(profile, only=None, extra=None):
-        seen.update(profile=profile, only=only, extra=extra)
+    def fake_run_all(profile, only=None, extra=None, jobs=None):
+        seen.update(profile=profile, only=only, extra=extra, jobs=jobs)
         return []
 
     monkeypatch.setattr(cli, "run_all", fake_run_all)
     monkeypatch.chdir(tmp_path)
     assert cli.main(["run", "--profile", "tiny", "--only", "01", "-p", "seed", "7", "-p", "dataset", "data/raw/me"]) == 0
-    assert seen["profile"] == "tiny" and seen["only"] == ["01"]
+    assert seen["profile"] == "tiny" and seen["only"] == ["01"] and seen["jobs"] is None
     assert seen["extra"]["seed"] == 7
     assert seen["extra"]["dataset"] == os.path.join(str(tmp_path), "data", "raw", "me")

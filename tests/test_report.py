@@ -220,7 +220,7 @@ def test_cli_dataset_option_and_comma_separated_only(monkeypatch, tmp_path):
     import musicrecall.report.__main__ as cli
 
     seen = {}
-    monkeypatch.setattr(cli, "run_all", lambda profile, only=None, extra=None: seen.update(only=only, extra=extra) or [])
+    monkeypatch.setattr(cli, "run_all", lambda profile, only=None, extra=None, jobs=None: seen.update(only=only, extra=extra) or [])
     monkeypatch.setattr(cli, "REPORTS_DIR", tmp_path / "reports")
     monkeypatch.chdir(tmp_path)
     assert cli.main(["run", "--profile", "tiny", "--dataset", "logs/me", "--only", "01,02,03"]) == 0
@@ -373,8 +373,8 @@ def test_report_cli_exits_with_the_parameter_listing_on_a_typo(monkeypatch, tmp_
     from musicrecall.report import runner
 
     nbs = _fake_notebooks(tmp_path / "nbs")
-    monkeypatch.setattr(cli, "run_all", lambda profile, only=None, extra=None: runner.run_all(
-        profile, only, extra, reports_dir=tmp_path / "r", notebooks_dir=nbs))
+    monkeypatch.setattr(cli, "run_all", lambda profile, only=None, extra=None, jobs=None: runner.run_all(
+        profile, only, extra, reports_dir=tmp_path / "r", notebooks_dir=nbs, jobs=jobs))
     assert cli.main(["run", "--profile", "tiny", "--only", "01", "-p", "sede", "7"]) == 2
     err = capsys.readouterr().err
     assert "unknown parameter(s) sede" in err and "seed=0" in err
@@ -501,3 +501,100 @@ def test_the_forest_plot_is_a_one_line_note_when_no_claim_has_an_effect(tmp_path
                                                                           verdict="partly")])
     page = build_index({"notebooks": {"03_seq": _run("03_seq", [rec])}}, tmp_path / "index.html").read_text()
     assert "no claim has recorded a headline effect" in page and "data:image/png" not in page
+
+
+# --- notebooks side by side ---------------------------------------------------------------------------
+
+
+def _scheduled(names, jobs, threads_total=2, expected=None, seconds=None):
+    """Run ``schedule`` with a fake notebook runner; return (start/end events, threads per notebook, peak
+    concurrency). Each fake notebook sleeps ``seconds[prefix]`` (default 0.05 s)."""
+    import threading
+    import time as _time
+    from pathlib import Path
+
+    from musicrecall.report.runner import NotebookRun, schedule
+
+    lock, events, threads_of, live, peak = threading.Lock(), [], {}, [0], [0]
+
+    def run_one(path, threads):
+        with lock:
+            events.append(("start", path.name[:2]))
+            threads_of[path.name[:2]] = threads
+            live[0] += 1
+            peak[0] = max(peak[0], live[0])
+        _time.sleep((seconds or {}).get(path.name[:2], 0.05))
+        with lock:
+            live[0] -= 1
+            events.append(("end", path.name[:2]))
+        return NotebookRun(path.stem, "ok", 0.0, {})
+
+    paths = [Path(f"{n}_x.ipynb") for n in names]
+    runs = schedule(paths, jobs, run_one, threads_total, expected)
+    assert [r.name for r in runs] == [p.stem for p in paths]  # results in notebook order, whatever ran first
+    return events, threads_of, peak[0]
+
+
+def test_notebooks_run_side_by_side_only_after_what_they_read():
+    names = ["00", "01", "02", "03", "04", "05", "06", "07", "08"]
+    events, threads_of, peak = _scheduled(names, jobs=2)
+    pos = {e: i for i, e in enumerate(events)}
+    assert pos[("end", "00")] < pos[("start", "01")]
+    for n in names[2:]:
+        assert pos[("end", "01")] < pos[("start", n)]
+    for n in names[2:8]:
+        assert pos[("end", n)] < pos[("start", "08")]  # 08 reuses the models of 02-07
+    assert peak == 2
+    # alone (00, 01, 08): every thread; side by side: a share each, never more threads than cores
+    assert threads_of["00"] == threads_of["01"] == threads_of["08"] == 2
+    assert all(threads_of[n] == 1 for n in names[2:7])
+
+
+def test_one_job_runs_the_notebooks_one_at_a_time_in_order():
+    names = ["00", "01", "02", "03", "08"]
+    events, threads_of, peak = _scheduled(names, jobs=1, threads_total=2)
+    assert peak == 1 and [n for kind, n in events if kind == "start"] == names
+    assert set(threads_of.values()) == {2}
+
+
+def test_the_longest_expected_notebook_starts_first():
+    events, _, _ = _scheduled(["00", "01", "02", "03", "07"], jobs=2, expected={"07": 300, "03": 400, "02": 10})
+    starts = [n for kind, n in events if kind == "start"]
+    assert starts[:4] == ["00", "01", "03", "07"]
+
+
+def test_a_kernel_gets_the_thread_budget_the_runner_gives_it(tmp_path):
+    from musicrecall.report.runner import run_notebook
+
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    params = nbformat.v4.new_code_cell('profile = "small"')
+    params.metadata["tags"] = ["parameters"]
+    body = nbformat.v4.new_code_cell(
+        "import os\nfrom musicrecall.config import n_threads\nfrom musicrecall.report import metric, record_metrics\n"
+        "record_metrics('00_t', [metric('threads', n_threads(), unit='threads')], profile=profile)")
+    nb = nbformat.v4.new_notebook(cells=[params, body])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, folder / "00_t.ipynb")
+    got, before = {}, os.environ.get("MUSICRECALL_THREADS")
+    for threads in ("1", "3"):
+        run = run_notebook(folder / "00_t.ipynb", {"profile": "tiny"}, tmp_path / f"r{threads}",
+                           env={"MUSICRECALL_THREADS": threads})
+        assert run.status == "ok", run.error
+        got[threads] = run.records[0]["metrics"][0]["value"]
+    assert got == {"1": 1, "3": 3}
+    assert os.environ.get("MUSICRECALL_THREADS") == before  # the runner's own environment is untouched
+
+
+def test_a_full_run_records_its_wall_time_and_lanes(tmp_path):
+    from musicrecall.report.runner import run_all
+
+    nbs = _fake_notebooks(tmp_path / "nbs", names=("00_a", "01_b", "02_c", "03_d"))
+    reports = tmp_path / "reports"
+    runs = run_all("tiny", reports_dir=reports, notebooks_dir=nbs, jobs=2)
+    assert [r.status for r in runs] == ["ok"] * 4, [r.error for r in runs]
+    metrics = json.loads((reports / "metrics.json").read_text())
+    assert metrics["run"]["jobs"] == 2 and metrics["run"]["wall_seconds"] > 0
+    assert "min wall" in (reports / "index.html").read_text()
+    run_all("tiny", only="02", reports_dir=reports, notebooks_dir=nbs)  # a partial rerun: no whole-run wall time
+    assert "run" not in json.loads((reports / "metrics.json").read_text())

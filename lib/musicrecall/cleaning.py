@@ -13,6 +13,7 @@ rules on Apache Spark and ``tests/test_spark.py`` requires both engines to agree
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -67,7 +68,7 @@ class CleanResult:
                                     (clean_dir, "clean_events", self.events)):
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"{name}.parquet"
-            tmp = folder / f".{name}.parquet.tmp"
+            tmp = folder / f".{name}.parquet.{os.getpid()}.tmp"  # notebooks run side by side
             frame.write_parquet(tmp)
             tmp.replace(path)
             paths[name] = path

@@ -51,7 +51,12 @@ def _world(profile: str, seed: int, effects) -> Dataset:
         w = World.load(folder)
     else:
         w = generate_world(profile=profile, seed=seed, effects=effects)
-        w.save(folder)
+        try:
+            w.save(folder)
+        except OSError:
+            # notebooks run side by side: another kernel saved the same content-keyed world first
+            if not (folder / "config.json").exists():
+                raise
     return Dataset(f"world:{profile}:seed{seed}", w.events, w.items, w.users, w.triples, w.end_ts,
                    dict(w.truth), w.cross_business, w, key)
 

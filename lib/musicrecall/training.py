@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import random
 import sys
 import time
@@ -112,7 +113,7 @@ def checkpoint_key(data_key: str, name: str, *hparams: Any, code: Iterable[Modul
 
 def _save(path: Path, model: torch.nn.Module, history: History, extra: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".pt.tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.pt.tmp")  # notebooks run side by side
     torch.save({"model": model.state_dict(), "history": asdict(history), "extra": extra}, tmp)
     tmp.replace(path)
 

@@ -177,7 +177,7 @@ def embed_files(paths: list[str | Path], cfg: AudioConfig | None = None, cache: 
             issues += file_issues
             if cache:
                 npz.parent.mkdir(parents=True, exist_ok=True)
-                tmp = npz.with_suffix(".tmp.npz")
+                tmp = npz.with_suffix(f".{os.getpid()}.tmp.npz")  # notebooks run side by side
                 np.savez(tmp, attrs=attrs, starts=st,
                          issues=json.dumps([[i.level, i.kind, i.message] for i in file_issues]))
                 tmp.replace(npz)

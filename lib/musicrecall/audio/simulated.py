@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -75,7 +76,7 @@ def world_embeddings(world, song_ids: np.ndarray, clip_s: float = 8.0, cfg: Audi
             out[i] = emb
             if cache:
                 paths[i].parent.mkdir(parents=True, exist_ok=True)
-                tmp = paths[i].with_name(paths[i].stem + ".tmp.npy")
+                tmp = paths[i].with_name(f"{paths[i].stem}.{os.getpid()}.tmp.npy")  # notebooks run side by side
                 np.save(tmp, emb)
                 tmp.replace(paths[i])  # atomic: a parallel reader never sees half a file
     return out

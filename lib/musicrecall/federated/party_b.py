@@ -19,6 +19,7 @@ a thread of the current process behind the same byte channel.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import traceback
 from dataclasses import dataclass, field
@@ -127,8 +128,9 @@ class PartyB:
         if msg.meta.get("run_key"):
             path = self._snapshot_path(msg.meta["name"], msg.meta["run_key"], token)
             path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(state, path.with_suffix(".tmp"))
-            path.with_suffix(".tmp").replace(path)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            torch.save(state, tmp)
+            tmp.replace(path)
         return "ok", {}, {}
 
     def on_restore(self, msg: Message):

@@ -3,6 +3,7 @@ musicrecall.report.verdicts)."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -279,7 +280,7 @@ def save_choice(dataset_key: str, seed: int, s2v: Song2VecConfig, kg: KGConfig) 
 
     path = _choice_path(dataset_key, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"s2v": asdict(s2v), "gamma": kg.gamma, "weights": dict(kg.weights)}, indent=1))
     tmp.replace(path)
 

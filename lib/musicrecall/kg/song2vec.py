@@ -18,6 +18,7 @@ the vector trained from the song's own relation walks. Plain Song2Vec cannot emb
 from __future__ import annotations
 
 import json
+import os
 import time
 import zlib
 from dataclasses import asdict, dataclass, replace
@@ -180,7 +181,7 @@ def _fill_cold(emb: SongEmbedding, corpus: Corpus, triples: pl.DataFrame, kg: KG
 
 def _save(path: Path, emb: SongEmbedding) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # notebooks run side by side
     stats = json.dumps({"seconds": emb.train_seconds, "raw": emb.raw_words, "eff": emb.effective_words})
     np.savez(tmp, vectors=emb.vectors, source=emb.source, entity_tokens=np.array(emb.entity_tokens, dtype=str),
              entity_vectors=emb.entity_vectors, stats=np.array(stats))

@@ -1,4 +1,4 @@
-"""Command line: ``python -m musicrecall.report run [--profile P] [--dataset PATH] [--only NN,NN ...] [-p name value ...]``.
+"""Command line: ``python -m musicrecall.report run [--profile P] [--dataset PATH] [--only NN,NN ...] [--jobs N] [-p name value ...]``.
 
 ``--dataset`` (same as ``-p dataset PATH``) runs on imported data; its reports go to
 ``reports/datasets/<name>/`` and it runs notebooks 00-04, 06 and 08 unless ``--only`` says otherwise.
@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--profile", default="small", choices=["tiny", "small", "medium"])
     run.add_argument("--only", nargs="*", help="notebook number prefixes, e.g. 01 03 or 01,02,03")
     run.add_argument("--dataset", help="a folder of imported data (default: the simulated world)")
+    run.add_argument("--jobs", type=int, help="notebooks run side by side (default: MUSICRECALL_JOBS or one per "
+                     "core, at most 2); each gets its share of the threads")
     # papermill-style parameters; values are parsed as YAML (7 -> int, 0.5 -> float, a/b -> str)
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     sub.add_parser("index", help="rebuild reports/index.html from reports/metrics.json")
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(extra.get("dataset"), str) and extra["dataset"] != "world":
         extra["dataset"] = str(Path(extra["dataset"]).expanduser().resolve())
     try:
-        runs = run_all(args.profile, only=parse_only(args.only), extra=extra)
+        runs = run_all(args.profile, only=parse_only(args.only), extra=extra, jobs=args.jobs)
     except (UnknownParameterError, DatasetNotFoundError) as err:  # a typo must not run on the defaults
         print(f"[musicrecall] {err}", file=sys.stderr)
         return 2

@@ -108,8 +108,9 @@ def ledger_rows(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return _rows(_found_claims(_world_runs(metrics)))
 
 
-def _summary(runs: dict[str, Any], what: str) -> str:
-    """Verdict counts and one line per claim: what fits on one screen."""
+def _summary(runs: dict[str, Any], what: str, whole_run: dict[str, Any] | None = None) -> str:
+    """Verdict counts and one line per claim: what fits on one screen. ``whole_run`` (``metrics["run"]`` of a
+    full run) gives the wall time when notebooks ran side by side."""
     found = _found_claims(runs)
     verdicts = [found[c.id][1]["verdict"] if c.id in found else "open" for c in CLAIMS]
     kinds = ("reproduced", "partly", "not falsified", "not reproduced", "open")
@@ -122,8 +123,12 @@ def _summary(runs: dict[str, Any], what: str) -> str:
     failed = [r["name"] for r in runs.values() if r["status"] != "ok"]
     health = (f"all {len(runs)} notebooks ran" if not failed else
               f"<b>{len(failed)} notebook(s) failed</b>: {html.escape(', '.join(failed))}")
+    timing = f"{total / 60:.1f} min in all"
+    if whole_run and whole_run.get("wall_seconds"):
+        timing = (f"{whole_run['wall_seconds'] / 60:.1f} min wall ({whole_run.get('jobs', 1)} notebooks side by side; "
+                  f"{total / 60:.1f} min of notebook time)")
     return (f'<div class="summary"><p><b>Claims of the talk ({html.escape(what)}):</b> {counts}</p><ul>{items}</ul>'
-            f"<p>{health}, {total / 60:.1f} min in all.</p></div>")
+            f"<p>{health}, {timing}.</p></div>")
 
 
 def _claim_text(row: dict[str, Any]) -> str:
@@ -276,7 +281,7 @@ def build_index(metrics: dict[str, Any], out_path: Path, datasets: dict[str, dic
 updated {html.escape(metrics.get("updated", ""))}</p>
 {forest}
 {intro}
-{_summary(runs, own or "simulated world")}
+{_summary(runs, own or "simulated world", metrics.get("run"))}
 <h2>Claims ledger</h2>
 {_ledger(runs, datasets, own)}
 {runs_section}

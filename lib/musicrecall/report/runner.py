@@ -231,13 +231,15 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def run_notebook(path: Path, parameters: dict[str, Any], reports_dir: Path = REPORTS_DIR) -> NotebookRun:
+def run_notebook(path: Path, parameters: dict[str, Any], reports_dir: Path = REPORTS_DIR,
+                 env: dict[str, str] | None = None) -> NotebookRun:
     """Run one notebook into ``reports_dir``.
 
     A successful run replaces ``<name>.ipynb`` and ``<name>.html`` (written under temporary names, moved
     into place only once both exist). A failed run keeps the last good ones and writes
     ``<name>.FAILED.ipynb`` / ``<name>.FAILED.html`` beside them (papermill keeps the failing cell's
-    traceback in the notebook); a later success removes those.
+    traceback in the notebook); a later success removes those. ``env`` is added to the kernel's environment
+    (e.g. its ``MUSICRECALL_THREADS``).
     """
     import papermill as pm
 
@@ -245,11 +247,12 @@ def run_notebook(path: Path, parameters: dict[str, Any], reports_dir: Path = REP
     pid = os.getpid()
     tmp_nb = reports_dir / f"{path.stem}.running-{pid}.ipynb"
     tmp_html = reports_dir / f"{path.stem}.running-{pid}.html"
+    engine_kwargs = {"kernel_manager_class": _kernel_manager_with(env)} if env else {}
     start = time.perf_counter()
     status, error = "ok", ""
     try:
         pm.execute_notebook(str(path), str(tmp_nb), parameters=parameters, kernel_name="python3",
-                            cwd=str(path.parent), progress_bar=False, log_output=False)
+                            cwd=str(path.parent), progress_bar=False, log_output=False, **engine_kwargs)
     except Exception as err:  # papermill stores the failing cell's traceback in the output notebook
         status, error = "failed", f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
     seconds = round(time.perf_counter() - start, 1)
@@ -310,14 +313,92 @@ def build_indexes(reports_dir: Path = REPORTS_DIR) -> Path:
     return build_index(load_metrics(reports_dir), reports_dir / "index.html", datasets=datasets)
 
 
+# What each notebook reads from another notebook's run through the content-keyed caches under data/ (and
+# 02's recorded Song2Vec choice): it starts only after those finished. Every notebook after 01 reads the
+# cleaned log; 08 reuses the models of 02-07 (a cache miss would train them a second time, side by side).
+DEPENDS_ON = {"00": (), "01": ("00",), "08": ("00", "01", "02", "03", "04", "05", "06", "07")}
+DEFAULT_DEPENDS = ("00", "01")
+# Which notebook to start first when no earlier run in the report folder says how long each takes: CPU
+# seconds of a quiet run at profile small (2 threads) on 2026-12-05. Only the order matters.
+TYPICAL_SECONDS = {"00": 24, "01": 67, "02": 441, "03": 763, "04": 536, "05": 33, "06": 181, "07": 600, "08": 300}
+
+
+def default_jobs() -> int:
+    """How many notebooks run side by side: ``MUSICRECALL_JOBS``, else one per core (at most 2: most
+    notebooks keep one core busy, and each kernel holds its own copy of the data)."""
+    return max(1, int(os.environ.get("MUSICRECALL_JOBS", min(2, os.cpu_count() or 1))))
+
+
+def _prefix(path: Path) -> str:
+    return path.name[:2]
+
+
+def schedule(paths: list[Path], jobs: int, run_one: Any, threads_total: int,
+             expected_seconds: dict[str, float] | None = None) -> list[NotebookRun]:
+    """Run ``run_one(path, threads)`` for every notebook, at most ``jobs`` at a time, each after the
+    notebooks it depends on (:data:`DEPENDS_ON`, among those in ``paths``); return the runs in ``paths`` order.
+
+    A notebook that runs alone (nothing else running or ready when it starts, e.g. 00, 01 and 08) gets all
+    ``threads_total`` threads; side by side each gets ``threads_total // jobs`` (at least 1), so the
+    kernels never oversubscribe the cores. Among ready notebooks the longest expected one starts first
+    (``expected_seconds`` by prefix, e.g. the last run's times), so the last lane does not wait on a
+    long notebook started late. A failed notebook does not stop the others (its dependants still run,
+    as in the one-at-a-time runner, and report what they lack).
+    """
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    present = {_prefix(p) for p in paths}
+    needs = {p: {d for d in DEPENDS_ON.get(_prefix(p), DEFAULT_DEPENDS) if d in present and d != _prefix(p)}
+             for p in paths}
+    expected = expected_seconds or {}
+    order = {p: i for i, p in enumerate(paths)}
+    done: set[str] = set()
+    results: dict[Path, NotebookRun] = {}
+    pending = list(paths)
+    running: dict[Any, Path] = {}
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        while pending or running:
+            ready = [p for p in pending if needs[p] <= done]
+            ready.sort(key=lambda p: (-expected.get(_prefix(p), 0.0), order[p]))
+            while ready and len(running) < jobs:
+                path = ready.pop(0)
+                pending.remove(path)
+                alone = not running and not ready
+                threads = threads_total if alone else max(1, threads_total // jobs)
+                running[pool.submit(run_one, path, threads)] = path
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in finished:
+                path = running.pop(future)
+                results[path] = future.result()
+                done.add(_prefix(path))
+    return [results[p] for p in paths]
+
+
+def _kernel_manager_with(env: dict[str, str]) -> type:
+    """A kernel manager class whose kernels start with ``env`` on top of this process's environment
+    (per-kernel thread budgets without touching ``os.environ`` while other kernels start)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class _EnvKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw: Any) -> None:
+            kw["env"] = {**os.environ, **kw.get("env", {}), **env}
+            await super().start_kernel(**kw)
+
+    return _EnvKernelManager
+
+
 def run_all(profile: str, only: list[str] | str | None = None, extra: dict[str, Any] | None = None,
-            reports_dir: Path = REPORTS_DIR, notebooks_dir: Path = NOTEBOOKS_DIR) -> list[NotebookRun]:
-    """Run notebooks in order; merge results into ``metrics.json`` and rebuild the index pages.
+            reports_dir: Path = REPORTS_DIR, notebooks_dir: Path = NOTEBOOKS_DIR,
+            jobs: int | None = None) -> list[NotebookRun]:
+    """Run notebooks (``jobs`` side by side, default :func:`default_jobs`, in dependency order); merge
+    results into ``metrics.json`` and rebuild the index pages.
 
     ``reports_dir`` is the reports root. With ``extra={"dataset": <folder>}`` the run writes to
     :func:`run_reports_dir` (``reports_dir/datasets/<name>/``) and runs :data:`DATASET_NOTEBOOKS`
     unless ``only`` says otherwise; the world's ``metrics.json`` is left untouched.
     """
+    from musicrecall.config import n_threads
+
     extra = dict(extra or {})
     only = parse_only(only)
     full = only is None  # a full run replaces everything, so removed notebooks do not linger
@@ -336,19 +417,30 @@ def run_all(profile: str, only: list[str] | str | None = None, extra: dict[str, 
     clean_stale_temp(out_dir)
     # Kernels inherit the environment: a user's MPLBACKEND=Agg would silently drop every figure.
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
-    runs = []
-    for path in paths:
-        params = shares[path]
-        print(f"[musicrecall] running {path.name} with {params}", flush=True)
-        run = run_notebook(path, params, out_dir)
-        print(f"[musicrecall]   {run.status} in {run.seconds:.1f}s {run.error}", flush=True)
-        runs.append(run)
+    jobs = default_jobs() if jobs is None else max(1, jobs)
     previous = load_metrics(out_dir)
+    last_seconds = {**TYPICAL_SECONDS,
+                    **{name[:2]: float(run.get("seconds") or 0) for name, run in previous["notebooks"].items()}}
+
+    def run_one(path: Path, threads: int) -> NotebookRun:
+        params = shares[path]
+        print(f"[musicrecall] running {path.name} ({threads} thread{'s' * (threads > 1)}) with {params}", flush=True)
+        run = run_notebook(path, params, out_dir, env={"MUSICRECALL_THREADS": str(threads)})
+        print(f"[musicrecall]   {path.stem}: {run.status} in {run.seconds:.1f}s {run.error}", flush=True)
+        return run
+
+    start = time.perf_counter()
+    runs = schedule(paths, jobs, run_one, n_threads(), last_seconds)
+    wall = round(time.perf_counter() - start, 1)
     metrics = {"notebooks": {}} if full else previous
     if not is_world(dataset):
         metrics["dataset"] = {"name": out_dir.name, "source": extra["dataset"]}
     for run in runs:
         metrics["notebooks"][run.name] = merge_run(previous["notebooks"].get(run.name), run)
+    if full:  # the wall time of the whole workbook (notebooks side by side: less than the sum of their times)
+        metrics["run"] = {"wall_seconds": wall, "jobs": jobs, "threads": n_threads()}
+    else:
+        metrics.pop("run", None)  # a partial rerun: the recorded wall time no longer describes these reports
     metrics["updated"] = _now()
     out_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write(out_dir / "metrics.json", dumps(metrics))

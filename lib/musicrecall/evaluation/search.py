@@ -117,8 +117,10 @@ class FaissIndex:
         fmetric = faiss.METRIC_INNER_PRODUCT
         self._augment = kind in ("hnsw", "ivf", "ivfpq") and metric == "ip" and mips_transform
         self._items = x if self._augment else None  # kept for the exact scores of the returned items
+        self._radius = 0.0  # every augmented item lies on the sphere of this radius (the largest item norm)
         if self._augment:
             norms2 = np.einsum("ij,ij->i", x, x)
+            self._radius = float(np.sqrt(norms2.max(initial=0.0)))
             extra = np.sqrt(np.maximum(norms2.max(initial=0.0) - norms2, 0.0))[:, None]
             x = np.hstack([x, extra]).astype(np.float32)
             d, fmetric = d + 1, faiss.METRIC_L2
@@ -184,7 +186,14 @@ class FaissIndex:
         if not self._augment:
             scores, idx = self.index.search(q, k)
             return scores, idx.astype(np.int64, copy=False)
-        _, idx = self.index.search(np.hstack([q, np.zeros((q.shape[0], self.index.d - q.shape[1]), np.float32)]), k)
+        # The query goes onto the items' sphere (norm = the largest item norm). Inner-product order is blind to a
+        # query's scale, and so is the L2 order of the augmented items (all on that sphere), but IVF's coarse
+        # step ranks list *centroids*, which lie inside it: a query near the origin ranks them by centroid norm,
+        # whatever its direction (recall@200 at nprobe 64, 200k tiled 30Music SASRec vectors: 0.31 -> 0.93).
+        norms = np.linalg.norm(q, axis=1, keepdims=True)
+        q_on_sphere = q * np.where(norms > 0, self._radius / np.maximum(norms, 1e-30), 1.0).astype(np.float32)
+        pad = np.zeros((q.shape[0], self.index.d - q.shape[1]), np.float32)
+        _, idx = self.index.search(np.ascontiguousarray(np.hstack([q_on_sphere, pad]), dtype=np.float32), k)
         idx = idx.astype(np.int64, copy=False)
         assert self._items is not None
         scores = np.einsum("nd,nkd->nk", q, self._items[np.maximum(idx, 0)]).astype(np.float32)

@@ -205,6 +205,20 @@ def test_bootstrap_ci_contains_mean_and_shrinks():
     assert bootstrap_ci(np.full(50, 0.3))[1:] == pytest.approx((0.3, 0.3))
 
 
+def test_bootstrap_cis_equal_bootstrap_ci_per_metric_exactly():
+    from musicrecall.evaluation import bootstrap_cis
+
+    rng = np.random.default_rng(5)
+    per_user = {"hr@50": (rng.random(12_000) < 0.3).astype(float), "ndcg@50": rng.random(12_000),
+                "other": rng.random(700)}  # another number of users: its own resamples
+    got = bootstrap_cis(per_user, n_boot=400, seed=2)  # 12,000 users x 400: two chunks of resamples
+    assert got == {k: bootstrap_ci(v, n_boot=400, seed=2) for k, v in per_user.items()}
+    table = summarize(per_user, n_boot=400, seed=2)
+    assert table.rows() == [(k, *got[k], len(v)) for k, v in per_user.items()]
+    with pytest.raises(ValueError, match="NaN"):
+        bootstrap_cis({"x": np.array([1.0, np.nan])})
+
+
 def test_paired_lift_sign_and_pairing():
     rng = np.random.default_rng(4)
     b = rng.random(2000)  # large user-level variance ...

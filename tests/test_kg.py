@@ -344,3 +344,36 @@ def test_rate_change_is_the_paired_lift_and_undefined_without_cases():
     assert got == paired_bootstrap_lift(kg_rate, plain_rate, n_boot=200, seed=3)
     assert got[0] < 0 and got[2] < 0  # half the rate: a clear drop
     assert rate_change({"kg_song2vec": kg_rate, "plain_song2vec": np.zeros(300)}) is None
+
+
+def test_session_corpus_and_recent_seeds_are_built_once_per_frame_and_equal_a_fresh_build():
+    from musicrecall.corpus import _session_sentences
+    from musicrecall.kg.recall import _recent_seeds
+
+    ev = _events()
+    a, b = kg.session_sentences(ev, N_ITEMS, seed=3), kg.session_sentences(ev, N_ITEMS, seed=3)
+    fresh = _session_sentences(ev, N_ITEMS, 2, 3)
+    assert a.sentences == b.sentences == fresh.sentences and a.sentences is not b.sentences  # each call its own list
+    np.testing.assert_array_equal(a.song_counts, fresh.song_counts)
+    a.sentences.append(["song:0", "song:1"])  # a caller's change never reaches the next call
+    assert kg.session_sentences(ev, N_ITEMS, seed=3).sentences == fresh.sentences
+    assert kg.session_sentences(ev, N_ITEMS, seed=4).sentences != fresh.sentences  # the seed is in the key
+    other = _events(seed=1)
+    assert kg.session_sentences(other, N_ITEMS, seed=3).sentences == _session_sentences(other, N_ITEMS, 2, 3).sentences
+    s1 = kg.recent_seeds(ev, 5)
+    assert kg.recent_seeds(ev, 5) is s1 and s1.equals(_recent_seeds(ev, 5))
+    assert kg.recent_seeds(ev, 3).equals(_recent_seeds(ev, 3)) and kg.recent_seeds(other, 5).equals(_recent_seeds(other, 5))
+
+
+def test_auto_weight_grid_tries_the_candidates_on_imported_data_only():
+    from musicrecall.evaluation import make_eval_setup
+
+    assert kg.auto_weight_grid(is_world=True) == []
+    grid = kg.auto_weight_grid(is_world=False)
+    assert grid == [dict(c) for c in kg.WEIGHT_GRID] and grid and grid[0] is not kg.WEIGHT_GRID[0]
+    ev, tr = _events(n_users=30), _triples()
+    setup = make_eval_setup(ev, N_ITEMS, stage="valid", split="position", min_window_users=1)
+    table, weights = kg.weight_search(setup, tr, kg.Song2VecConfig(dim=8, epochs=1), kg.KGConfig(), [], 0.5,
+                                      kg.RecallConfig(n_neighbors=10), {}, n_seeds=20, n_boot=50)
+    assert table.height == 1 and table["chosen"].to_list() == [True]  # no candidate: the prior alone
+    assert weights == {r: kg.KGConfig().weight(r) for r in ("artist_genre", "song_artist", "song_genre")}

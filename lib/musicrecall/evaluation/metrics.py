@@ -512,6 +512,27 @@ def bootstrap_ci(
     return float(v.mean()), float(lo), float(hi)
 
 
+def bootstrap_cis(per_user: Mapping[str, np.ndarray], n_boot: int = 1000, alpha: float = 0.05,
+                  seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """:func:`bootstrap_ci` of every metric of ``per_user`` (name -> per-user values), with identical results.
+
+    Metrics over the same number of users get the same resamples from ``bootstrap_ci`` with one seed, so
+    they are drawn once and shared (drawing them was most of a bootstrap's cost).
+    """
+    vals = {name: _clean(v) for name, v in per_user.items()}
+    means: dict[str, list[np.ndarray]] = {name: [] for name in vals}
+    for n in {v.shape[0] for v in vals.values()}:
+        names = [name for name, v in vals.items() if v.shape[0] == n]
+        for idx in _boot_indices(n, n_boot, np.random.default_rng(seed)):
+            for name in names:
+                means[name].append(vals[name][idx].mean(axis=1))
+    out = {}
+    for name, v in vals.items():
+        lo, hi = np.quantile(np.concatenate(means[name]), [alpha / 2, 1 - alpha / 2])
+        out[name] = (float(v.mean()), float(lo), float(hi))
+    return out
+
+
 def paired_bootstrap_lift(
     a: np.ndarray | Sequence[float],
     b: np.ndarray | Sequence[float],
@@ -619,9 +640,8 @@ def summarize(
     ``model="itemcf", kind="discovery"`` become constant columns so tables can be stacked.
     """
     rows: list[dict[str, object]] = []
-    for name, values in per_user.items():
-        mean, lo, hi = bootstrap_ci(values, n_boot=n_boot, alpha=alpha, seed=seed)
-        rows.append({"metric": name, "mean": mean, "ci_lo": lo, "ci_hi": hi, "n_users": len(values)})
+    for name, (mean, lo, hi) in bootstrap_cis(per_user, n_boot=n_boot, alpha=alpha, seed=seed).items():
+        rows.append({"metric": name, "mean": mean, "ci_lo": lo, "ci_hi": hi, "n_users": len(per_user[name])})
     for name, value in (scalars or {}).items():
         rows.append({"metric": name, "mean": float(value), "ci_lo": None, "ci_hi": None, "n_users": None})
     schema = {

@@ -27,8 +27,10 @@ from musicrecall.kg.badcase import (
     true_codes,
 )
 from musicrecall.kg.pipeline import (
+    WEIGHT_GRID,
     Fitted,
     RecallConfig,
+    auto_weight_grid,
     badcase_summary,
     evaluate_models,
     fit_model,
@@ -64,7 +66,7 @@ from musicrecall.kg.song2vec import (
 )
 
 __all__ = [
-    "DEFAULT_WEIGHTS", "SONG_PREFIX", "Corpus", "Fitted", "ItemToItemRecall", "KGConfig", "RecallConfig",
+    "DEFAULT_WEIGHTS", "SONG_PREFIX", "WEIGHT_GRID", "auto_weight_grid", "Corpus", "Fitted", "ItemToItemRecall", "KGConfig", "RecallConfig",
     "NeighbourTable", "Song2VecConfig", "SongEmbedding", "attribute_codes", "badcase_per_seed", "badcase_seeds", "badcase_summary",
     "build_corpus", "catalogue_relations", "entity_mean_vectors", "evaluate_models", "fit_model", "fit_song2vec",
     "gamma_sweep", "lift", "rate_change", "load_choice", "save_choice", "median_popularity_rank", "neighbour_slot_shares", "neighbour_table",

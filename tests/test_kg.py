@@ -369,6 +369,9 @@ def test_auto_weight_grid_tries_the_candidates_on_imported_data_only():
     from musicrecall.evaluation import make_eval_setup
 
     assert kg.auto_weight_grid(is_world=True) == []
+    assert kg.auto_tune_grid(is_world=False) == [dict(c) for c in kg.TUNE_GRID]
+    assert kg.auto_tune_grid(is_world=True) == [{}, {"ns_exponent": -0.5}]  # the losing sample=1e-5 left out
+    assert kg.auto_gammas(is_world=False) == [0.0, 0.1, 0.2] and kg.auto_gammas(is_world=True) == [0.0, 0.2]
     grid = kg.auto_weight_grid(is_world=False)
     assert grid == [dict(c) for c in kg.WEIGHT_GRID] and grid and grid[0] is not kg.WEIGHT_GRID[0]
     ev, tr = _events(n_users=30), _triples()

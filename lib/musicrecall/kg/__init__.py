@@ -27,9 +27,13 @@ from musicrecall.kg.badcase import (
     true_codes,
 )
 from musicrecall.kg.pipeline import (
+    GAMMAS,
+    TUNE_GRID,
     WEIGHT_GRID,
     Fitted,
     RecallConfig,
+    auto_gammas,
+    auto_tune_grid,
     auto_weight_grid,
     badcase_summary,
     evaluate_models,
@@ -66,7 +70,8 @@ from musicrecall.kg.song2vec import (
 )
 
 __all__ = [
-    "DEFAULT_WEIGHTS", "SONG_PREFIX", "WEIGHT_GRID", "auto_weight_grid", "Corpus", "Fitted", "ItemToItemRecall", "KGConfig", "RecallConfig",
+    "DEFAULT_WEIGHTS", "SONG_PREFIX", "WEIGHT_GRID", "auto_weight_grid", "GAMMAS", "TUNE_GRID",
+    "auto_gammas", "auto_tune_grid", "Corpus", "Fitted", "ItemToItemRecall", "KGConfig", "RecallConfig",
     "NeighbourTable", "Song2VecConfig", "SongEmbedding", "attribute_codes", "badcase_per_seed", "badcase_seeds", "badcase_summary",
     "build_corpus", "catalogue_relations", "entity_mean_vectors", "evaluate_models", "fit_model", "fit_song2vec",
     "gamma_sweep", "lift", "rate_change", "load_choice", "save_choice", "median_popularity_rank", "neighbour_slot_shares", "neighbour_table",

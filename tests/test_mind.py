@@ -382,3 +382,32 @@ def test_one_scoring_pass_gives_the_excluded_and_the_plain_lists():
     assert np.array_equal(served.recommend(np.array([9, 4]), 10),
                           max_interest_topk(vecs_u, act_u, served.item_vectors(), 10)[[2, 0]])
     assert served.recommend(users, 10, hist) is disc  # the same call twice is scored once
+
+
+def test_fit_mind_resample_draws_fresh_examples_per_epoch_reproducibly(monkeypatch):
+    from musicrecall import multi_interest as mi
+    from musicrecall.training import TrainConfig
+
+    rng = np.random.default_rng(0)
+    ev = pl.DataFrame({"user_id": np.repeat(np.arange(20), 30), "song_id": rng.integers(0, 40, 600),
+                       "ts": np.tile(np.arange(30), 20), "full_play": np.ones(600, bool)})
+    cfg = MINDConfig(dim=8, k_max=2, max_len=5, routing_init="redraw", hidden=16)
+    seen: list[np.ndarray] = []
+    loss = mi.mind_loss
+
+    def spy(model, hist, target, sampler, n_neg):
+        seen.append(target.numpy().copy())
+        return loss(model, hist, target, sampler, n_neg)
+
+    monkeypatch.setattr(mi, "mind_loss", spy)
+    runs = {}
+    for resample in (False, True, True):
+        seen.clear()
+        rec, _ = mi.fit_mind(ev, None, 40, cfg, None, TrainConfig(epochs=3, seed=1, progress=False), per_user=4,
+                             batch_size=1000, n_neg=8, resample=resample, seed=1)
+        epochs = [np.sort(t) for t in seen]
+        assert len(epochs) == 3 and all(e.shape == (80,) for e in epochs)  # 4 positions x 20 users per epoch
+        same = all(np.array_equal(epochs[0], e) for e in epochs[1:])
+        assert same is (not resample)
+        runs.setdefault(resample, []).append(rec.item_vectors())
+    assert np.array_equal(runs[True][0], runs[True][1])  # seeded by (seed, epoch): reproducible

@@ -22,6 +22,7 @@ def test_the_mind_recipe_builds_the_model_config_and_training_arguments():
     cfg = r.config(routing_axis="sequence", routing_init="redraw", k_max=1)
     assert cfg == MINDConfig(dim=8, k_max=1, max_len=r.max_len, pow_p=r.pow_p, sigma=r.sigma,
                              routing_axis="sequence", routing_init="redraw")
-    assert r.fit_args() == {"per_user": 3, "batch_size": r.batch_size, "n_neg": r.n_neg, "valid_users": r.valid_users}
+    assert r.fit_args() == {"per_user": 3, "batch_size": r.batch_size, "n_neg": r.n_neg, "valid_users": r.valid_users,
+                            "resample": r.resample}
     tc = r.train_config(seed=2)
     assert (tc.epochs, tc.lr, tc.patience, tc.seed, tc.progress) == (r.max_epochs, r.lr, r.patience, 2, False)

@@ -215,24 +215,30 @@ class MINDRecall:
 def fit_mind(fit_events: pl.DataFrame, valid_targets: UserItemCSR | None, n_items: int, cfg: MINDConfig,
              side: Mapping[str, np.ndarray] | None = None, train_cfg: TrainConfig | None = None, *,
              per_user: int = 20, batch_size: int = 512, n_neg: int = 256, valid_users: int = 2000,
-             name: str = "mind", data_key: str | None = None, seed: int = 0) -> tuple[MINDRecall, History]:
+             resample: bool = False, name: str = "mind", data_key: str | None = None, seed: int = 0
+             ) -> tuple[MINDRecall, History]:
     """Train MIND on ``fit_events`` with :func:`musicrecall.training.train`, early-stopping on the
     validation HitRate@200 (exact global merge) of up to ``valid_users`` users of ``valid_targets``
     (``valid_targets=None``: every epoch runs, no early stopping, e.g. for timing).
+
+    An epoch is ``per_user`` target positions per user (:func:`musicrecall.sequence_data.training_examples`);
+    ``resample=True`` draws fresh positions every epoch (seeded by seed and epoch), so training to convergence
+    sees more of each user's log instead of the same few examples again, while an epoch (one validation)
+    stays short. The negatives' popularity is the first epoch's targets' either way.
 
     With ``data_key`` (the dataset's content key) the run is checkpointed under :func:`mind_cache_key` of
     these arguments, so every caller that trains the same variant on the same data (notebook 04, notebook
     08's adapter, a DDP run) shares one checkpoint."""
     train_cfg = train_cfg or TrainConfig(seed=seed)
     hp = {"per_user": per_user, "batch_size": batch_size, "n_neg": n_neg, "valid_users": valid_users,
-          "train": asdict(train_cfg), "seed": seed}
+          "train": asdict(train_cfg), "seed": seed} | ({"resample": True} if resample else {})
     cache_key = None if data_key is None else mind_cache_key(data_key, name, cfg, side, hp)
     seqs = user_sequences(fit_events)
     seed_everything(train_cfg.seed)  # the initial weights, not only the training loop, follow the seed
     model = MIND(n_items, cfg, side=side, seed=seed)
     hist, target, _ = training_examples(seqs, cfg.max_len, model.pad, per_user=per_user, seed=seed)
     sampler = NegativeSampler(np.bincount(target, minlength=n_items), power=0.75, seed=seed)
-    hist_t, target_t = torch.from_numpy(hist), torch.from_numpy(target)
+    examples = {0: (torch.from_numpy(hist), torch.from_numpy(target))}
     recall = MINDRecall(model, seqs, seed)
     validate = None
     if valid_targets is not None:
@@ -245,7 +251,13 @@ def fit_mind(fit_events: pl.DataFrame, valid_targets: UserItemCSR | None, n_item
             return float(evaluate_topk(recall.recommend(sub.users, 200), sub, ks=(200,))["hr@200"].mean())
 
     def batches(epoch: int):
-        for b in minibatches(hist.shape[0], batch_size, seed, epoch):
+        if resample and epoch not in examples:  # this epoch's positions (the first epoch's are drawn above)
+            examples.clear()
+            h, t, _ = training_examples(seqs, cfg.max_len, model.pad, per_user=per_user,
+                                        seed=int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+            examples[epoch] = (torch.from_numpy(h), torch.from_numpy(t))
+        hist_t, target_t = examples[epoch if resample else 0]
+        for b in minibatches(hist_t.shape[0], batch_size, seed, epoch):
             yield hist_t[b], target_t[b]
 
     history = train(model, batches, lambda m, b: mind_loss(m, b[0], b[1], sampler, n_neg), train_cfg,
@@ -357,7 +369,7 @@ def tsne_2d(vecs: np.ndarray, n_sample: int = 1500, seed: int = 0) -> tuple[np.n
 def fit_and_evaluate(name: str, valid: EvalSetup, test: EvalSetup, cfg: MINDConfig,
                      side: Mapping[str, np.ndarray] | None, train_cfg: TrainConfig, *, data_key: str | None = None,
                      per_user: int = 20, batch_size: int = 512, n_neg: int = 256, valid_users: int = 2000,
-                     n_boot: int = 1000) -> tuple[MINDRecall, History, pl.DataFrame, dict[str, dict[str, np.ndarray]]]:
+                     resample: bool = False, n_boot: int = 1000) -> tuple[MINDRecall, History, pl.DataFrame, dict[str, dict[str, np.ndarray]]]:
     """Train on ``valid.fit`` (early stopping on the validation window), then serve the same model on
     histories up to the test cut and evaluate it on the test window (full catalogue, bootstrap CIs).
 
@@ -365,7 +377,7 @@ def fit_and_evaluate(name: str, valid: EvalSetup, test: EvalSetup, cfg: MINDConf
     """
     recall, history = fit_mind(valid.fit, valid.targets["all"], valid.n_items, cfg, side, train_cfg,
                                per_user=per_user, batch_size=batch_size, n_neg=n_neg, valid_users=valid_users,
-                               name=f"mind_{name}", data_key=data_key, seed=train_cfg.seed)
+                               resample=resample, name=f"mind_{name}", data_key=data_key, seed=train_cfg.seed)
     served = served_on(recall, test.fit)
     if "discovery" in test.targets and test.targets["discovery"].n_users:
         # discovery first: its scoring pass also memoises the plain lists the "all" and "repeat" kinds read

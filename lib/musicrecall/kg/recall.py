@@ -277,9 +277,10 @@ def _rank_batch(cells: np.ndarray, scores: np.ndarray, fill: np.ndarray, n: int,
         ok = rank < k
         out[tr[ok], rank[ok]] = ti[ok]
     taken = np.minimum(counts, k)
-    if len(fill) and (taken < k).any():  # the fallback: songs the row has not merged, in popularity order
-        fr = np.repeat(np.arange(n_rows), len(fill))
-        fi = np.tile(fill, n_rows)
+    need = np.flatnonzero(taken < k)  # only rows with free slots get the fallback (most rows are full)
+    if len(fill) and len(need):  # the fallback: songs the row has not merged, in popularity order
+        fr = np.repeat(need, len(fill))
+        fi = np.tile(fill, len(need))
         q = fr * n + fi
         pos = np.minimum(np.searchsorted(cells, q), max(len(cells) - 1, 0))
         new = cells[pos] != q if len(cells) else np.ones(len(q), dtype=bool)

@@ -72,3 +72,27 @@ def test_lacks_names_what_an_order_only_one_person_log_does_not_have(capsys):
     assert skipped(missing, "entries", what="the entry mix")
     assert capsys.readouterr().out.startswith("skipped the entry mix: no entry points")
     assert not skipped({}, "truth")
+
+
+def test_baseline_results_are_cached_by_the_split_content(tmp_path, monkeypatch):
+    import musicrecall.config
+    from musicrecall.yardsticks import evaluate_baselines, fit_baselines, setup_digest
+
+    monkeypatch.setattr(musicrecall.config, "DATA_DIR", tmp_path)
+    ev = _one_play_sessions().with_columns(session_id=pl.col("user_id"))  # catalogue of 250: lists of 200
+    setup = make_eval_setup(ev, 250, stage="test", split="quantile")
+    again = make_eval_setup(ev, 250, stage="test", split="quantile")  # another notebook, the same split
+    assert setup_digest(setup) == setup_digest(again)
+    table, per_user, notes = evaluate_baselines(setup, n_boot=50, fitted=fit_baselines(setup))
+    assert len(list(tmp_path.glob("processed/baselines-*"))) == 1
+    t2, p2, n2 = evaluate_baselines(again, n_boot=50)  # read back, not refitted
+    assert t2.equals(table) and n2 == notes and set(p2) == set(per_user)
+    for m, kinds in per_user.items():
+        for k, qs in kinds.items():
+            assert set(p2[m][k]) == set(qs) and all(np.array_equal(p2[m][k][q], v) for q, v in qs.items())
+    fresh, _, _ = evaluate_baselines(again, n_boot=50, cache=False)
+    assert fresh.equals(table)  # what the cache holds is what a fresh evaluation gives
+    other = make_eval_setup(ev.filter(pl.col("user_id") != 3), 250, stage="test", split="quantile")
+    assert setup_digest(other) != setup_digest(setup)  # another log: another key
+    evaluate_baselines(setup, n_boot=60)  # another argument: another entry
+    assert len(list(tmp_path.glob("processed/baselines-*"))) == 2

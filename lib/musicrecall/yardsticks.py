@@ -15,9 +15,15 @@ durations, audio, other listeners), each with the one line a notebook prints whe
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -100,12 +106,71 @@ def _markov(setup: EvalSetup) -> Recommend | None:
     return cls().fit(setup.fit, setup.n_items).recommend
 
 
-def evaluate_baselines(setup: EvalSetup, n_boot: int = 1000, seed: int = 0, factors: int = 64
+def setup_digest(setup: EvalSetup) -> str:
+    """Content hash of what a baseline sees of ``setup``: the fit frame, the targets and exclusions of each
+    kind, the catalogue size and the popularity (two notebooks that build the same split get the same hash)."""
+    h = hashlib.sha256(json.dumps([setup.stage, setup.n_items, setup.fit.columns, str(setup.fit.dtypes)]).encode())
+    h.update(setup.fit.hash_rows(seed=0).to_numpy().tobytes())
+    for kind in sorted(setup.targets):
+        for csr in (setup.targets[kind], setup.exclude.get(kind)):
+            for a in (() if csr is None else (csr.users, csr.indptr, csr.indices)):
+                h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
+            h.update(b"|")
+    h.update(np.ascontiguousarray(setup.popularity, dtype=np.float64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def evaluate_baselines(setup: EvalSetup, n_boot: int = 1000, seed: int = 0, factors: int = 64, *,
+                       fitted: Baselines | None = None, cache: bool = True
                        ) -> tuple[pl.DataFrame, dict[str, dict[str, dict[str, np.ndarray]]], list[str]]:
-    """Fit and evaluate every baseline on ``setup``: (results table, per-user values, notes)."""
-    base = fit_baselines(setup, factors=factors, seed=seed)
+    """Fit (or take ``fitted``) and evaluate every baseline on ``setup``: (results table, per-user values, notes).
+
+    With ``cache`` the results are kept under ``data/processed/`` by content (:func:`setup_digest`, the
+    arguments and the source of the evaluation package, this module and PureSVD): notebooks 01 and 02 build
+    the same test split, so 02 reads what 01 computed instead of fitting and ranking again.
+    """
+    path = _baseline_cache_path(setup, n_boot, seed, factors) if cache else None
+    if path is not None and path.exists():
+        return _load_baselines(path)
+    base = fitted or fit_baselines(setup, factors=factors, seed=seed)
     res = {name: evaluate_recommender(name, rec, setup, n_boot=n_boot, seed=seed) for name, rec in base.recommend.items()}
-    return pl.concat([t for t, _ in res.values()]), {n: pu for n, (_, pu) in res.items()}, base.notes
+    out = pl.concat([t for t, _ in res.values()]), {n: pu for n, (_, pu) in res.items()}, base.notes
+    if path is not None:
+        _save_baselines(path, *out)
+    return out
+
+
+def _baseline_cache_path(setup: EvalSetup, n_boot: int, seed: int, factors: int) -> Path:
+    import musicrecall.evaluation
+    import musicrecall.models.puresvd
+    from musicrecall.cache import content_key, source_fingerprint
+    from musicrecall.config import DATA_DIR
+
+    code = source_fingerprint(musicrecall.evaluation, musicrecall.models.puresvd, sys.modules[__name__])
+    return DATA_DIR / "processed" / f"baselines-{content_key(code, setup_digest(setup), n_boot, seed, factors)}"
+
+
+def _save_baselines(path: Path, table: pl.DataFrame, per_user: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]],
+                    notes: list[str]) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    table.write_parquet(tmp / "table.parquet")
+    arrays = {f"{m}/{k}/{q}": v for m, kinds in per_user.items() for k, qs in kinds.items() for q, v in qs.items()}
+    np.savez(tmp / "per_user.npz", **arrays)
+    (tmp / "notes.json").write_text(json.dumps(notes))
+    try:
+        tmp.rename(path)
+    except OSError:  # another process wrote it first: same content
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_baselines(path: Path) -> tuple[pl.DataFrame, dict[str, dict[str, dict[str, np.ndarray]]], list[str]]:
+    per_user: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    with np.load(path / "per_user.npz") as z:
+        for key in z.files:
+            m, k, q = key.split("/")
+            per_user.setdefault(m, {}).setdefault(k, {})[q] = z[key]
+    return pl.read_parquet(path / "table.parquet"), per_user, json.loads((path / "notes.json").read_text())
 
 
 def compare_to_baselines(per_user: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], models: list[str],

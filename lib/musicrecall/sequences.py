@@ -494,10 +494,10 @@ class C2World:
     results: dict[str, list]  # arm -> RollingResult per seed ("markov": one)
 
     def epochs_table(self) -> pl.DataFrame:
-        """Epochs run, best epoch, whether the cap was reached, training processes and seconds per epoch,
-        per arm and seed."""
+        """Epochs run, best epoch, optimiser steps, whether the cap was reached, training processes and seconds
+        per epoch, per arm and seed."""
         return pl.DataFrame([{"arm": a, "seed": i, "epochs": len(h.epochs), "best_epoch": h.best_epoch,
-                              "best_valid_hr@10": h.best_score, "capped": h.capped, "from_cache": h.from_cache,
+                              "best_valid_hr@10": h.best_score, "steps": h.steps, "capped": h.capped, "from_cache": h.from_cache,
                               "processes": h.processes, "s_per_epoch": h.seconds_per_epoch} for a, hs in self.histories.items()
                              for i, h in enumerate(hs)])
 

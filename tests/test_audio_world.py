@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
+import pytest
 
 from musicrecall.audio import AudioIndex
 from musicrecall.audio import simulated as S
@@ -156,3 +157,39 @@ def test_metric_learning_does_not_depend_on_the_process_rng(tmp_path, monkeypatc
         weights.append([p.detach().clone() for p in model.parameters()])
         assert not hist.from_cache
     assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
+
+
+@pytest.mark.slow
+def test_world_embeddings_pool_runs_the_libraries_single_threaded(tmp_path, monkeypatch):
+    """One level of parallelism: with 2 workers, BLAS and torch inside a worker have one thread (nested
+    OpenBLAS pools queued the workers behind one helper thread on a loaded machine, issue 18), and the
+    caller's thread budget is back afterwards."""
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from musicrecall import config
+    from musicrecall.world import generate_world
+
+    monkeypatch.setattr(S, "DATA_DIR", tmp_path)
+    world = generate_world("tiny", seed=0)
+    seen, real = [], S.segment_attributes
+
+    def spy(*args, **kwargs):
+        # BLAS and torch; an OpenMP runtime's count (and that of faiss's OpenMP-threaded BLAS) is a
+        # per-thread setting that a new thread takes from OMP_NUM_THREADS, and no OpenMP code outside
+        # torch runs in a worker
+        blas = [p["num_threads"] for p in threadpool_info()
+                if "openmp" not in (p["internal_api"], p.get("threading_layer"))]
+        seen.append((config.n_threads(), torch.get_num_threads(), max(blas, default=1)))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(S, "segment_attributes", spy)
+    before = config.n_threads()
+    config.set_threads(2)
+    try:
+        S.world_embeddings(world, np.array([3, 5, 7]), clip_s=4.0, cache=False)
+        after = config.n_threads(), torch.get_num_threads()
+    finally:
+        config.set_threads(before)
+    assert len(seen) == 3 and all(s == (1, 1, 1) for s in seen), seen
+    assert after == (2, 2)

@@ -21,6 +21,7 @@ import contextlib
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 # Libraries whose OpenMP runtime reads the waiting policy when it is loaded (too late after import).
@@ -88,6 +89,23 @@ def set_threads(n: int | None = None) -> int:
     except ImportError:
         pass
     return n
+
+
+@contextlib.contextmanager
+def threads(n: int) -> Iterator[int]:
+    """Run a block with every library's thread count set to ``n`` (:func:`set_threads`), then restore it.
+
+    For one level of parallelism: code that runs its own pool of Python workers (or talks to another
+    process in a ping-pong) runs the libraries inside single-threaded, so that a worker never waits on
+    another thread pool's helper threads; on a loaded machine such nested pools serialise behind the one
+    helper thread that gets a core (``musicrecall.audio.simulated.world_embeddings``).
+    """
+    before = n_threads()
+    set_threads(n)
+    try:
+        yield n
+    finally:
+        set_threads(before)
 
 
 def data_path(*parts: str) -> Path:

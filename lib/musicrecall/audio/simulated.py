@@ -27,7 +27,7 @@ from musicrecall.audio.corpus import code_key
 from musicrecall.audio.features import AudioConfig, EmbeddingScaler, segment_attributes, segment_statistics
 from musicrecall.audio.recall import AudioIndex
 from musicrecall.cache import content_key, source_fingerprint
-from musicrecall.config import DATA_DIR, n_threads
+from musicrecall.config import DATA_DIR, n_threads, threads
 
 
 def select_songs(events: pl.DataFrame, t_test, n_songs: int, cold_share: float = 0.25,
@@ -70,8 +70,12 @@ def world_embeddings(world, song_ids: np.ndarray, clip_s: float = 8.0, cfg: Audi
         return segment_statistics(attrs)
 
     # songs are independent (each has its own seeded RNG) and numpy/scipy release the GIL in their
-    # kernels, so threads give ~1.7x on 2 cores with bit-identical results (tested)
-    with ThreadPoolExecutor(max_workers=max(1, min(n_threads(), len(todo)))) as pool:
+    # kernels, so threads give ~1.7x on 2 cores with bit-identical results (tested). One level of
+    # parallelism: every library inside runs single-threaded (so the rows do not depend on the thread
+    # count either); nested, the workers queued behind OpenBLAS's one helper thread, which on a loaded
+    # machine rarely got a core (issue 18: 40 songs 7.6 CPU s in 80 s wall at 1 thread, > 5 min at 2)
+    workers = max(1, min(n_threads(), len(todo)))
+    with threads(1), ThreadPoolExecutor(max_workers=workers) as pool:
         for i, emb in zip(todo, pool.map(embed, todo), strict=True):
             out[i] = emb
             if cache:

@@ -8,8 +8,7 @@ HitRate@200, checkpoints keyed by a content hash); the federated ones differ onl
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import polars as pl
 import torch
 
 from musicrecall.cache import content_key
-from musicrecall.config import n_threads, set_threads
+from musicrecall.config import threads as config_threads
 from musicrecall.evaluation import EvalSetup, evaluate_recommender, evaluate_scores, paired_bootstrap_lift
 from musicrecall.evaluation.metrics import bootstrap_ci
 from musicrecall.federated.coldstart import EmbeddingScorer, batches, duration_at_k, per_user_auc, play_rows
@@ -46,20 +45,14 @@ class RunConfig:
         return TrainConfig(epochs=self.epochs, lr=self.lr, patience=self.patience, seed=self.seed, progress=False)
 
 
-@contextmanager
-def threads(n: int) -> Iterator[None]:
-    """Run a block with ``n`` threads (via :mod:`musicrecall.config`), then restore the count.
+def threads(n: int) -> AbstractContextManager[int]:
+    """Run a block with ``n`` threads (:func:`musicrecall.config.threads`), then restore the count.
 
     Split learning is a ping-pong between two processes: idle OpenMP workers of party A spin while
     party B computes, and on a shared machine they starve B (measured 30x slower at 2 threads on 2
     busy cores). The towers are small, so party A runs its side single-threaded.
     """
-    before = n_threads()
-    set_threads(n)
-    try:
-        yield
-    finally:
-        set_threads(before)
+    return config_threads(n)
 
 
 def validator(model: torch.nn.Module, setup: EvalSetup, user_input, aligned: dict[int, int], k: int = 200):

@@ -77,14 +77,16 @@ class FaissIndex:
     """A faiss index over item vectors: ``kind`` = ``"hnsw"``, ``"ivf"`` or ``"flat"``.
 
     **Serving defaults** (``FaissIndex(item_vecs)``): IVF with the MIPS transform, ``nlist = 4*sqrt(n)``,
-    ``nprobe = 64``. On 1M synthetic songs (dim 64, Zipf-sized clusters, popularity-like norms;
-    ``bench/bench_retrieval_1m.py``) that gave recall@200 0.991 at 42x the speed of exact faiss search
-    (nprobe 32: 0.968 at 56x; 16: 0.918), with 0.5 GB for index and vectors; on smaller catalogues the
-    same ``nprobe`` covers a larger share of the lists (more recall, less speed-up).
+    ``nprobe = 128``, chosen on 1M songs (``bench/bench_retrieval_1m.py``, one thread, speed-ups over exact
+    faiss search timed interleaved, CPU time): on 30Music's trained SASRec song vectors tiled to 1M (dim 48)
+    recall@200 0.977 at 23x (nprobe 64: 0.946 at 46x, below the 0.95 bar; 256: 0.993 at 11x); on 1M
+    synthetic songs (dim 64, Zipf-sized clusters, popularity-like norms) 0.998 at 33x (64: 0.991 at 62x). Index and
+    vectors 0.4-0.5 GB. On smaller catalogues the same ``nprobe`` covers a larger share of the lists (more
+    recall, less speed-up). HNSW (MIPS transform) at 1M: see the bench's figures in the README.
 
     Parameters: HNSW ``M`` (graph degree, default 32), ``efConstruction`` (default 200),
     ``efSearch`` (default 128, can be changed later via :meth:`set_params`); IVF ``nlist``
-    (default :meth:`default_nlist`), ``nprobe`` (default 64), ``train_size`` (the coarse k-means is trained
+    (default :meth:`default_nlist`), ``nprobe`` (default 128), ``train_size`` (the coarse k-means is trained
     on a random sample of that many items, default ``min(n, 40*nlist)``, faiss's lower bound), ``seed``.
     ``"ivfpq"``: IVF with product-quantised codes (``pq_m`` sub-vectors of 8 bits) whose ``k_factor * k``
     best candidates are re-ranked exactly (``IndexRefineFlat``).
@@ -103,7 +105,7 @@ class FaissIndex:
         efConstruction: int = 200,
         efSearch: int = 128,
         nlist: int | None = None,
-        nprobe: int = 64,
+        nprobe: int = 128,
         train_size: int | None = None,
         pq_m: int = 16,
         k_factor: int = 4,

@@ -73,7 +73,8 @@ def world_embeddings(world, song_ids: np.ndarray, clip_s: float = 8.0, cfg: Audi
     # kernels, so threads give ~1.7x on 2 cores with bit-identical results (tested). One level of
     # parallelism: every library inside runs single-threaded (so the rows do not depend on the thread
     # count either); nested, the workers queued behind OpenBLAS's one helper thread, which on a loaded
-    # machine rarely got a core (issue 18: 40 songs 7.6 CPU s in 80 s wall at 1 thread, > 5 min at 2)
+    # machine rarely got a core, and spun (issue 18, bench: 30 songs, 2 threads, 2 busy processes, load ~18:
+    # 172.5 s wall and 26.6 CPU s nested, 44.9 s and 6.0 CPU s so)
     workers = max(1, min(n_threads(), len(todo)))
     with threads(1), ThreadPoolExecutor(max_workers=workers) as pool:
         for i, emb in zip(todo, pool.map(embed, todo), strict=True):

@@ -67,3 +67,21 @@ def test_notebook_06_on_an_imported_dataset_without_audio(tmp_path):
     out = "".join(o.get("text", "") if isinstance(o.get("text"), str) else "".join(o.get("text", []))
                   for c in executed["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []))
     assert out.count("skipped: needs audio") == 6, out
+
+
+def test_notebook_06_on_order_only_data_records_no_full_play_label(tmp_path):
+    """Order-only sequences have no duration, end reason or skip flag: the cleaning rule calls every such
+    play a full play, which is no label, so the notebook records 0 labelled plays and no full-play rate
+    (it recorded every play and a rate of 1.0 on 30Music)."""
+    from musicrecall.io import import_sequences, save_dataset
+
+    rng = np.random.default_rng(0)
+    lines = [f"u{u}," + ":".join(f"s{s}" for s in rng.integers(0, 150, 40)) for u in range(60)]
+    (tmp_path / "sequences.txt").write_text("\n".join(lines) + "\n")
+    folder = save_dataset(import_sequences(tmp_path / "sequences.txt"), tmp_path / "seq")
+    reports = tmp_path / "reports"
+    runs = run_all("tiny", only=["06"], extra={"dataset": str(folder)}, reports_dir=reports)
+    assert [r.status for r in runs] == ["ok"], [r.error for r in runs]
+    values = _values(run_reports_dir(str(folder), reports), "06_audio_recall_fullplay")
+    assert values["c4_tested"] == 0 and values["plays_with_full_play_label"] == 0
+    assert "full_play_rate" not in values

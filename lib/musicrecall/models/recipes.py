@@ -136,7 +136,7 @@ class MINDRecipe(_Recipe):
     batch_size: int = 1024
     n_neg: int = 256  # sampled negatives per batch (logQ-corrected)
     lr: float = 1e-2
-    max_epochs: int = 30
+    max_epochs: int = 60  # full 30Music: base (no side info) ran 26 epochs (best 23); a cap must not be reached
     patience: int = 3
     valid_users: int = 1000  # users for early stopping on the validation window
 

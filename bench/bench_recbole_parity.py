@@ -101,8 +101,8 @@ The recipe and model are owned by ``models/``: nothing is changed here.
 Three training seeds (``--data-seed 0 --seed 0|1|2``, same subsets; 2026-12-05 session 3, after the training
 loop's ``min_steps`` 200, i.e. ~67 epochs of 3 steps before early stopping may fire), HR@10 / NDCG@10, mean
 (range of HR@10): world: ours SASRec 0.426 / 0.267 (0.416-0.442), dropout 0.5 0.442 / 0.274 (0.431-0.454);
-ours YouTube-DNN 0.353 / 0.223. 30music: ours SASRec 0.137 / 0.098 (0.133-0.143), dropout 0.5 0.150 and 0.157
-(seeds 0, 1); ours YouTube-DNN **0.143 / 0.093** (0.133-0.157; 0.010 before ``min_steps``: stopped on its
+ours YouTube-DNN 0.353 / 0.223. 30music: ours SASRec 0.137 / 0.098 (0.133-0.143), dropout 0.5 0.157 / 0.100
+(0.150-0.163); ours YouTube-DNN **0.143 / 0.093** (0.133-0.157; 0.010 before ``min_steps``: stopped on its
 early popularity plateau). RecBole one seed as above.
 """
 

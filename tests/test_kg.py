@@ -380,3 +380,24 @@ def test_auto_weight_grid_tries_the_candidates_on_imported_data_only():
                                       kg.RecallConfig(n_neighbors=10), {}, n_seeds=20, n_boot=50)
     assert table.height == 1 and table["chosen"].to_list() == [True]  # no candidate: the prior alone
     assert weights == {r: kg.KGConfig().weight(r) for r in ("artist_genre", "song_artist", "song_genre")}
+
+
+def test_identity_memo_hits_the_same_object_only_and_evicts_the_oldest():
+    import polars as pl
+
+    from musicrecall.cache import IdentityMemo
+
+    memo, builds = IdentityMemo(size=2), []
+
+    def build(tag):
+        builds.append(tag)
+        return tag
+
+    a, b, c = pl.DataFrame({"x": [1]}), pl.DataFrame({"x": [1]}), pl.DataFrame({"x": [2]})
+    assert memo.get((a,), 1, lambda: build("a1")) == "a1"
+    assert memo.get((a,), 1, lambda: build("again")) == "a1"  # same object, same args: no rebuild
+    assert memo.get((b,), 1, lambda: build("b1")) == "b1"  # equal content, another object: rebuilt
+    assert memo.get((a,), 2, lambda: build("a2")) == "a2"  # other args
+    assert memo.get((c,), 1, lambda: build("c1")) == "c1"  # evicts the least recently used (b)
+    assert memo.get((b,), 1, lambda: build("b1 again")) == "b1 again"
+    assert builds == ["a1", "b1", "a2", "c1", "b1 again"]

@@ -9,9 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def source_fingerprint(*modules: ModuleType) -> str:
@@ -52,3 +56,27 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:  # another user's live process
         return True
     return True
+
+
+class IdentityMemo:
+    """A small in-process LRU memo keyed by the identity of some objects (data frames, evaluation setups: too
+    large to hash by content on every call) and hashable arguments. The objects are kept alive in their entry,
+    so an id cannot be reused by another object while the entry exists."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple, tuple[tuple, Any]] = OrderedDict()
+
+    def get(self, objects: tuple, args: Hashable, build: Callable[[], T]) -> T:
+        """The value memoised for (``objects`` by identity, ``args``), or ``build()`` (then memoised)."""
+        key = (tuple(id(o) for o in objects), args)
+        hit = self._entries.get(key)
+        if hit is not None and all(a is b for a, b in zip(hit[0], objects, strict=True)):
+            self._entries.move_to_end(key)
+            return hit[1]
+        value = build()
+        self._entries[key] = (objects, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return value

@@ -44,7 +44,6 @@ is *exactly* plain Song2Vec (same vocabulary, same seed → same vectors with on
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -52,6 +51,7 @@ import numpy as np
 import polars as pl
 
 # Token format and minimum session length are corpus rules shared with the Spark engine.
+from musicrecall.cache import IdentityMemo
 from musicrecall.rules import CORPUS_MIN_LEN, SONG_PREFIX
 
 # Per training token, artist, genre and language statements bought the most (validation window, profile
@@ -117,25 +117,17 @@ def session_frame(events: pl.DataFrame, min_len: int = CORPUS_MIN_LEN, *, keep_s
     return sess if keep_short else sess.filter(pl.col("songs").list.len() >= min_len)
 
 
-# session_sentences' results of this process, keyed by the identity of the events frame (kept alive in the
-# value, so an id is never reused) and the arguments: notebook 02's fits on one window (tuning, relation
-# weights, gamma sweep) all start from the same session corpus, about a second of CPU each to rebuild.
-_SESSIONS_MEMO: OrderedDict[tuple, tuple[pl.DataFrame, Corpus]] = OrderedDict()
-_SESSIONS_MEMO_SIZE = 3
+# session_sentences' results of this process, by the identity of the events frame and the arguments: notebook
+# 02's fits on one window (tuning, relation weights, gamma sweep) all start from the same session corpus, about
+# a second of CPU each to rebuild.
+_SESSIONS_MEMO = IdentityMemo(size=3)
 
 
 def session_sentences(events: pl.DataFrame, n_items: int, min_len: int = CORPUS_MIN_LEN, seed: int = 0) -> Corpus:
     """The plain Song2Vec corpus (seeded shuffle of the session sentences); the same call twice in one process
     builds it once (each call gets its own sentence list and counts)."""
-    key = (id(events), n_items, min_len, seed)
-    hit = _SESSIONS_MEMO.get(key)
-    if hit is None or hit[0] is not events:
-        hit = (events, _session_sentences(events, n_items, min_len, seed))
-        _SESSIONS_MEMO[key] = hit
-        while len(_SESSIONS_MEMO) > _SESSIONS_MEMO_SIZE:
-            _SESSIONS_MEMO.popitem(last=False)
-    _SESSIONS_MEMO.move_to_end(key)
-    c = hit[1]
+    c = _SESSIONS_MEMO.get((events,), (n_items, min_len, seed),
+                           lambda: _session_sentences(events, n_items, min_len, seed))
     return Corpus(list(c.sentences), c.n_sessions, c.n_walks, c.song_counts.copy(), c.n_short_sessions)
 
 

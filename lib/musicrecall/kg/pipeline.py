@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import polars as pl
 
+from musicrecall.cache import IdentityMemo
 from musicrecall.corpus import Corpus, KGConfig, build_corpus
 from musicrecall.evaluation import (
     EvalSetup,
@@ -52,8 +52,7 @@ class Fitted:
 # gamma = 0, and the weight search's chosen candidate is the sweep's gamma at which it ran. Keyed by the
 # identity of the setup and triples objects (kept alive in the value, so an id is never reused) and the
 # configurations; the training itself is also cached on disk by content (fit_song2vec).
-_FIT_MEMO: OrderedDict[tuple, tuple[EvalSetup, pl.DataFrame, Fitted]] = OrderedDict()
-_FIT_MEMO_SIZE = 6
+_FIT_MEMO = IdentityMemo(size=6)
 
 
 def _kg_key(kg: KGConfig) -> tuple:
@@ -66,23 +65,19 @@ def fit_model(name: str, setup: EvalSetup, triples: pl.DataFrame, s2v: Song2VecC
 
     The same call twice in one process returns the first result (renamed): no duplicate fit."""
     plain = kg.gamma <= 0  # gamma 0 is plain Song2Vec whatever the weights: one key
-    key = (id(setup), id(triples), tuple(sorted(asdict(s2v).items())), ("plain",) if plain else _kg_key(kg),
+    key = (tuple(sorted(asdict(s2v).items())), ("plain",) if plain else _kg_key(kg),
            tuple(asdict(rc).items()), None if plain else cold, seed)
-    hit = _FIT_MEMO.get(key)
-    if hit is not None and hit[0] is setup and hit[1] is triples:
-        _FIT_MEMO.move_to_end(key)
-        return replace(hit[2], name=name)
-    start = time.perf_counter()
-    corpus = build_corpus(setup.fit, triples, setup.n_items, kg, seed=seed)
-    emb = fit_song2vec(corpus, setup.n_items, s2v, workers=workers, triples=triples, kg=kg, cold=cold)
-    recall = ItemToItemRecall.build(emb.vectors, emb.has_vector, setup.fit, setup.popularity,
-                                    n_neighbors=rc.n_neighbors, max_seeds=rc.max_seeds, half_life=rc.half_life,
-                                    index=rc.index, seed=seed)
-    fitted = Fitted(name, emb, corpus, recall, time.perf_counter() - start)
-    _FIT_MEMO[key] = (setup, triples, fitted)
-    while len(_FIT_MEMO) > _FIT_MEMO_SIZE:
-        _FIT_MEMO.popitem(last=False)
-    return fitted
+
+    def fit() -> Fitted:
+        start = time.perf_counter()
+        corpus = build_corpus(setup.fit, triples, setup.n_items, kg, seed=seed)
+        emb = fit_song2vec(corpus, setup.n_items, s2v, workers=workers, triples=triples, kg=kg, cold=cold)
+        recall = ItemToItemRecall.build(emb.vectors, emb.has_vector, setup.fit, setup.popularity,
+                                        n_neighbors=rc.n_neighbors, max_seeds=rc.max_seeds, half_life=rc.half_life,
+                                        index=rc.index, seed=seed)
+        return Fitted(name, emb, corpus, recall, time.perf_counter() - start)
+
+    return replace(_FIT_MEMO.get((setup, triples), key, fit), name=name)
 
 
 def quick_hr(recall: ItemToItemRecall, setup: EvalSetup, ks: Sequence[int] = (50, 200)) -> dict[str, np.ndarray]:

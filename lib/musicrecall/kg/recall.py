@@ -15,12 +15,12 @@ keys; users are processed in batches to bound memory.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 
+from musicrecall.cache import IdentityMemo
 from musicrecall.evaluation import FaissIndex
 from musicrecall.evaluation.metrics import ExcludeLike, exclude_arrays
 
@@ -126,23 +126,14 @@ def neighbour_table(vectors: np.ndarray, has_vector: np.ndarray, n_neighbors: in
     return NeighbourTable(vectors, has_vector, n_neighbors, index=index, seed=seed).full()
 
 
-# recent_seeds' results of this process, keyed by the identity of the fit frame (kept alive in the value):
-# every model of notebook 02 on one window merges over the same seeds (a sort of the window: ~1 s of CPU).
-_SEEDS_MEMO: OrderedDict[tuple[int, int], tuple[pl.DataFrame, pl.DataFrame]] = OrderedDict()
-_SEEDS_MEMO_SIZE = 4
+# recent_seeds' results of this process, by the identity of the fit frame: every model of notebook 02 on one
+# window merges over the same seeds (a sort of the window: ~1 s of CPU).
+_SEEDS_MEMO = IdentityMemo(size=4)
 
 
 def recent_seeds(fit: pl.DataFrame, max_seeds: int) -> pl.DataFrame:
     """Per user the ``max_seeds`` most recent distinct full-played songs: ``user_id, song_id, rank``."""
-    key = (id(fit), max_seeds)
-    hit = _SEEDS_MEMO.get(key)
-    if hit is None or hit[0] is not fit:
-        hit = (fit, _recent_seeds(fit, max_seeds))
-        _SEEDS_MEMO[key] = hit
-        while len(_SEEDS_MEMO) > _SEEDS_MEMO_SIZE:
-            _SEEDS_MEMO.popitem(last=False)
-    _SEEDS_MEMO.move_to_end(key)
-    return hit[1]
+    return _SEEDS_MEMO.get((fit,), max_seeds, lambda: _recent_seeds(fit, max_seeds))
 
 
 def _recent_seeds(fit: pl.DataFrame, max_seeds: int) -> pl.DataFrame:

@@ -230,8 +230,9 @@ def test_lifts_stay_defined_when_a_baseline_seed_scores_zero():
 
 
 def test_sampled_softmax_without_in_batch_equals_the_concatenated_cross_entropy():
-    """The blocked shared-negatives loss (logits built block by block, recomputed in backward, accidental
-    hits masked sparsely) gives the cross-entropy over [positive | negatives] and its gradients."""
+    """The blocked shared-negatives loss (logits built block by block, their softmax kept for the backward
+    pass, accidental hits masked sparsely) gives the cross-entropy over [positive | negatives] and its
+    gradients; a row whose every negative is its own song has nothing to push against (loss 0, no gradient)."""
     from musicrecall.models import losses
 
     rng = np.random.default_rng(0)
@@ -257,6 +258,9 @@ def test_sampled_softmax_without_in_batch_equals_the_concatenated_cross_entropy(
     s1, s2 = NegativeSampler(counts, seed=2), NegativeSampler(counts, seed=2)
     via = losses.sampled_softmax_loss(users, pos, table, s1, n_neg=64, in_batch=False)
     assert torch.allclose(via, losses._shared_negatives_loss(users, pos, table, s2.log_q, s2.sample(64)))
+    only_hits = losses._shared_negatives_loss(users[:2], torch.tensor([3, 3]), table, log_q, torch.full((5,), 3))
+    assert float(only_hits.detach()) == 0.0
+    assert all(float(g.abs().max()) == 0.0 for g in torch.autograd.grad(only_hits, [table, users]))
 
 
 def test_sasrec_user_vector_runs_the_last_block_for_the_last_position_only():

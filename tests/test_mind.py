@@ -411,3 +411,53 @@ def test_fit_mind_resample_draws_fresh_examples_per_epoch_reproducibly(monkeypat
         assert same is (not resample)
         runs.setdefault(resample, []).append(rec.item_vectors())
     assert np.array_equal(runs[True][0], runs[True][1])  # seeded by (seed, epoch): reproducible
+
+
+def _reference_route(r: CapsuleRouting, u_hat: torch.Tensor, seq_mask: torch.Tensor, k_mask: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic routing as first written (masks rebuilt every iteration, logits updated by bmm then add)."""
+    u_sg = u_hat.detach()
+    b = r.initial_logits(u_hat.shape[0])
+    valid = seq_mask[:, None, :] & k_mask[:, :, None]
+    caps = u_hat.new_zeros(u_hat.shape[0], r.k_max, u_hat.shape[-1])
+    for it in range(r.iters):
+        last = it == r.iters - 1
+        if r.axis == "interest":
+            w = torch.softmax(b.masked_fill(~k_mask[:, :, None], float("-inf")), dim=1)
+        else:
+            w = torch.softmax(b.masked_fill(~seq_mask[:, None, :], float("-inf")), dim=2)
+        w = w.masked_fill(~valid, 0.0)
+        caps = squash(torch.bmm(w, u_hat if last else u_sg))
+        if not last:
+            b = b + torch.bmm(caps.detach(), u_sg.transpose(1, 2))
+    return caps * k_mask[:, :, None], torch.bmm(caps.detach(), u_sg.transpose(1, 2))
+
+
+@pytest.mark.parametrize("axis", ["interest", "sequence"])
+def test_routing_matches_the_reference_values_and_gradients(axis):
+    torch.manual_seed(0)
+    r = CapsuleRouting(8, 3, 7, axis=axis, init="fixed", seed=1)
+    u = torch.randn(16, 7, 8, requires_grad=True)
+    seq_mask = torch.rand(16, 7) > 0.3
+    seq_mask[:, -1] = True
+    seq_mask[0] = False  # a row with no behaviour at all: zeros, not NaN
+    k_mask = torch.arange(3)[None, :] < torch.randint(1, 4, (16, 1))
+    caps, agree = r.route(u, seq_mask, k_mask)
+    grad = torch.randn_like(caps)
+    (gu,) = torch.autograd.grad(caps, u, grad)
+    ref_caps, ref_agree = _reference_route(r, u, seq_mask, k_mask)
+    (ref_gu,) = torch.autograd.grad(ref_caps, u, grad)
+    assert torch.isfinite(caps).all() and torch.isfinite(gu).all()
+    assert torch.allclose(caps, ref_caps, atol=1e-6) and torch.allclose(agree, ref_agree, atol=1e-5)
+    assert torch.allclose(gu, ref_gu, atol=1e-6)
+
+
+def test_unique_ids_is_torch_unique_with_inverse():
+    from musicrecall.models.mind import unique_ids
+
+    ids = torch.from_numpy(np.random.default_rng(2).integers(0, 50, (9, 7)))
+    ids[0, 0], ids[1, 1] = 0, 49  # both ends of the id range
+    uniq, inv = unique_ids(ids, 50)
+    ref_uniq, ref_inv = torch.unique(ids, return_inverse=True)
+    assert torch.equal(uniq, ref_uniq) and torch.equal(inv, ref_inv) and inv.shape == ids.shape
+    assert torch.equal(uniq[inv], ids)

@@ -22,6 +22,7 @@ def test_key_set_counts_exactly_like_a_search_of_every_word(dtype):
     queries = np.concatenate([keys[:700], low_twins, rng.integers(0, hi, 20_000, dtype=dtype, endpoint=True)])
     rng.shuffle(queries)
     assert _KeySet(keys).count(queries) == int(np.isin(queries, keys).sum())
+    assert np.array_equal(_KeySet(keys).hits(queries.reshape(-1, 7)), np.isin(queries, keys).reshape(-1, 7))
     assert _KeySet(keys[:0]).count(queries) == 0 and _KeySet(keys).count(queries[:0]) == 0
 
 

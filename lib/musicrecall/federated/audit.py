@@ -140,20 +140,28 @@ def _f16_quads(halves: np.ndarray) -> np.ndarray:
     return out
 
 
-_FILTER_BITS = 23  # an 8 MB bitmap: ~5% of its slots are set by a table of 500k keys
+_FILTER_BITS = 26  # a packed 8 MB bitmap: ~1.3% of its bits are set by a table of 900k keys
 
 
 class _KeySet:
-    """Exact membership counts in a set of uint32/uint64 keys. A bitmap of the keys' low bits rejects
-    ~95% of the queries in one gather; only the rest are binary-searched (sorted first, so the search
-    walks the table once). Same answers as searching every word; the audit of a training batch
-    (embed, embeddings, grad) drops from ~7.4 to ~4.9 ms."""
+    """Exact membership counts in a set of uint32/uint64 keys. A packed bitmap of the keys' low
+    ``_FILTER_BITS`` bits rejects ~99% of the queries in one gather; only the rest are binary-searched
+    (sorted first, so the search walks the table once). Same answers as searching every word. One bit
+    per slot instead of one byte (the same 8 MB): 8x fewer false candidates to search than the former
+    byte map of 2^23 slots; the audit of a training batch (embed, embeddings, grad) drops from ~32 to
+    ~16 ms CPU at profile small (one thread, /tmp benchmark in the fed notes)."""
 
     def __init__(self, keys: np.ndarray):
         self.keys = np.unique(keys)
         self._mask = self.keys.dtype.type((1 << _FILTER_BITS) - 1)
-        self._bits = np.zeros(1 << _FILTER_BITS, dtype=bool)
-        self._bits[self.keys & self._mask] = True
+        slots = (self.keys & self._mask).astype(np.intp)
+        self._bits = np.zeros(1 << (_FILTER_BITS - 3), dtype=np.uint8)
+        np.bitwise_or.at(self._bits, slots >> 3, (1 << (slots & 7)).astype(np.uint8))
+
+    def _candidates(self, q: np.ndarray) -> np.ndarray:
+        """Positions of ``q`` whose slot bit is set (a superset of the members)."""
+        slot = (q & self._mask).astype(np.intp)
+        return np.flatnonzero((self._bits[slot >> 3] >> (slot & 7).astype(np.uint8)) & 1)
 
     def hits(self, queries: np.ndarray) -> np.ndarray:
         """Boolean mask: which of ``queries`` (any shape) are in the set."""
@@ -161,7 +169,7 @@ class _KeySet:
         out = np.zeros(q.shape[0], dtype=bool)
         if self.keys.shape[0] == 0 or q.shape[0] == 0:
             return out.reshape(np.shape(queries))
-        cand = np.flatnonzero(self._bits[q & self._mask])
+        cand = self._candidates(q)
         order = np.argsort(q[cand], kind="stable")  # sorted queries walk the table once (cache friendly)
         qs = q[cand][order]
         pos = np.minimum(np.searchsorted(self.keys, qs), self.keys.shape[0] - 1)
@@ -173,7 +181,7 @@ class _KeySet:
         if self.keys.shape[0] == 0:
             return 0
         q = np.asarray(queries).ravel()
-        cand = np.sort(q[self._bits[q & self._mask]])
+        cand = np.sort(q[self._candidates(q)])
         pos = np.minimum(np.searchsorted(self.keys, cand), self.keys.shape[0] - 1)
         return int(np.count_nonzero(self.keys[pos] == cand))
 

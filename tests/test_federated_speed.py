@@ -65,3 +65,28 @@ def test_eval_setups_are_read_back_by_content_and_rebuilt_when_it_changes(monkey
     assert len(calls) == 6
     fresh = fp.eval_setups(changed_ev, items, max_plays=5)
     assert len(calls) == 6 and fresh[0].targets["all"].n_users > 0
+
+
+def test_cold_report_ranks_once_and_gives_the_harness_hr_and_the_full_ranking_duration():
+    from musicrecall.evaluation import evaluate_recommender
+    from musicrecall.federated.coldstart import EmbeddingScorer, duration_at_k
+
+    ev, items = _frames(n_users=60, n_songs=80, seed=3)
+    valid, test, cold, *_ = fp.eval_setups(ev, items, max_plays=40)
+    rng = np.random.default_rng(1)
+    uvec, ivec = rng.normal(size=(60, 4)).astype(np.float32), rng.normal(size=(80, 4)).astype(np.float32)
+    calls = []
+
+    def user_vecs(u):
+        calls.append(len(u))
+        return uvec[u]
+
+    scorer = EmbeddingScorer(user_vecs, ivec)
+    rep = fp.cold_report("m", scorer, cold, test.split.test, k=20)
+    assert len(calls) == 2  # one ranking and the AUC's pair scores (was four rankings)
+    _, per_user = evaluate_recommender("m", EmbeddingScorer(lambda u: uvec[u], ivec).recommend, cold, ks=(20,), n_boot=10)
+    assert cold.targets["all"].n_users > 5 and np.array_equal(rep["hr@20"], per_user["all"]["hr@20"])
+    users = cold.targets["all"].users
+    lists = np.argsort(-(uvec[users] @ ivec.T), axis=1)[:, :20]
+    window = test.split.test.filter(pl.col("user_id").is_in(users))
+    assert np.allclose(rep["duration"], duration_at_k(lists, users, window))

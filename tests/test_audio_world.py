@@ -193,3 +193,14 @@ def test_world_embeddings_pool_runs_the_libraries_single_threaded(tmp_path, monk
         config.set_threads(before)
     assert len(seen) == 3 and all(s == (1, 1, 1) for s in seen), seen
     assert after == (2, 2)
+
+
+def test_rows_of_equals_the_row_dict():
+    """AudioIndex.rows_of is row_of.get(s, -1) vectorised: unknown songs, ids below, between and above
+    the indexed ones, and a repeated id (the dict keeps its last row)."""
+    rng = np.random.default_rng(0)
+    ids = np.array([40, 7, 19, 3, 7, 100])
+    index = AudioIndex(ids, rng.standard_normal((len(ids), 84)))
+    q = np.array([0, 3, 7, 8, 19, 40, 41, 100, 101, 7, 3])
+    assert index.rows_of(q).tolist() == [index.row_of.get(int(s), -1) for s in q]
+    assert index.rows_of(q).tolist() == [-1, 3, 4, -1, 2, 0, -1, 5, -1, 4, 3]

@@ -97,7 +97,7 @@ def candidate_similarity(events: pl.DataFrame, index: AudioIndex, items: pl.Data
     genre_codes, genre = np.unique(items["genre"].to_numpy().astype(str), return_inverse=True)
     cluster = np.unique(items["genre"].cast(pl.Utf8) + "/" + items["language"].cast(pl.Utf8), return_inverse=True)[1]
     user, song = ev["user_id"].to_numpy(), ev["song_id"].to_numpy()
-    row = np.array([index.row_of.get(int(s), -1) for s in song])
+    row = index.rows_of(song)
     fp = np.flatnonzero(ev["full_play"].to_numpy() & (row >= 0))
     g = np.searchsorted(fp, np.arange(len(ev)), side="left")  # indexed full plays before each play
     user_start = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])

@@ -130,6 +130,31 @@ def retrieval_loss(user_vecs: torch.Tensor, pos_items: torch.Tensor, item_tower:
     return sampled_softmax_loss(extend_user(user_vecs), pos_local, items, sub, n_neg=n_neg, in_batch=in_batch)
 
 
+def shared_retrieval_losses(heads: list[tuple[torch.Tensor, torch.Tensor]], item_tower: ItemTower,
+                            sampler: NegativeSampler, n_neg: int = 256) -> list[torch.Tensor]:
+    """:func:`retrieval_loss` of several ``(user_vecs, pos_items)`` heads of one batch (MMoE's tasks),
+    with one pass of the item tower over the union of their songs.
+
+    The same losses as one :func:`retrieval_loss` call per head, in order (each head draws its own
+    ``n_neg`` negatives from ``sampler``, in the same order): a head's loss only reads the rows of its
+    positives and negatives, which a larger sub-catalogue holds too. One item-tower pass instead of one
+    per head means one dense embedding backward per step instead of three (zero-filling the embedding
+    table's gradient was ~20% of an MMoE step at batch 512)."""
+    negs = [sampler.sample(n_neg) for _ in heads]
+    sizes = [p.shape[0] for _, p in heads] + [n.shape[0] for n in negs]
+    used, inverse = torch.unique(torch.cat([p for _, p in heads] + negs), return_inverse=True)
+    items, log_q = item_tower(used), sampler.log_q[used]
+    local = inverse.split(sizes)
+    out = []
+    for (u, _), pos_local, neg_local in zip(heads, local[:len(heads)], local[len(heads):], strict=True):
+        if pos_local.shape[0] > 1:
+            out.append(in_batch_softmax_loss(extend_user(u), pos_local, items, log_q, neg_local))
+        else:
+            out.append(sampled_softmax_loss(extend_user(u), pos_local, items, _SubSampler(log_q, neg_local),
+                                            n_neg=n_neg))
+    return out
+
+
 class DSSM(nn.Module):
     """Two towers; ``user_tower`` maps a batch's user input (features, or aligned ids) to vectors."""
 

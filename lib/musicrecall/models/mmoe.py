@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from musicrecall.models.dssm import ItemTower, extend_user, retrieval_loss
+from musicrecall.models.dssm import ItemTower, extend_user, shared_retrieval_losses
 from musicrecall.models.losses import NegativeSampler
 
 TASKS = ("full_play", "collect", "duration")
@@ -73,15 +73,18 @@ class MMoERetrieval(nn.Module):
              generator: torch.Generator | None = None) -> torch.Tensor:
         """Weighted sum of the three task losses on one batch of plays (rows index the batch's users)."""
         heads = self.mmoe(self.user_tower(user_input))
-        total = torch.zeros(())
+        tasks: list[tuple[str, torch.Tensor, torch.Tensor]] = []
         masks = {"full_play": full_play, "collect": collect}
         for task, mask in masks.items():
             if int(mask.sum()) > 1:
-                total = total + self.task_weights[task] * retrieval_loss(
-                    heads[task][rows[mask]], songs[mask], self.item_tower, sampler, n_neg)
+                tasks.append((task, heads[task][rows[mask]], songs[mask]))
         w = play_ms.to(torch.float32)
         if float(w.sum()) > 0:
             pick = torch.multinomial(w, rows.shape[0], replacement=True, generator=generator)
-            total = total + self.task_weights["duration"] * retrieval_loss(
-                heads["duration"][rows[pick]], songs[pick], self.item_tower, sampler, n_neg)
+            tasks.append(("duration", heads["duration"][rows[pick]], songs[pick]))
+        total = torch.zeros(())
+        if tasks:  # one item-tower pass for every task (the same losses as one retrieval_loss per task)
+            losses = shared_retrieval_losses([(u, p) for _, u, p in tasks], self.item_tower, sampler, n_neg)
+            for (task, _, _), loss in zip(tasks, losses, strict=True):
+                total = total + self.task_weights[task] * loss
         return total

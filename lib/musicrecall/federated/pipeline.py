@@ -441,3 +441,13 @@ def seeded_lift_table(arms: dict[str, list[dict[str, Any]]], pairs: list[tuple[s
         out.append(lift_table(used, mine, metrics=metrics, kinds=["cold"], aa_arm=a if len(arms[a]) > 1 else None,
                               n_boot=n_boot, seed=seed))
     return pl.concat(out, how="diagonal_relaxed").drop("kind").with_columns(world=pl.lit(world))
+
+
+def convergence_table(histories: dict[tuple[str, str, int], History]) -> pl.DataFrame:
+    """One row per training run ``(world, model, seed)``: best and last epoch, whether early stopping
+    ended it or the epoch cap did (``capped``: the score still improved at the cap, an under-trained
+    model), seconds per epoch (wall, machine-dependent) and the best validation HR@200."""
+    return pl.DataFrame([{"world": w, "model": m, "seed": s, "best_epoch": h.best_epoch, "epochs_ran": len(h.epochs),
+                          "stopped_early": h.stopped_early, "capped": h.capped, "from_cache": h.from_cache,
+                          "steps": h.steps, "valid_hr@200": h.best_score, "seconds_per_epoch": h.seconds_per_epoch}
+                         for (w, m, s), h in histories.items()])

@@ -111,7 +111,7 @@ class DSSMVectors:
 
 
 def federated_dssm_adapter(dataset: str, profile: str, seed: int = 0, *, max_plays: int = 5, coverage: float = 0.9,
-                           b_extra_share: float = 0.1, epochs: int = 3, batch_size: int = 2048, n_neg: int = 256,
+                           b_extra_share: float = 0.1, epochs: int = 30, batch_size: int = 512, n_neg: int = 256,
                            max_per_user: int = 10, mode: str = "process") -> DSSMVectors:
     """The federated DSSM of notebook 07 (same settings and run key, so its checkpoint is reused): party B
     is started, the model trained or restored, every aligned user's vector fetched, and B shut down."""

@@ -135,11 +135,11 @@ class MINDRecipe(_Recipe):
     0.895 0.892 (7 / 6). On these four the best epoch is the same, so the restored model and its test HR@200
     are the same (base 0.806 / 0.812, both 0.819 / 0.822) at one epoch (~12% of a run) less. On the session-3
     base curve above patience 2 stops at epoch 7 on 0.861 instead of epoch 11 on 0.866 (validation sd ~1
-    point). But notebook 04 end to end with patience 2 stopped base at best epochs 4/3/3 (ran 6/5/5) and +reinit
-    at 9/8/5 (ran 11/10/7), and re-init's clustering gain, an input of the C3 verdict, read silhouette +0.035, NMI
-    +0.116 (verdict "reproduced"), against -0.002 / -0.015 in the last patience-3 run ("partly"): when the stopping
-    rule moves a verdict input, saving one epoch a run (~12%) is not a free recipe change. Batch 512 (lr 1e-2,
-    seed 0) is no lever: base 8 epochs, valid 0.865, test 0.811, 40.0 CPU s
+    point). But notebook 04 end to end (15 runs, small, from scratch) with patience 2 and then 3: with 3, four of the
+    15 runs found a later best epoch (base seed 1: 3 -> 8, +reinit seed 0: 9 -> 12, both seed 2: 2 -> 6, both K=1:
+    2 -> 5), and C3's headline, both vs base HR@200, went from +2.1% [+0.3, +3.8] ("reproduced") to +1.2% [-0.0,
+    +2.4] ("partly"): patience 2 stops base early and inflates the side-info lift, so the ~12% it saves is not
+    taken. Batch 512 (lr 1e-2, seed 0) is no lever: base 8 epochs, valid 0.865, test 0.811, 40.0 CPU s
     (batch 1,024: 7, 0.866, 0.806, 36.8 s); both 7 epochs, 0.873, 0.822, 37.8 s (8, 0.873, 0.819, 42.9 s)."""
 
     dim: int = 48
@@ -153,7 +153,7 @@ class MINDRecipe(_Recipe):
     n_neg: int = 256  # sampled negatives per batch (logQ-corrected)
     lr: float = 1e-2
     max_epochs: int = 60  # full 30Music: base (no side info) ran 26 epochs (best 23); a cap must not be reached
-    patience: int = 3  # 2 saves an epoch a run but moved C3's clustering input (see the docstring)
+    patience: int = 3  # 2 saves an epoch a run but stops base early and inflates C3's lift (see the docstring)
     valid_users: int = 1000  # users for early stopping on the validation window
 
     def config(self, **variant: object) -> MINDConfig:

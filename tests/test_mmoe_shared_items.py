@@ -1,4 +1,5 @@
-"""The MMoE's tasks share one item-tower pass: the same losses and gradients as one retrieval_loss per task."""
+"""The MMoE's tasks share one item-tower pass: the same losses and gradients as one sampled softmax per task
+over the whole catalogue (the reference never goes through the sub-catalogue code it checks)."""
 
 from __future__ import annotations
 
@@ -6,21 +7,26 @@ import numpy as np
 import torch
 
 from musicrecall.models.dssm import ItemTower, UserTower, extend_user, retrieval_loss
-from musicrecall.models.losses import NegativeSampler
+from musicrecall.models.losses import NegativeSampler, sampled_softmax_loss
 from musicrecall.models.mmoe import MMoERetrieval
 
 
+def _full_catalogue_loss(user_vecs, pos, item_tower, sampler, n_neg):
+    """The sampled softmax (logQ, in-batch negatives) with every song through the item tower."""
+    return sampled_softmax_loss(extend_user(user_vecs), pos, item_tower(torch.arange(500)), sampler, n_neg=n_neg)
+
+
 def _per_task_loss(model: MMoERetrieval, x, rows, songs, full_play, collect, play_ms, sampler, n_neg, generator):
-    """The former MMoERetrieval.loss: one retrieval_loss (and one item-tower pass) per task."""
+    """The former MMoERetrieval.loss, one loss (and one item-tower pass, here over all songs) per task."""
     heads = model.mmoe(model.user_tower(x))
     total = torch.zeros(())
     for task, mask in {"full_play": full_play, "collect": collect}.items():
         if int(mask.sum()) > 1:
-            total = total + model.task_weights[task] * retrieval_loss(heads[task][rows[mask]], songs[mask],
-                                                                      model.item_tower, sampler, n_neg)
+            total = total + model.task_weights[task] * _full_catalogue_loss(heads[task][rows[mask]], songs[mask],
+                                                                            model.item_tower, sampler, n_neg)
     pick = torch.multinomial(play_ms.to(torch.float32), rows.shape[0], replacement=True, generator=generator)
-    return total + model.task_weights["duration"] * retrieval_loss(heads["duration"][rows[pick]], songs[pick],
-                                                                   model.item_tower, sampler, n_neg)
+    return total + model.task_weights["duration"] * _full_catalogue_loss(heads["duration"][rows[pick]], songs[pick],
+                                                                         model.item_tower, sampler, n_neg)
 
 
 def _setup(n_collect: int):
@@ -63,5 +69,6 @@ def test_a_head_of_one_row_uses_the_sampled_softmax_without_in_batch_negatives()
     model, _, counts = _setup(0)
     u, pos = torch.randn(1, 8), torch.tensor([7])
     got = shared_retrieval_losses([(u, pos)], model.item_tower, NegativeSampler(counts, seed=1), 16)[0]
-    want = retrieval_loss(u, pos, model.item_tower, NegativeSampler(counts, seed=1), 16)
+    want = _full_catalogue_loss(u, pos, model.item_tower, NegativeSampler(counts, seed=1), 16)
     assert torch.allclose(got, want) and extend_user(u).shape[1] == 9
+    assert torch.allclose(retrieval_loss(u, pos, model.item_tower, NegativeSampler(counts, seed=1), 16), want)

@@ -121,13 +121,13 @@ def retrieval_loss(user_vecs: torch.Tensor, pos_items: torch.Tensor, item_tower:
     positives and negatives goes through the item tower (a sub-catalogue), which is exact because the
     loss only ever reads those rows.
     """
+    if in_batch:  # one head of shared_retrieval_losses: the same draws, the same loss
+        return shared_retrieval_losses([(user_vecs, pos_items)], item_tower, sampler, n_neg)[0]
     neg = sampler.sample(n_neg)
     used, inverse = torch.unique(torch.cat([pos_items, neg]), return_inverse=True)
     sub = _SubSampler(sampler.log_q[used], inverse[pos_items.shape[0]:])
-    pos_local, items = inverse[:pos_items.shape[0]], item_tower(used)
-    if in_batch and pos_items.shape[0] > 1:  # the same loss, without the [B, B + n_neg] logits in memory
-        return in_batch_softmax_loss(extend_user(user_vecs), pos_local, items, sub.log_q, sub.sample(n_neg))
-    return sampled_softmax_loss(extend_user(user_vecs), pos_local, items, sub, n_neg=n_neg, in_batch=in_batch)
+    return sampled_softmax_loss(extend_user(user_vecs), inverse[:pos_items.shape[0]], item_tower(used), sub,
+                                n_neg=n_neg, in_batch=False)
 
 
 def shared_retrieval_losses(heads: list[tuple[torch.Tensor, torch.Tensor]], item_tower: ItemTower,

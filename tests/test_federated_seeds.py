@@ -76,3 +76,44 @@ def test_seed_replicates_keep_the_single_seed_run_and_differ_from_it():
     table = fp.seeded_lift_table({"fed_dssm": runs.reports, "demo": [fp.cold_report("demo", demo, data.cold,
                                   data.test.split.test)]}, [("fed_dssm", "demo")], ("duration",), n_boot=100)
     assert set(table["model"]) == {"fed_dssm", "fed_dssm (seed 1)"}
+
+
+def test_validating_twice_a_pass_splits_each_pass_into_two_runs_of_its_batches():
+    """``batches(..., parts=2)``: loop epochs 2p and 2p + 1 are pass p's batches (the same shuffle as
+    ``parts=1``), first half then second half; so a half-pass validation sees exactly the training a
+    one-validation-a-pass run has seen at each pass end, and the loop's cap counts passes x parts."""
+    from musicrecall.federated.coldstart import batches
+
+    n = 1000
+    rows = pl.DataFrame({"a_idx": np.arange(n) % 37, "song_id": np.arange(n), "full_play": np.ones(n, bool),
+                         "collect": np.zeros(n, bool), "play_ms": np.full(n, 1000)})
+    whole, halves = batches(rows, 64, 3, lambda u: u), batches(rows, 64, 3, lambda u: u, parts=2)
+    for p in range(3):
+        one = [b["song_id"].numpy() for b in whole(p)]
+        two = [b["song_id"].numpy() for b in halves(2 * p)] + [b["song_id"].numpy() for b in halves(2 * p + 1)]
+        assert len(one) == len(two) == 16 and all(np.array_equal(a, b) for a, b in zip(one, two, strict=True))
+        assert len(list(halves(2 * p))) == 8
+    assert not np.array_equal(next(iter(whole(0)))["song_id"].numpy(), next(iter(whole(1)))["song_id"].numpy())
+    rc = fp.RunConfig(epochs=30, validations_per_pass=2)
+    assert rc.train_config().epochs == 60 and rc.train_config().patience == 3
+
+
+def test_notebook_08_adapter_trains_the_dssm_of_notebook_07():
+    """Notebook 08 reuses notebook 07's seed-0 DSSM through its checkpoint, whose key holds every setting:
+    the adapter's defaults must be the notebook's parameters, or 08 silently trains another model."""
+    import inspect
+    import json
+    from pathlib import Path
+
+    from musicrecall.fusion.adapters import federated_dssm_adapter
+
+    nb = json.loads((Path(__file__).parents[1] / "notebooks" / "07_federated_dssm_mmoe.ipynb").read_text())
+    params = {}
+    for line in "".join(nb["cells"][1]["source"]).splitlines():
+        name, _, value = line.partition("=")
+        params[name.strip()] = value.split("#")[0].strip()
+    defaults = inspect.signature(federated_dssm_adapter).parameters
+    for name in ("max_plays", "coverage", "b_extra_share", "epochs", "batch_size", "n_neg", "max_per_user",
+                 "validations_per_pass"):
+        assert float(params[name]) == float(defaults[name].default), name
+    assert params["party_mode"].strip('"') == defaults["mode"].default

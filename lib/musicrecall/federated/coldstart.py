@@ -167,15 +167,21 @@ def _pick(ev: pl.DataFrame, aligned: dict[int, int], max_per_user: int, seed: in
     return ev.sort("a_idx", "r").group_by("a_idx", maintain_order=True).head(max_per_user).drop("r")
 
 
-def batches(rows: pl.DataFrame, batch_size: int, seed: int, user_input: Callable[[np.ndarray], object]
-            ) -> Callable[[int], Iterator[dict]]:
+def batches(rows: pl.DataFrame, batch_size: int, seed: int, user_input: Callable[[np.ndarray], object],
+            parts: int = 1) -> Callable[[int], Iterator[dict]]:
     """``batches(epoch)`` for :func:`musicrecall.training.train`: each batch has the unique users'
-    input (``user_input(aligned_idx)``), ``rows`` (row -> unique user) and the row tensors."""
+    input (``user_input(aligned_idx)``), ``rows`` (row -> unique user) and the row tensors.
+
+    ``parts``: an epoch of the loop is one ``parts``-th of a pass over ``rows`` (pass ``epoch // parts``,
+    shuffled by ``(seed, pass)``, cut into ``parts`` runs of whole batches), so early stopping validates
+    ``parts`` times per pass; with ``parts=1`` an epoch is a pass."""
     a = rows["a_idx"].to_numpy()
     cols = {c: torch.from_numpy(rows[c].to_numpy().copy()) for c in ("song_id", "full_play", "collect", "play_ms")}
 
     def gen(epoch: int) -> Iterator[dict]:
-        for idx in minibatches(rows.height, batch_size, seed=seed, epoch=epoch):
+        one_pass = list(minibatches(rows.height, batch_size, seed=seed, epoch=epoch // parts))
+        for b in np.array_split(np.arange(len(one_pass)), parts)[epoch % parts]:
+            idx = one_pass[b]
             uniq, inv = np.unique(a[idx], return_inverse=True)
             t = torch.from_numpy(idx)
             yield {"user": user_input(uniq), "rows": torch.from_numpy(inv), **{c: v[t] for c, v in cols.items()}}

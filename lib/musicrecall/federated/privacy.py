@@ -8,7 +8,8 @@ clipped row of that user can move anywhere in the ball of radius ``C``, so the L
 release is ``Delta = 2C`` and one release is a Gaussian mechanism with ``Delta / (sigma C) = 2 / sigma``.
 
 **Composition.** A user's row is released once per training batch the user is in (up to
-``max_per_user`` plays per epoch), once per validation pass and once at serving. There is **no
+``max_per_user`` plays per pass), once per validation (``RunConfig.validations_per_pass`` a pass, for
+the validation users) and once at serving. There is **no
 amplification by subsampling**: A chooses the batches and knows who is in each, so every release of
 ``u`` counts in full. ``r`` releases of Gaussian mechanisms compose *exactly* to one Gaussian mechanism
 with ``mu = sqrt(r) * Delta / (sigma C) = 2 sqrt(r) / sigma`` (mu-Gaussian DP; Dong, Roth & Su, *Gaussian

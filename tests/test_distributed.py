@@ -152,3 +152,25 @@ def test_notebook_03_trains_its_runs_in_other_processes_and_loads_them(tmp_path,
     # 2 arms x 2 seeds, none trained by the notebook's own process; DDP runs record 2 processes
     ddp = 4 if mode == "nproc" else 0
     assert f"4 of 4 runs loaded from their checkpoints, {ddp} of them trained data-parallel" in text, text
+
+
+def test_parallel_runs_are_capped_by_the_free_memory(monkeypatch, caplog):
+    """Each side-by-side training process loads the whole log again: at profile medium two of them beside a
+    9.3 GB kernel were killed for memory on 24 GB. ``pretrain_c2`` starts only as many as fit (here none:
+    the notebook then trains in its own process) and says so; with room for them, it starts them all."""
+    from musicrecall import ddp_train
+
+    gb = 1024**3
+    available, resident = ddp_train.memory_now() or (1, 1)  # the real reader, on this machine (Linux)
+    assert available > 0 and resident > 0
+    started = []
+    monkeypatch.setattr(ddp_train, "launch_runs", lambda workers, *a, **k: started.append(workers) or [{"ok": 1}])
+    monkeypatch.setattr(ddp_train.config, "n_threads", lambda: 2)
+    monkeypatch.setattr(ddp_train, "memory_now", lambda: (14 * gb, 9 * gb))  # medium: room for one process
+    with caplog.at_level("WARNING", logger="musicrecall.ddp_train"):
+        assert ddp_train.pretrain_c2({}, [0], parallel_runs=2) == [] and started == []
+    assert "parallel_runs 2 -> 1" in caplog.text
+    monkeypatch.setattr(ddp_train, "memory_now", lambda: (18 * gb, 2 * gb))  # small: room for several
+    assert ddp_train.pretrain_c2({}, [0], parallel_runs=2) == [{"ok": 1}] and started == [2]
+    monkeypatch.setattr(ddp_train, "memory_now", lambda: None)  # not Linux: no cap
+    assert ddp_train.affordable_workers(2) == 2

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -28,6 +29,8 @@ import torch.distributed as dist
 from musicrecall import config
 from musicrecall.distributed import init, spawn
 from musicrecall.models import recipes
+
+log = logging.getLogger(__name__)
 
 MODELS = ("youtube_dnn", "sasrec", "sasrec_unshared", "mind")
 
@@ -177,16 +180,47 @@ def launch_runs(workers: int, arms: dict[str, Any], seeds: Sequence[int], **kwar
         return [row for r in range(workers) for row in json.loads(Path(f"{out}.{r}").read_text())]
 
 
+def memory_now() -> tuple[int, int] | None:
+    """``(available, this process's resident)`` bytes from Linux's /proc, or None where it cannot be read."""
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    kb = {}  # the two lines read "MemAvailable:  14502340 kB" and "VmRSS:  9338404 kB"
+    for line in (meminfo + status).splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("MemAvailable", "VmRSS") and rest.split():
+            kb[name] = int(rest.split()[0])
+    if len(kb) < 2:
+        return None
+    return kb["MemAvailable"] * 1024, kb["VmRSS"] * 1024
+
+
+def affordable_workers(wanted: int) -> int:
+    """How many of ``wanted`` training processes fit in the memory available now, each taken to be 1.5x this
+    process (each loads the whole log, as this one did). At profile medium two did not fit on 24 GB: the
+    kernel held 9.3 GB and one worker was killed by the kernel's OOM killer (the README's medium section)."""
+    mem = memory_now()
+    if mem is None or wanted <= 1:
+        return wanted
+    fit = max(1, int(mem[0] // (1.5 * max(mem[1], 1))))
+    if fit < wanted:
+        log.warning("parallel_runs %d -> %d: %.1f GB available, this process holds %.1f GB and each training "
+                    "process loads the log again", wanted, fit, mem[0] / 1e9, mem[1] / 1e9)
+    return min(wanted, fit)
+
+
 def pretrain_c2(arms: dict[str, Any], seeds: Sequence[int], *, nproc: int = 1, parallel_runs: int = 1,
                 **kwargs: Any) -> list[dict]:
     """Notebook 03's optional training before :func:`sequences.run_c2_world` (which then loads every model
     from its checkpoint): ``nproc >= 2`` trains each model data-parallel (:func:`launch_c2`, torch DDP),
     else ``parallel_runs >= 2`` trains independent runs side by side (:func:`launch_runs`, at most one
-    process per thread of :func:`musicrecall.config.n_threads`); otherwise nothing (the notebook trains in
-    its own process)."""
+    process per thread of :func:`musicrecall.config.n_threads`, and no more than the free memory holds:
+    :func:`affordable_workers`); otherwise nothing (the notebook trains in its own process)."""
     if nproc > 1:
         return launch_c2(nproc, arms, seeds, **kwargs)
-    workers = min(parallel_runs, config.n_threads())  # a process per thread of the budget at most
+    workers = affordable_workers(min(parallel_runs, config.n_threads()))  # a process per thread at most
     return launch_runs(workers, arms, seeds, **kwargs) if workers > 1 else []
 
 

@@ -9,8 +9,8 @@ and varies only their *norms* (lognormal spread ``--norm-sd``; the 1M bench uses
 * faiss HNSW with the inner product as its metric (no transform);
 * HNSW on the unit vectors (the cosine task: the graph on the same directions, no norms at all).
 
-Recall@200 is against exact search of the same task (``IndexFlatIP``); one thread, one build per row
-(M 32, efConstruction 200), 500 queries of the generator.
+Recall@200 is against exact search of the same task (``IndexFlatIP``); one thread, one graph per variant
+and norm spread (M 32, efConstruction 200), swept over efSearch; 500 queries of the generator.
 
     python bench/bench_hnsw_norms.py [--n 200000] [--norm-sd 0,0.1,0.2,0.35] [--ef-search 256,1024]
 """
@@ -39,20 +39,20 @@ def exact(songs: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     return flat.search(queries, k)[1]
 
 
-def hnsw_rows(name: str, base: np.ndarray, queries: np.ndarray, truth: np.ndarray, metric: int,
-              args: argparse.Namespace, **extra: object) -> list[dict]:
-    t = time.process_time()
-    index = faiss.IndexHNSWFlat(base.shape[1], args.M, metric)
-    index.hnsw.efConstruction = args.ef_construction
-    index.add(base)
-    build = time.process_time() - t
-    rows = []
+def sweep(name: str, index: FaissIndex, queries: np.ndarray, truth: np.ndarray, build_cpu: float,
+          args: argparse.Namespace, **info: object) -> None:
+    """Recall@k of ``index`` at every efSearch of ``args``, one JSON row each."""
     for ef in (int(e) for e in args.ef_search.split(",")):
-        index.hnsw.efSearch = ef
-        rows.append({"variant": name, **extra, "efSearch": ef, "recall@200": round(recall(index.search(queries, args.k)[1], truth), 3),
-                     "build_cpu_s": round(build, 1)})
-        print(json.dumps(rows[-1]), flush=True)
-    return rows
+        index.set_params(efSearch=ef)
+        print(json.dumps({"variant": name, **info, "efSearch": ef, "build_cpu_s": round(build_cpu, 1),
+                          "recall@200": round(recall(index.search(queries, args.k)[1], truth), 3)}), flush=True)
+
+
+def built(vectors: np.ndarray, args: argparse.Namespace, **kw: object) -> tuple[FaissIndex, float]:
+    """Serving's HNSW index over ``vectors`` and its build CPU seconds."""
+    t = time.process_time()
+    index = FaissIndex(vectors, kind="hnsw", M=args.M, efConstruction=args.ef_construction, **kw)
+    return index, time.process_time() - t
 
 
 def main() -> None:
@@ -76,18 +76,14 @@ def main() -> None:
         n2 = (x**2).sum(1)
         info = {"norm_sd": sd, "max_norm_over_median": round(float(np.sqrt(n2.max() / np.median(n2))), 2),
                 "extra_coord_share_median": round(float(np.median((n2.max() - n2) / n2.max())), 3)}
-        t = time.process_time()
-        index = FaissIndex(x, kind="hnsw", M=args.M, efConstruction=args.ef_construction)
-        build = time.process_time() - t
-        for ef in (int(e) for e in args.ef_search.split(",")):
-            index.set_params(efSearch=ef)
-            row = {"variant": "hnsw+mips (serving's FaissIndex)", **info, "efSearch": ef,
-                   "recall@200": round(recall(index.search(queries, args.k)[1], truth), 3), "build_cpu_s": round(build, 1)}
-            print(json.dumps(row), flush=True)
+        index, cpu = built(x, args)
+        sweep("hnsw+mips (serving's FaissIndex)", index, queries, truth, cpu, args, **info)
         if args.baselines and sd == float(args.norm_sd.split(",")[-1]):
-            hnsw_rows("hnsw inner product", x, queries, truth, faiss.METRIC_INNER_PRODUCT, args, **info)
+            index, cpu = built(x, args, mips_transform=False)  # faiss HNSW with the inner product as metric
+            sweep("hnsw inner product", index, queries, truth, cpu, args, **info)
     if args.baselines:
-        hnsw_rows("hnsw cosine (unit vectors)", unit, queries, exact(unit, queries, args.k), faiss.METRIC_INNER_PRODUCT, args)
+        index, cpu = built(unit, args, mips_transform=False)  # unit vectors: inner product = cosine
+        sweep("hnsw cosine (unit vectors)", index, queries, exact(unit, queries, args.k), cpu, args)
 
 
 if __name__ == "__main__":

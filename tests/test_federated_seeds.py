@@ -96,6 +96,13 @@ def test_validating_twice_a_pass_splits_each_pass_into_two_runs_of_its_batches()
     assert not np.array_equal(next(iter(whole(0)))["song_id"].numpy(), next(iter(whole(1)))["song_id"].numpy())
     rc = fp.RunConfig(epochs=30, validations_per_pass=2)
     assert rc.train_config().epochs == 60 and rc.train_config().patience == 3
+    from musicrecall.training import History  # the convergence table reads validations as passes, per run
+
+    runs = {("signal", "fed_dssm", 0): History(epochs=[{"seconds": 1.0}] * 7, best_epoch=4),
+            ("signal", "noisy", 0): History(epochs=[{"seconds": 1.0}] * 14, best_epoch=11)}
+    conv = fp.convergence_table(runs, {("signal", "fed_dssm", 0): 2, ("signal", "noisy", 0): 1})
+    assert conv["best_pass"].to_list() == [2.0, 11.0] and conv["passes_ran"].to_list() == [3.5, 14.0]
+    assert fp.convergence_table(runs, 2)["passes_ran"].to_list() == [3.5, 7.0]
 
 
 def test_notebook_08_adapter_trains_the_dssm_of_notebook_07():

@@ -23,6 +23,8 @@ Usage::
     PYTHONPATH=lib .venv/bin/python bench/bench_load.py kernels [--repeats 3] [--busy 2]
     PYTHONPATH=lib .venv/bin/python bench/bench_load.py notebooks [--profile tiny] [--repeats 3] [--warm]
         [--only 04,06,08] [--settings budget] [--out ratios.json]
+    PYTHONPATH=lib .venv/bin/python bench/bench_load.py workbook --profile small [--conditions quiet,loaded]
+        [--quiet-from reports/metrics.json] [--out workbook.json]
 """
 
 from __future__ import annotations
@@ -248,22 +250,74 @@ def notebooks(args: argparse.Namespace) -> None:
                                         "setting": SETTINGS[s], "notebooks": summary}, indent=1))
 
 
+def _workbook_run(profile: str, busy: int) -> dict:
+    """One ``python -m musicrecall.report run`` in fresh data and reports folders, ``busy`` spinning
+    processes beside it: its wall time, every notebook's seconds and status, others' cores, load average."""
+    tick = os.sysconf("SC_CLK_TCK")
+    with tempfile.TemporaryDirectory() as tmp:
+        env = _env({"MUSICRECALL_DATA": str(Path(tmp) / "data"), "MUSICRECALL_REPORTS": str(Path(tmp) / "reports")})
+        (Path(tmp) / "data").mkdir()
+        load0 = os.getloadavg()[0]
+        j0, own0, t0 = _busy_jiffies(), _own_cpu(), time.perf_counter()
+        with Busy(busy):
+            done = subprocess.run([sys.executable, "-m", "musicrecall.report", "run", "--profile", profile],
+                                  env=env, cwd=REPO, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        others = ((_busy_jiffies() - j0) / tick - (_own_cpu() - own0)) / wall
+        metrics_file = Path(tmp) / "reports" / "metrics.json"
+        runs = json.loads(metrics_file.read_text())["notebooks"] if metrics_file.exists() else {}
+    if done.returncode != 0:
+        print(done.stdout[-3000:], done.stderr[-3000:], flush=True)
+    return {"busy": busy, "wall": wall, "returncode": done.returncode, "load_before": load0,
+            "others_cores": max(others, 0.0),
+            "notebooks": {n: {"seconds": r.get("seconds"), "status": r.get("status")} for n, r in runs.items()}}
+
+
+def workbook(args: argparse.Namespace) -> None:
+    """The whole workbook quiet and loaded (or loaded only, against ``--quiet-from``); per-notebook ratios."""
+    runs = {}
+    for cond in args.conditions.split(","):
+        runs[cond] = _workbook_run(args.profile, args.busy if cond == "loaded" else 0)
+        print(f"{cond}: {runs[cond]['wall']:.0f} s wall, rc {runs[cond]['returncode']}, load before "
+              f"{runs[cond]['load_before']:.1f}, others {runs[cond]['others_cores']:.2f} cores", flush=True)
+    if args.quiet_from:
+        quiet = json.loads(Path(args.quiet_from).read_text())
+        runs["quiet"] = {"busy": 0, "wall": quiet.get("run", {}).get("wall_seconds"), "from": str(args.quiet_from),
+                         "notebooks": {n: {"seconds": r.get("seconds"), "status": r.get("status")}
+                                       for n, r in quiet["notebooks"].items()}}
+    if {"quiet", "loaded"} <= set(runs):
+        q, lo = runs["quiet"], runs["loaded"]
+        print(f"{'notebook':<30} {'quiet s':>8} {'loaded s':>9} {'ratio':>6}")
+        for name, r in q["notebooks"].items():
+            other = lo["notebooks"].get(name, {})
+            if r.get("seconds") and other.get("seconds"):
+                print(f"{name:<30} {r['seconds']:8.1f} {other['seconds']:9.1f} {other['seconds'] / r['seconds']:6.2f} "
+                      f"{other.get('status')}")
+        if q.get("wall") and lo.get("wall"):
+            print(f"{'whole workbook (wall)':<30} {q['wall']:8.1f} {lo['wall']:9.1f} {lo['wall'] / q['wall']:6.2f}")
+    if args.out:
+        args.out.write_text(json.dumps({"profile": args.profile, "busy": args.busy, "runs": runs}, indent=1))
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_worker":
         _kernel_worker()
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=["kernels", "notebooks"])
+    ap.add_argument("mode", choices=["kernels", "notebooks", "workbook"])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--busy", type=int, default=2)
     ap.add_argument("--settings", default=None, help="kernels: spin,budget,one; notebooks: budget")
     ap.add_argument("--profile", default="tiny")
     ap.add_argument("--only", default="", help="comma-separated notebook numbers, e.g. 04,06,08")
     ap.add_argument("--warm", action="store_true", help="run every notebook once first (fills the caches)")
-    ap.add_argument("--out", type=Path, default=None, help="notebooks: write the table as JSON")
+    ap.add_argument("--out", type=Path, default=None, help="notebooks, workbook: write the table as JSON")
+    ap.add_argument("--conditions", default="quiet,loaded", help="workbook: which runs, in order")
+    ap.add_argument("--quiet-from", type=Path, default=None,
+                    help="workbook: the quiet times from an earlier make run's reports/metrics.json")
     args = ap.parse_args()
     args.settings = args.settings or ("spin,budget,one" if args.mode == "kernels" else "budget")
-    (kernels if args.mode == "kernels" else notebooks)(args)
+    {"kernels": kernels, "notebooks": notebooks, "workbook": workbook}[args.mode](args)
 
 
 if __name__ == "__main__":

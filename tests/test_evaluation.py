@@ -456,3 +456,31 @@ def test_paired_lift_interval_is_infinite_not_nan_when_b_is_often_zero():
     a = np.ones(400)
     lift, lo, hi = paired_bootstrap_lift(a, b, n_boot=500, seed=0)
     assert lift == pytest.approx(399.0) and hi == math.inf and lo > 0
+
+
+def test_evaluate_recommender_ranks_unexcluded_kinds_once_with_the_same_lists():
+    """"all" and "repeat" (no exclusion) share one ranking call over the union of their users, and every
+    kind's per-user values equal those of ranking its own users alone."""
+    from musicrecall.evaluation import KINDS, evaluate_recommender, make_eval_setup
+
+    setup = make_eval_setup(_random_events(3, n=8000), 300, stage="test", valid_days=5, test_days=5,
+                            min_window_events=10, min_window_users=5)
+    assert all(setup.targets[k].n_users > 0 for k in KINDS)
+    calls = []
+
+    def recommend(users, k, exclude):  # per user: a fixed pseudo-random ranking, then the exclusion
+        calls.append((len(users), exclude is None))
+        rows = [np.random.default_rng(int(u)).permutation(300) for u in users]
+        if exclude is not None:
+            ex = exclude.to_sets()
+            rows = [r[~np.isin(r, list(ex.get(int(u), ())))] for u, r in zip(users, rows, strict=True)]
+        return np.stack([r[:k] for r in rows])
+
+    _, per_user = evaluate_recommender("m", recommend, setup, ks=(10, 50), n_boot=20)
+    union = np.union1d(setup.targets["all"].users, setup.targets["repeat"].users)
+    assert sorted(calls) == sorted([(len(union), True), (setup.targets["discovery"].n_users, False)])
+    for kind in KINDS:
+        t = setup.targets[kind]
+        alone = evaluate_lists(recommend(t.users, 50, setup.exclude[kind]), t, (10, 50), exclude=setup.exclude[kind])
+        for m, v in alone.items():
+            np.testing.assert_array_equal(per_user[kind][m], v)

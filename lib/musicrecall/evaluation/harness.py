@@ -120,14 +120,28 @@ def make_eval_setup(events: pl.DataFrame, n_items: int, stage: str = "test", val
 def evaluate_recommender(name: str, recommend: Recommend, setup: EvalSetup, ks: Iterable[int] = (50, 200),
                          n_boot: int = 1000, seed: int = 0) -> tuple[pl.DataFrame, dict[str, dict[str, np.ndarray]]]:
     """Evaluate one model on every target kind; returns the tidy table and the per-user values
-    (keep them for paired comparisons with :func:`musicrecall.evaluation.paired_bootstrap_lift`)."""
+    (keep them for paired comparisons with :func:`musicrecall.evaluation.paired_bootstrap_lift`).
+
+    ``recommend(users, k, exclude)`` must rank each user independently of the others in the call (every
+    recommender here does): the kinds without an exclusion ("all", "repeat") are ranked in one call over
+    the union of their users, and each takes its users' rows (the repeat users are all-kind users too, so
+    they are not ranked twice)."""
     ks = tuple(ks)
     tables, per_user = [], {}
+    plain = [setup.targets[kind].users for kind in KINDS
+             if setup.exclude[kind] is None and setup.targets[kind].n_users > 0]
+    shared = None
+    if len(plain) > 1:
+        union = np.unique(np.concatenate(plain).astype(np.int64))
+        shared = (union, recommend(union, max(ks), None))
     for kind in KINDS:
         t = setup.targets[kind]
         if t.n_users == 0:  # e.g. a small real export whose test window has no repeat plays
             continue
-        lists = recommend(t.users, max(ks), setup.exclude[kind])
+        if shared is not None and setup.exclude[kind] is None:
+            lists = shared[1][np.searchsorted(shared[0], np.asarray(t.users, dtype=np.int64))]
+        else:
+            lists = recommend(t.users, max(ks), setup.exclude[kind])
         values = evaluate_lists(lists, t, ks, exclude=setup.exclude[kind])
         per_user[kind] = values
         scalars = {f"coverage@{max(ks)}": coverage(lists[:, : max(ks)], setup.n_items),

@@ -539,15 +539,16 @@ def test_notebooks_run_side_by_side_only_after_what_they_read():
     names = ["00", "01", "02", "03", "04", "05", "06", "07", "08"]
     events, threads_of, peak = _scheduled(names, jobs=2)
     pos = {e: i for i, e in enumerate(events)}
-    assert pos[("end", "00")] < pos[("start", "01")]
-    for n in names[2:]:
-        assert pos[("end", "01")] < pos[("start", n)]
-    for n in names[2:8]:
+    for n in names[1:]:
+        assert pos[("end", "00")] < pos[("start", n)]  # every notebook reads the generated world
+    for n in names[1:8]:
         assert pos[("end", n)] < pos[("start", "08")]  # 08 reuses the models of 02-07
+    # 01 (the cleaning report) is no gate: the others clean through prepare's cache, so it runs in a lane
+    assert pos[("start", "02")] < pos[("end", "01")] or pos[("start", "03")] < pos[("end", "01")]
     assert peak == 2
-    # alone (00, 01, 08): every thread; side by side: a share each, never more threads than cores
-    assert threads_of["00"] == threads_of["01"] == threads_of["08"] == 2
-    assert all(threads_of[n] == 1 for n in names[2:7])
+    # alone (00, 08): every thread; side by side: a share each, never more threads than cores
+    assert threads_of["00"] == threads_of["08"] == 2
+    assert all(threads_of[n] == 1 for n in names[1:7])
 
 
 def test_one_job_runs_the_notebooks_one_at_a_time_in_order():
@@ -558,9 +559,9 @@ def test_one_job_runs_the_notebooks_one_at_a_time_in_order():
 
 
 def test_the_longest_expected_notebook_starts_first():
-    events, _, _ = _scheduled(["00", "01", "02", "03", "07"], jobs=2, expected={"07": 300, "03": 400, "02": 10})
+    events, _, _ = _scheduled(["00", "01", "02", "03", "07"], jobs=2, expected={"07": 300, "03": 400, "02": 10, "01": 60})
     starts = [n for kind, n in events if kind == "start"]
-    assert starts[:4] == ["00", "01", "03", "07"]
+    assert starts[:3] == ["00", "03", "07"]
 
 
 def test_a_kernel_gets_the_thread_budget_the_runner_gives_it(tmp_path):

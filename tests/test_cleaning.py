@@ -124,3 +124,38 @@ def test_noise_report_scores_rules_against_truth():
     assert rep["duplicate"]["precision"] == 1.0 and rep["duplicate"]["recall"] == 1.0
     assert rep["accidental"]["precision"] == 0.0 and rep["accidental"]["recall"] == 0.0
     assert rep["all"]["removed"] == 2 and rep["all"]["correct"] == 1
+
+
+_PREPARE_CHILD = """
+import sys, time
+import musicrecall.data as data
+import musicrecall.world as world
+real_gen, real_clean = world.generate_world, data.clean_log
+def slow_gen(*a, **k):  # a wide window: both processes miss the cache together
+    print("GENERATED", flush=True); time.sleep(2.0); return real_gen(*a, **k)
+def counted_clean(*a, **k):
+    print("CLEANED", flush=True); time.sleep(1.0); return real_clean(*a, **k)
+world.generate_world, data.clean_log = slow_gen, counted_clean
+p = data.prepare("world", profile="tiny", seed=3)
+print("ROWS", p.clean.events.height, int(p.clean.events["song_id"].sum()), p.clean.removed.height, flush=True)
+"""
+
+
+def test_kernels_side_by_side_build_a_missing_world_and_cleaning_once(tmp_path):
+    """Two processes that miss the same world and cleaned log at once (notebooks 02-07 start together): one
+    generates and cleans, the other waits on the build lock and reads the same result from the cache."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "MUSICRECALL_DATA": str(tmp_path), "MUSICRECALL_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "lib")}
+    procs = [subprocess.Popen([sys.executable, "-c", _PREPARE_CHILD], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=240)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    text = "".join(outs)
+    assert text.count("GENERATED") == 1 and text.count("CLEANED") == 1, outs
+    rows = [line for out in outs for line in out.splitlines() if line.startswith("ROWS")]
+    assert len(rows) == 2 and rows[0] == rows[1]

@@ -15,7 +15,7 @@ import polars as pl
 
 from musicrecall import cleaning as cleaning_module
 from musicrecall import rules as rules_module
-from musicrecall.cache import content_key, file_fingerprint, source_fingerprint
+from musicrecall.cache import build_lock, content_key, file_fingerprint, source_fingerprint
 from musicrecall.cleaning import CleaningConfig, CleanResult, accounting_table, clean_log
 from musicrecall.config import DATA_DIR, REPO_ROOT
 
@@ -47,16 +47,18 @@ def _world(profile: str, seed: int, effects) -> Dataset:
     effects = effects or Effects()
     key = content_key("world", profile, seed, asdict(effects), source_fingerprint(world_pkg))
     folder = DATA_DIR / "raw" / f"world-{profile}-seed{seed}-{key}"
-    if (folder / "config.json").exists():
-        w = World.load(folder)
-    else:
-        w = generate_world(profile=profile, seed=seed, effects=effects)
-        try:
-            w.save(folder)
-        except OSError:
-            # notebooks run side by side: another kernel saved the same content-keyed world first
+    w = None
+    if not (folder / "config.json").exists():
+        with build_lock(folder):  # notebooks run side by side: one kernel generates, the others wait for it
             if not (folder / "config.json").exists():
-                raise
+                w = generate_world(profile=profile, seed=seed, effects=effects)
+                try:
+                    w.save(folder)
+                except OSError:
+                    # another process (not through this lock) saved the same content-keyed world first
+                    if not (folder / "config.json").exists():
+                        raise
+    w = w or World.load(folder)
     return Dataset(f"world:{profile}:seed{seed}", w.events, w.items, w.users, w.triples, w.end_ts,
                    dict(w.truth), w.cross_business, w, key)
 
@@ -117,18 +119,24 @@ def prepare(dataset: str = "world", profile: str = "small", seed: int = 0, effec
     cfg, notes = cleaning_module.config_for_time_kind(config or CleaningConfig(), detect_time_kind(ds.events))
     key = content_key(ds.key, asdict(cfg), _engine_fingerprint(engine))
     processed, interim = DATA_DIR / "processed" / f"clean-{key}", DATA_DIR / "interim" / f"clean-{key}"
-    if (processed / "clean_events.parquet").exists() and (interim / "quarantine.parquet").exists():
-        kept = pl.read_parquet(processed / "clean_events.parquet")
-        removed = pl.read_parquet(interim / "quarantine.parquet")
-        result = CleanResult(kept, removed, accounting_table(ds.events.height, kept.height, removed), cfg,
-                             ds.events.height)
-        result.check_balance()
-    elif engine == "spark":
-        from musicrecall.spark import clean_frames
 
-        result = clean_frames(ds.events, ds.items, ds.now, cfg, DATA_DIR / "interim" / f"spark-{key}")
-        result.write(processed, interim)
-    else:
-        result = clean_log(ds.events, ds.items, ds.now, cfg)
-        result.write(processed, interim)
+    def cached() -> bool:
+        return (processed / "clean_events.parquet").exists() and (interim / "quarantine.parquet").exists()
+
+    if not cached():
+        with build_lock(processed):  # notebooks run side by side: one kernel cleans, the others wait for it
+            if not cached():
+                if engine == "spark":
+                    from musicrecall.spark import clean_frames
+
+                    result = clean_frames(ds.events, ds.items, ds.now, cfg, DATA_DIR / "interim" / f"spark-{key}")
+                else:
+                    result = clean_log(ds.events, ds.items, ds.now, cfg)
+                result.write(processed, interim)
+                return Prepared(ds, result, notes)
+    kept = pl.read_parquet(processed / "clean_events.parquet")
+    removed = pl.read_parquet(interim / "quarantine.parquet")
+    result = CleanResult(kept, removed, accounting_table(ds.events.height, kept.height, removed), cfg,
+                         ds.events.height)
+    result.check_balance()
     return Prepared(ds, result, notes)

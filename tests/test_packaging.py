@@ -53,3 +53,18 @@ def test_notebooks_are_committed_without_outputs_and_have_parameters():
         longest = {id(c): 40 if "parameters" in c.metadata.get("tags", []) else 30 for c in code}
         assert all(len(c.source.splitlines()) <= longest[id(c)] for c in code), f"{path.name}: a cell is too long"
         assert "record_metrics" in code[-1].source, f"{path.name}: last cell must record metrics"
+
+
+def test_papermill_reads_every_parameter_of_every_notebook():
+    """``papermill --help-notebook`` (and anything that inspects a notebook) lists every assignment of the
+    parameters cell: a comment papermill cannot parse silently drops that parameter from its listing."""
+    import ast
+
+    import nbformat
+    import papermill
+
+    for path in sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+        names = [t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign | ast.AnnAssign)
+                 for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)]
+        assert sorted(papermill.inspect_notebook(str(path))) == sorted(names), path.name

@@ -52,13 +52,9 @@ def _world(profile: str, seed: int, effects) -> Dataset:
         with build_lock(folder):  # notebooks run side by side: one kernel generates, the others wait for it
             if not (folder / "config.json").exists():
                 w = generate_world(profile=profile, seed=seed, effects=effects)
-                try:
-                    w.save(folder)
-                except OSError:
-                    # another process (not through this lock) saved the same content-keyed world first
-                    if not (folder / "config.json").exists():
-                        raise
-    w = w or World.load(folder)
+                w.save(folder)
+    if w is None:
+        w = World.load(folder)
     return Dataset(f"world:{profile}:seed{seed}", w.events, w.items, w.users, w.triples, w.end_ts,
                    dict(w.truth), w.cross_business, w, key)
 

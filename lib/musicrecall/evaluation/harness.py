@@ -123,7 +123,7 @@ def evaluate_recommender(name: str, recommend: Recommend, setup: EvalSetup, ks: 
     (keep them for paired comparisons with :func:`musicrecall.evaluation.paired_bootstrap_lift`).
 
     ``recommend(users, k, exclude)`` must rank each user independently of the others in the call (every
-    recommender here does): the kinds without an exclusion ("all", "repeat") are ranked in one call over
+    recommender here does; notebook 06's random baseline draws afresh per call, as before): the kinds without an exclusion ("all", "repeat") are ranked in one call over
     the union of their users, and each takes its users' rows (the repeat users are all-kind users too, so
     they are not ranked twice)."""
     ks = tuple(ks)

@@ -160,7 +160,7 @@ def test_sasrec_init_is_the_references_xavier_so_positions_are_visible():
     assert abs(float(item.std()) / np.sqrt(2.0 / (n + 1 + d)) - 1) < 0.05  # xavier_normal_ on [n + 1, d]
     assert float(model.item_emb.weight[n].detach().abs().sum()) == 0.0  # padding row
     # the sqrt(d)-scaled item input must not drown the positional embedding (it did at std 1/sqrt(d))
-    assert float(model.pos_emb.weight.std()) > 0.5 * float(item.std()) * np.sqrt(d)
+    assert float(model.pos_emb.weight.detach().std()) > 0.5 * float(item.detach().std()) * np.sqrt(d)
 
 
 def test_causal_loss_is_the_exact_full_softmax_for_a_small_catalogue():

@@ -126,36 +126,86 @@ def test_noise_report_scores_rules_against_truth():
     assert rep["all"]["removed"] == 2 and rep["all"]["correct"] == 1
 
 
-_PREPARE_CHILD = """
-import sys, time
+# Installed as sitecustomize.py on the PYTHONPATH of the test's processes, so every Python process they start
+# (the spawned builders included) counts its builds and names its pid.
+_BUILD_PROBE = """
+import os, time
+MODE = os.environ.get("PROBE_MODE", "count")
 import musicrecall.data as data
 import musicrecall.world as world
 real_gen, real_clean = world.generate_world, data.clean_log
 def slow_gen(*a, **k):  # a wide window: both processes miss the cache together
-    print("GENERATED", flush=True); time.sleep(2.0); return real_gen(*a, **k)
+    print("GENERATED", os.getpid(), flush=True)
+    if MODE == "kill":
+        os.kill(os.getpid(), 9)
+    time.sleep(2.0); return real_gen(*a, **k)
 def counted_clean(*a, **k):
-    print("CLEANED", flush=True); time.sleep(1.0); return real_clean(*a, **k)
+    print("CLEANED", os.getpid(), flush=True); time.sleep(1.0); return real_clean(*a, **k)
 world.generate_world, data.clean_log = slow_gen, counted_clean
+"""
+
+_PREPARE_CHILD = """
+import os
+import musicrecall.data as data
+print("CALLER", os.getpid(), flush=True)
 p = data.prepare("world", profile="tiny", seed=3)
 print("ROWS", p.clean.events.height, int(p.clean.events["song_id"].sum()), p.clean.removed.height, flush=True)
 """
 
 
-def test_kernels_side_by_side_build_a_missing_world_and_cleaning_once(tmp_path):
-    """Two processes that miss the same world and cleaned log at once (notebooks 02-07 start together): one
-    generates and cleans, the other waits on the build lock and reads the same result from the cache."""
+def _run_prepare_processes(tmp_path, n: int, mode: str = "count") -> list:
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    env = {**os.environ, "MUSICRECALL_DATA": str(tmp_path), "MUSICRECALL_THREADS": "1",
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "lib")}
-    procs = [subprocess.Popen([sys.executable, "-c", _PREPARE_CHILD], env=env, stdout=subprocess.PIPE, text=True)
-             for _ in range(2)]
-    outs = [p.communicate(timeout=240)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), outs
-    text = "".join(outs)
-    assert text.count("GENERATED") == 1 and text.count("CLEANED") == 1, outs
-    rows = [line for out in outs for line in out.splitlines() if line.startswith("ROWS")]
+    probe = tmp_path / "probe"
+    probe.mkdir(exist_ok=True)
+    (probe / "sitecustomize.py").write_text(_BUILD_PROBE)
+    env = {**os.environ, "MUSICRECALL_DATA": str(tmp_path / "data"), "MUSICRECALL_THREADS": "1", "PROBE_MODE": mode,
+           "PYTHONPATH": os.pathsep.join([str(probe), str(Path(__file__).resolve().parents[1] / "lib")])}
+    procs = [subprocess.Popen([sys.executable, "-c", _PREPARE_CHILD], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(n)]
+    outs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=240)
+        outs.append((proc.returncode, out, err))
+    return outs
+
+
+def _pids(outs: list, tag: str) -> list[str]:
+    return [line.split()[1] for _, out, _ in outs for line in out.splitlines() if line.startswith(tag)]
+
+
+def test_kernels_side_by_side_build_a_missing_world_and_cleaning_once(tmp_path):
+    """Two processes that miss the same world and cleaned log at once (notebooks 02-07 start together): one
+    generates and cleans, the other waits on the build lock and reads the same result from the cache. The build
+    runs in a child process of a caller, never in a caller (a kernel holding models would add its peaks)."""
+    outs = _run_prepare_processes(tmp_path, 2)
+    assert all(rc == 0 for rc, _, _ in outs), outs
+    generated, cleaned, callers = _pids(outs, "GENERATED"), _pids(outs, "CLEANED"), _pids(outs, "CALLER")
+    assert len(generated) == 1 and len(cleaned) == 1, outs
+    assert len(callers) == 2 and not set(generated + cleaned) & set(callers), outs
+    rows = [line for _, out, _ in outs for line in out.splitlines() if line.startswith("ROWS")]
     assert len(rows) == 2 and rows[0] == rows[1]
+
+
+def test_a_builder_killed_for_memory_is_an_error_that_says_so_and_caches_nothing(tmp_path):
+    """The out-of-memory killer takes the build process, not the kernel: the caller gets an error naming the
+    signal, and no half-written world is left to be read as a cache."""
+    outs = _run_prepare_processes(tmp_path, 1, mode="kill")
+    (rc, out, err), = outs
+    assert rc != 0 and "ROWS" not in out
+    assert "RuntimeError: the process building the world tiny:seed3 and its cleaning" in err
+    assert "killed by signal 9 (out of memory?)" in err and "nothing was cached" in err
+    assert not list((tmp_path / "data" / "raw").glob("world-*/config.json"))
+
+
+def test_a_builder_exception_reaches_the_caller_with_its_type_and_traceback(tmp_path, monkeypatch):
+    import musicrecall.data as data
+
+    monkeypatch.setattr(data, "DATA_DIR", tmp_path)  # the child builds under the caller's folder
+    with pytest.raises(ValueError, match="unknown profile 'huge'") as info:
+        data.prepare("world", profile="huge", seed=1)
+    note = "".join(info.value.__notes__)
+    assert "in a child process" in note and "generate_world" in note

@@ -3,10 +3,16 @@
 ``dataset="world"`` (the default) is the built-in simulated world at a profile and seed, optionally
 with placebo ``effects``; any other value is a folder written by :func:`musicrecall.io.save_dataset`
 (your own imported export). Both are cached under ``data/`` by content hash.
+
+What is missing from the cache (the world, the cleaned log) is built in a child process that writes it and
+exits; the caller then reads it from the cache. A notebook's kernel that already holds models and a first
+world (notebook 02's placebo cell at profile medium: 14-15 GB) would otherwise add generation and cleaning
+peaks of 11 and 15 GB to its own, and keep the freed memory the allocator does not return.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +23,11 @@ from musicrecall import cleaning as cleaning_module
 from musicrecall import rules as rules_module
 from musicrecall.cache import build_lock, content_key, file_fingerprint, source_fingerprint
 from musicrecall.cleaning import CleaningConfig, CleanResult, accounting_table, clean_log
-from musicrecall.config import DATA_DIR, REPO_ROOT
+from musicrecall.config import DATA_DIR, REPO_ROOT, n_threads
+
+# Build missing caches in a child process (see the module docstring); MUSICRECALL_BUILD_IN_CHILD=0 builds in
+# the calling process (for debugging a build with breakpoints).
+BUILD_IN_CHILD = os.environ.get("MUSICRECALL_BUILD_IN_CHILD", "1") != "0"
 
 
 @dataclass
@@ -40,29 +50,99 @@ class Dataset:
         return self.world is not None
 
 
-def _world(profile: str, seed: int, effects) -> Dataset:
+def _child_main(conn, task: str, kwargs: dict, threads: int, data_dir: str) -> None:
+    """Body of the build process: run ``task`` for its cache, send back ``None`` or the exception."""
+    import pickle
+    import traceback
+
+    from musicrecall.config import set_threads
+
+    global DATA_DIR
+    DATA_DIR = Path(data_dir)  # the caller's, even when it was changed after import (tests do)
+    try:
+        set_threads(threads)
+        if task == "world":
+            _world(**kwargs, in_child=False)
+        else:
+            prepare(**kwargs, in_child=False)
+        conn.send(None)
+    except BaseException as err:  # noqa: BLE001 - every failure goes back to the caller
+        trace = traceback.format_exc()
+        try:
+            payload = pickle.dumps(err)
+        except Exception:  # noqa: BLE001 - an exception that cannot travel becomes a RuntimeError
+            payload = pickle.dumps(RuntimeError(f"{type(err).__name__}: {err}"))
+        conn.send((payload, trace))
+    finally:
+        conn.close()
+
+
+def build_in_child(task: str, what: str, **kwargs) -> None:
+    """Build the cache of ``task`` (``"world"``: generate and save; ``"prepare"``: load and clean) in a spawned
+    process, wait for it, and re-raise its exception here (its traceback added as a note). A child killed by a
+    signal (the kernel's out-of-memory killer) raises a :class:`RuntimeError` that says so."""
+    import multiprocessing as mp
+    import pickle
+
+    ctx = mp.get_context("spawn")  # not fork: the caller may hold torch / OpenMP threads
+    parent_conn, child_conn = ctx.Pipe(duplex=False)
+    worker = ctx.Process(target=_child_main, args=(child_conn, task, kwargs, n_threads(), str(DATA_DIR)),
+                        name=f"build {what}")
+    worker.start()
+    child_conn.close()
+    try:
+        message = parent_conn.recv()
+    except EOFError:  # the child died before it could answer
+        message = None
+    worker.join()
+    parent_conn.close()
+    if message is not None:
+        err = pickle.loads(message[0])
+        err.add_note(f"(raised while building {what} in a child process; its traceback:)\n{message[1]}")
+        raise err
+    if worker.exitcode != 0:
+        cause = (f"killed by signal {-worker.exitcode}" + (" (out of memory?)" if worker.exitcode == -9 else "")
+                 if worker.exitcode < 0 else f"exit code {worker.exitcode}")
+        raise RuntimeError(f"the process building {what} under {DATA_DIR} died: {cause}; nothing was cached")
+
+
+def _world_folder(profile: str, seed: int, effects) -> tuple[Path, str]:
+    """Cache folder and content key of the world at (``profile``, ``seed``, ``effects``)."""
     from musicrecall import world as world_pkg
+    from musicrecall.world import Effects
+
+    key = content_key("world", profile, seed, asdict(effects or Effects()), source_fingerprint(world_pkg))
+    return DATA_DIR / "raw" / f"world-{profile}-seed{seed}-{key}", key
+
+
+def _world(profile: str, seed: int, effects, in_child: bool | None = None) -> Dataset:
     from musicrecall.world import Effects, World, generate_world
 
     effects = effects or Effects()
-    key = content_key("world", profile, seed, asdict(effects), source_fingerprint(world_pkg))
-    folder = DATA_DIR / "raw" / f"world-{profile}-seed{seed}-{key}"
+    folder, key = _world_folder(profile, seed, effects)
     w = None
     if not (folder / "config.json").exists():
-        with build_lock(folder):  # notebooks run side by side: one kernel generates, the others wait for it
-            if not (folder / "config.json").exists():
-                w = generate_world(profile=profile, seed=seed, effects=effects)
-                w.save(folder)
+        if BUILD_IN_CHILD if in_child is None else in_child:
+            build_in_child("world", f"the world {folder.name}", profile=profile, seed=seed, effects=effects)
+        else:
+            with build_lock(folder):  # notebooks run side by side: one kernel generates, the others wait for it
+                if not (folder / "config.json").exists():
+                    w = generate_world(profile=profile, seed=seed, effects=effects)
+                    w.save(folder)
     if w is None:
         w = World.load(folder)
     return Dataset(f"world:{profile}:seed{seed}", w.events, w.items, w.users, w.triples, w.end_ts,
                    dict(w.truth), w.cross_business, w, key)
 
 
-def load_dataset(dataset: str = "world", profile: str = "small", seed: int = 0, effects=None) -> Dataset:
-    """The simulated world (``dataset="world"``) or an imported dataset folder."""
+def load_dataset(dataset: str = "world", profile: str = "small", seed: int = 0, effects=None,
+                 in_child: bool | None = None) -> Dataset:
+    """The simulated world (``dataset="world"``) or an imported dataset folder.
+
+    A world not in the cache yet is generated and saved in a child process (``in_child=None`` follows
+    ``BUILD_IN_CHILD``), then read back here."""
     if dataset == "world":
-        return _world(profile, seed, effects)
+        return _world(profile, seed, effects, in_child)
     from musicrecall.io import load_dataset_dir
 
     folder = Path(dataset).expanduser()
@@ -100,8 +180,12 @@ def _engine_fingerprint(engine: str) -> str:
 
 
 def prepare(dataset: str = "world", profile: str = "small", seed: int = 0, effects=None,
-            config: CleaningConfig | None = None, engine: str = "polars") -> Prepared:
+            config: CleaningConfig | None = None, engine: str = "polars", in_child: bool | None = None) -> Prepared:
     """Load and clean; cleaned plays go to ``data/processed/``, removed rows to ``data/interim/``.
+
+    What the cache misses is built in a child process (``in_child=None`` follows ``BUILD_IN_CHILD``): a
+    missing world and its cleaning in one child, a missing cleaning of a dataset at hand in one child; the
+    result is then read from the cache here. Spark cleaning runs here (its work is in Spark's own JVM).
 
     ``engine="spark"`` runs the cleaning on Apache Spark (the active SparkSession, or a local one; see
     :mod:`musicrecall.spark`) with the same rules and the same result; it is cached apart, so a run
@@ -109,7 +193,13 @@ def prepare(dataset: str = "world", profile: str = "small", seed: int = 0, effec
     """
     if engine not in ENGINES:
         raise ValueError(f"engine {engine!r}: expected one of {ENGINES}")
-    ds = load_dataset(dataset, profile, seed, effects)
+    in_child = BUILD_IN_CHILD if in_child is None else in_child
+    build_args = dict(dataset=dataset, profile=profile, seed=seed, effects=effects, config=config, engine=engine)
+    if (in_child and engine == "polars" and dataset == "world"
+            and not (_world_folder(profile, seed, effects)[0] / "config.json").exists()):
+        # one child generates the world and cleans it; this process then reads both
+        build_in_child("prepare", f"the world {profile}:seed{seed} and its cleaning", **build_args)
+    ds = load_dataset(dataset, profile, seed, effects, in_child)
     from musicrecall.evaluation import detect_time_kind
 
     cfg, notes = cleaning_module.config_for_time_kind(config or CleaningConfig(), detect_time_kind(ds.events))
@@ -119,6 +209,8 @@ def prepare(dataset: str = "world", profile: str = "small", seed: int = 0, effec
     def cached() -> bool:
         return (processed / "clean_events.parquet").exists() and (interim / "quarantine.parquet").exists()
 
+    if not cached() and in_child and engine == "polars":
+        build_in_child("prepare", f"the cleaning of {ds.name}", **build_args)
     if not cached():
         with build_lock(processed):  # notebooks run side by side: one kernel cleans, the others wait for it
             if not cached():

@@ -45,7 +45,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "$(FAST)"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check lib tests bench
+	$(VENV)/bin/ruff check lib tests bench notebooks
 
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -68,3 +68,13 @@ def test_papermill_reads_every_parameter_of_every_notebook():
         names = [t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign | ast.AnnAssign)
                  for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)]
         assert sorted(papermill.inspect_notebook(str(path))) == sorted(names), path.name
+
+
+def test_code_and_notebooks_are_ruff_clean():
+    """``make lint``'s check, notebooks included (ruff reads their code cells), so CI keeps it clean."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", "lib", "tests", "bench",
+                          "notebooks"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

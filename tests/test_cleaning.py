@@ -209,3 +209,33 @@ def test_a_builder_exception_reaches_the_caller_with_its_type_and_traceback(tmp_
         data.prepare("world", profile="huge", seed=1)
     note = "".join(info.value.__notes__)
     assert "in a child process" in note and "generate_world" in note
+
+
+def test_build_ahead_leaves_prepare_nothing_to_build(tmp_path, monkeypatch):
+    """A notebook builds its placebo world ahead, while its kernel is small; the later ``prepare`` only reads, and
+    ``build_ahead`` finds the world and its cleaning cached by the same keys as ``prepare``."""
+    import shutil
+
+    import musicrecall.data as data
+
+    monkeypatch.setattr(data, "DATA_DIR", tmp_path)
+    from musicrecall.world import Effects
+
+    effects = Effects().placebo("sequence")
+    assert data.build_ahead(profile="tiny", seed=5, effects=effects) is True
+
+    def no_build(*a, **k):
+        raise AssertionError("prepare built after build_ahead")
+
+    with monkeypatch.context() as m:
+        m.setattr(data, "build_in_child", no_build)
+        m.setattr(data, "clean_log", no_build)
+        prep = data.prepare("world", profile="tiny", seed=5, effects=effects)
+        assert data.build_ahead(profile="tiny", seed=5, effects=effects) is False
+    assert prep.clean.events.height > 0
+    # the world cached, its cleaning gone (a cleaning rule changed): build_ahead cleans it again
+    for folder in (tmp_path / "processed").glob("clean-*"):
+        shutil.rmtree(folder)
+    assert data.build_ahead(profile="tiny", seed=5, effects=effects) is True
+    assert data.prepare("world", profile="tiny", seed=5, effects=effects).clean.events.height == prep.clean.events.height
+    assert data.build_ahead("data/raw/some-import", profile="tiny") is False  # no placebo world to build

@@ -179,6 +179,44 @@ def _engine_fingerprint(engine: str) -> str:
     return "spark:" + source_fingerprint(cleaning_module, rules_module, spark_pkg)
 
 
+def _cleaning_target(dataset_key: str, events: pl.DataFrame, config: CleaningConfig | None, engine: str
+                     ) -> tuple[CleaningConfig, list[str], Path, Path]:
+    """The cleaning config adapted to the data's time kind (``events`` may be just its ``ts`` maximum), the notes
+    saying how, and the cache folders of the kept and the removed rows."""
+    from musicrecall.evaluation import detect_time_kind
+
+    cfg, notes = cleaning_module.config_for_time_kind(config or CleaningConfig(), detect_time_kind(events))
+    key = content_key(dataset_key, asdict(cfg), _engine_fingerprint(engine))
+    return cfg, notes, DATA_DIR / "processed" / f"clean-{key}", DATA_DIR / "interim" / f"clean-{key}"
+
+
+def _is_cleaned(processed: Path, interim: Path) -> bool:
+    return (processed / "clean_events.parquet").exists() and (interim / "quarantine.parquet").exists()
+
+
+def build_ahead(dataset: str = "world", profile: str = "small", seed: int = 0, effects=None,
+                config: CleaningConfig | None = None) -> bool:
+    """Generate and clean a world that a notebook reads later (its placebo world) *now*, in a child process,
+    while the kernel is still small; the later :func:`prepare` with the same arguments reads the cache.
+
+    Building in a child keeps the builder's peak out of the kernel, but the two still add up while it runs: at
+    profile medium a kernel holding notebook 02's models (14-15 GB) plus a child generating and cleaning a world
+    (~11 GB) is more than 24 GB, at the start of the notebook it is not. Returns whether anything was built; an
+    imported dataset has no placebo world (nothing to build), and ``BUILD_IN_CHILD`` off defers to ``prepare``.
+    """
+    if dataset != "world" or not BUILD_IN_CHILD:
+        return False
+    folder, key = _world_folder(profile, seed, effects)
+    if (folder / "config.json").exists():
+        # the time kind needs only the timestamps' type and maximum, not the 22M-row log
+        ts_max = pl.scan_parquet(folder / "events.parquet").select(pl.col("ts").max()).collect()
+        if _is_cleaned(*_cleaning_target(key, ts_max, config, "polars")[2:]):
+            return False
+    build_in_child("prepare", f"the world {profile}:seed{seed} ahead", dataset=dataset, profile=profile, seed=seed,
+                   effects=effects, config=config, engine="polars")
+    return True
+
+
 def prepare(dataset: str = "world", profile: str = "small", seed: int = 0, effects=None,
             config: CleaningConfig | None = None, engine: str = "polars", in_child: bool | None = None) -> Prepared:
     """Load and clean; cleaned plays go to ``data/processed/``, removed rows to ``data/interim/``.
@@ -200,24 +238,17 @@ def prepare(dataset: str = "world", profile: str = "small", seed: int = 0, effec
         # one child generates the world and cleans it; this process then reads both
         build_in_child("prepare", f"the world {profile}:seed{seed} and its cleaning", **build_args)
     ds = load_dataset(dataset, profile, seed, effects, in_child)
-    from musicrecall.evaluation import detect_time_kind
-
-    cfg, notes = cleaning_module.config_for_time_kind(config or CleaningConfig(), detect_time_kind(ds.events))
-    key = content_key(ds.key, asdict(cfg), _engine_fingerprint(engine))
-    processed, interim = DATA_DIR / "processed" / f"clean-{key}", DATA_DIR / "interim" / f"clean-{key}"
-
-    def cached() -> bool:
-        return (processed / "clean_events.parquet").exists() and (interim / "quarantine.parquet").exists()
-
-    if not cached() and in_child and engine == "polars":
+    cfg, notes, processed, interim = _cleaning_target(ds.key, ds.events, config, engine)
+    if not _is_cleaned(processed, interim) and in_child and engine == "polars":
         build_in_child("prepare", f"the cleaning of {ds.name}", **build_args)
-    if not cached():
+    if not _is_cleaned(processed, interim):
         with build_lock(processed):  # notebooks run side by side: one kernel cleans, the others wait for it
-            if not cached():
+            if not _is_cleaned(processed, interim):
                 if engine == "spark":
                     from musicrecall.spark import clean_frames
 
-                    result = clean_frames(ds.events, ds.items, ds.now, cfg, DATA_DIR / "interim" / f"spark-{key}")
+                    spark_dir = DATA_DIR / "interim" / processed.name.replace("clean-", "spark-", 1)
+                    result = clean_frames(ds.events, ds.items, ds.now, cfg, spark_dir)
                 else:
                     result = clean_log(ds.events, ds.items, ds.now, cfg)
                 result.write(processed, interim)

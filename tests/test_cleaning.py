@@ -138,6 +138,8 @@ def slow_gen(*a, **k):  # a wide window: both processes miss the cache together
     print("GENERATED", os.getpid(), flush=True)
     if MODE == "kill":
         os.kill(os.getpid(), 9)
+    if MODE == "hang":
+        time.sleep(120)
     time.sleep(2.0); return real_gen(*a, **k)
 def counted_clean(*a, **k):
     print("CLEANED", os.getpid(), flush=True); time.sleep(1.0); return real_clean(*a, **k)
@@ -145,7 +147,8 @@ world.generate_world, data.clean_log = slow_gen, counted_clean
 """
 
 _PREPARE_CHILD = """
-import os
+import os, signal
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a kernel, even if started with SIGINT ignored
 import musicrecall.data as data
 print("CALLER", os.getpid(), flush=True)
 p = data.prepare("world", profile="tiny", seed=3)
@@ -154,6 +157,15 @@ print("ROWS", p.clean.events.height, int(p.clean.events["song_id"].sum()), p.cle
 
 
 def _run_prepare_processes(tmp_path, n: int, mode: str = "count") -> list:
+    procs = [_start_prepare(tmp_path, mode) for _ in range(n)]
+    outs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=240)
+        outs.append((proc.returncode, out, err))
+    return outs
+
+
+def _start_prepare(tmp_path, mode: str = "count"):
     import os
     import subprocess
     import sys
@@ -164,13 +176,8 @@ def _run_prepare_processes(tmp_path, n: int, mode: str = "count") -> list:
     (probe / "sitecustomize.py").write_text(_BUILD_PROBE)
     env = {**os.environ, "MUSICRECALL_DATA": str(tmp_path / "data"), "MUSICRECALL_THREADS": "1", "PROBE_MODE": mode,
            "PYTHONPATH": os.pathsep.join([str(probe), str(Path(__file__).resolve().parents[1] / "lib")])}
-    procs = [subprocess.Popen([sys.executable, "-c", _PREPARE_CHILD], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(n)]
-    outs = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=240)
-        outs.append((proc.returncode, out, err))
-    return outs
+    return subprocess.Popen([sys.executable, "-c", _PREPARE_CHILD], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def _pids(outs: list, tag: str) -> list[str]:
@@ -239,3 +246,29 @@ def test_build_ahead_leaves_prepare_nothing_to_build(tmp_path, monkeypatch):
     assert data.build_ahead(profile="tiny", seed=5, effects=effects) is True
     assert data.prepare("world", profile="tiny", seed=5, effects=effects).clean.events.height == prep.clean.events.height
     assert data.build_ahead("data/raw/some-import", profile="tiny") is False  # no placebo world to build
+
+
+@pytest.mark.parametrize("how", ["interrupted", "killed"])
+def test_a_builder_stops_with_its_caller(tmp_path, how):
+    """The notebook's stop button (SIGINT in the kernel) or a killed kernel while a child builds: the builder
+    stops too, rather than holding the lock and its memory for a result nobody waits for."""
+    import signal
+    import time
+
+    from musicrecall.cache import pid_alive
+
+    proc = _start_prepare(tmp_path, mode="hang")
+    line = ""
+    while not line.startswith("GENERATED"):  # the builder is at work
+        line = proc.stdout.readline()
+        assert line or proc.poll() is None, proc.stderr.read()
+    builder = int(line.split()[1])
+    proc.send_signal(signal.SIGINT if how == "interrupted" else signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert how == "killed" or "KeyboardInterrupt" in err
+    deadline = time.monotonic() + 10
+    while pid_alive(builder) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(builder), "the builder outlived its caller"
+    assert not list((tmp_path / "data" / "raw").glob("world-*/config.json"))

@@ -12,6 +12,7 @@ peaks of 11 and 15 GB to its own, and keep the freed memory the allocator does n
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -50,13 +51,28 @@ class Dataset:
         return self.world is not None
 
 
-def _child_main(conn, task: str, kwargs: dict, threads: int, data_dir: str) -> None:
-    """Body of the build process: run ``task`` for its cache, send back ``None`` or the exception."""
+# The build process's entry (``python -c``, not multiprocessing: spawn would re-run a calling script that lacks an
+# ``if __name__ == "__main__"`` guard). It reads the caller's sys.path, then the job, from stdin.
+_CHILD_BOOT = ("import pickle, sys; path, job = pickle.load(sys.stdin.buffer); sys.path[:0] = path; "
+               "from musicrecall.data import _child_main; _child_main(job)")
+
+
+def _child_main(job: bytes) -> None:
+    """Body of the build process: run the task for its cache, send back ``None`` or the exception."""
     import pickle
+    import threading
     import traceback
 
     from musicrecall.config import set_threads
 
+    task, kwargs, threads, data_dir, result_fd = pickle.loads(job)
+
+    def exit_with_caller() -> None:  # the caller holds stdin open: EOF means it died, so stop building for nobody
+        while os.read(0, 1 << 16):  # the raw descriptor: a daemon thread inside sys.stdin's lock aborts at exit
+            pass
+        os._exit(1)
+
+    threading.Thread(target=exit_with_caller, daemon=True).start()
     global DATA_DIR
     DATA_DIR = Path(data_dir)  # the caller's, even when it was changed after import (tests do)
     try:
@@ -65,44 +81,56 @@ def _child_main(conn, task: str, kwargs: dict, threads: int, data_dir: str) -> N
             _world(**kwargs, in_child=False)
         else:
             prepare(**kwargs, in_child=False)
-        conn.send(None)
+        message = None
     except BaseException as err:  # noqa: BLE001 - every failure goes back to the caller
         trace = traceback.format_exc()
         try:
             payload = pickle.dumps(err)
         except Exception:  # noqa: BLE001 - an exception that cannot travel becomes a RuntimeError
             payload = pickle.dumps(RuntimeError(f"{type(err).__name__}: {err}"))
-        conn.send((payload, trace))
-    finally:
-        conn.close()
+        message = (payload, trace)
+    with os.fdopen(result_fd, "wb") as out:
+        pickle.dump(message, out)
 
 
 def build_in_child(task: str, what: str, **kwargs) -> None:
-    """Build the cache of ``task`` (``"world"``: generate and save; ``"prepare"``: load and clean) in a spawned
-    process, wait for it, and re-raise its exception here (its traceback added as a note). A child killed by a
-    signal (the kernel's out-of-memory killer) raises a :class:`RuntimeError` that says so."""
-    import multiprocessing as mp
+    """Build the cache of ``task`` (``"world"``: generate and save; ``"prepare"``: load and clean) in a fresh
+    Python process, wait for it, and re-raise its exception here (its traceback added as a note). A child killed
+    by a signal (the out-of-memory killer) raises a :class:`RuntimeError` that says so; an interrupted caller
+    stops its child, and a child whose caller died stops by itself."""
     import pickle
+    import subprocess
+    import sys
 
-    ctx = mp.get_context("spawn")  # not fork: the caller may hold torch / OpenMP threads
-    parent_conn, child_conn = ctx.Pipe(duplex=False)
-    worker = ctx.Process(target=_child_main, args=(child_conn, task, kwargs, n_threads(), str(DATA_DIR)),
-                        name=f"build {what}")
-    worker.start()
-    child_conn.close()
+    read_fd, write_fd = os.pipe()
+    job = pickle.dumps((task, kwargs, n_threads(), str(DATA_DIR), write_fd))
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD_BOOT], stdin=subprocess.PIPE, pass_fds=(write_fd,))
+    os.close(write_fd)
     try:
-        message = parent_conn.recv()
-    except EOFError:  # the child died before it could answer
-        message = None
-    worker.join()
-    parent_conn.close()
+        try:
+            proc.stdin.write(pickle.dumps((list(sys.path), job)))
+            proc.stdin.flush()
+        except BrokenPipeError:  # it died at start-up: its exit code says how, below
+            pass
+        with os.fdopen(read_fd, "rb") as answer:
+            reply = answer.read()  # until the child closes its end (done, or dead)
+        proc.wait()
+    except BaseException:  # interrupted (the notebook's stop button): stop the build too, its writes are atomic
+        proc.terminate()
+        proc.wait()
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+    message = pickle.loads(reply) if reply else None
     if message is not None:
         err = pickle.loads(message[0])
         err.add_note(f"(raised while building {what} in a child process; its traceback:)\n{message[1]}")
         raise err
-    if worker.exitcode != 0:
-        cause = (f"killed by signal {-worker.exitcode}" + (" (out of memory?)" if worker.exitcode == -9 else "")
-                 if worker.exitcode < 0 else f"exit code {worker.exitcode}")
+    if proc.returncode != 0 or not reply:
+        code = proc.returncode
+        cause = (f"killed by signal {-code}" + (" (out of memory?)" if code == -9 else "") if code < 0
+                 else f"exit code {code}")
         raise RuntimeError(f"the process building {what} under {DATA_DIR} died: {cause}; nothing was cached")
 
 

@@ -176,8 +176,11 @@ def _start_prepare(tmp_path, mode: str = "count"):
     (probe / "sitecustomize.py").write_text(_BUILD_PROBE)
     env = {**os.environ, "MUSICRECALL_DATA": str(tmp_path / "data"), "MUSICRECALL_THREADS": "1", "PROBE_MODE": mode,
            "PYTHONPATH": os.pathsep.join([str(probe), str(Path(__file__).resolve().parents[1] / "lib")])}
-    return subprocess.Popen([sys.executable, "-c", _PREPARE_CHILD], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    # a script file without a main guard: a builder started by multiprocessing's spawn would re-run it
+    script = probe / "caller.py"
+    script.write_text(_PREPARE_CHILD)
+    return subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
 def _pids(outs: list, tag: str) -> list[str]:

@@ -275,3 +275,26 @@ def test_a_builder_stops_with_its_caller(tmp_path, how):
         time.sleep(0.1)
     assert not pid_alive(builder), "the builder outlived its caller"
     assert not list((tmp_path / "data" / "raw").glob("world-*/config.json"))
+
+
+def test_prepare_without_the_raw_log_gives_the_same_cleaned_plays(tmp_path, monkeypatch):
+    """``raw_log=False`` (notebooks after cleaning, to fit profile medium): the same cleaned plays, removals and
+    accounting, the raw log's schema and row count without its rows, no noise flags; ``lacks`` asks for the cleaned
+    plays instead of judging an empty log; a missing cleaning is still built from the raw log."""
+    import musicrecall.data as data
+    from musicrecall.yardsticks import lacks
+
+    monkeypatch.setattr(data, "DATA_DIR", tmp_path)
+    lean = data.prepare("world", profile="tiny", seed=2, raw_log=False)  # builds: the cleaning reads the raw log
+    full = data.prepare("world", profile="tiny", seed=2)
+    assert full.dataset.raw_log_loaded and not lean.dataset.raw_log_loaded
+    assert lean.dataset.events.height == 0 and lean.dataset.events.schema == full.dataset.events.schema
+    assert lean.dataset.raw_rows == full.dataset.raw_rows == full.dataset.events.height
+    assert "event_noise" in full.dataset.truth and "event_noise" not in lean.dataset.truth
+    assert set(lean.dataset.truth) == set(full.dataset.truth) - {"event_noise"}
+    assert lean.clean.events.equals(full.clean.events) and lean.clean.removed.equals(full.clean.removed)
+    assert lean.clean.accounting.equals(full.clean.accounting)
+    assert data.prepare("world", profile="tiny", seed=2, raw_log=False).clean.events.equals(full.clean.events)
+    with pytest.raises(ValueError, match="raw log was not loaded"):
+        lacks(lean.dataset)
+    assert lacks(lean.dataset, lean.clean.events) == lacks(full.dataset, full.clean.events)

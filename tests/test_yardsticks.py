@@ -63,6 +63,7 @@ def test_plain_verdicts_say_when_a_model_loses_to_item_cf():
 def test_lacks_names_what_an_order_only_one_person_log_does_not_have(capsys):
     class _DS:  # the fields lacks() reads of a Dataset
         is_world = False
+        raw_log_loaded = True
         events = pl.DataFrame({"user_id": [0, 0], "song_id": [1, 2], "entry": [None, None], "play_ms": [None, None],
                                "ts": [datetime(1970, 1, 1, tzinfo=UTC), datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)]},
                               schema_overrides={"entry": pl.String, "play_ms": pl.Int64})

@@ -45,6 +45,12 @@ class Dataset:
     cross_business: pl.DataFrame | None = None  # party B's user features (world only)
     world: object | None = None  # the musicrecall.world.World, when simulated
     key: str = ""  # content hash of the source (world parameters and code, or the dataset files)
+    raw_rows: int = -1  # rows of the raw log (also when it was not loaded: see ``raw_log``)
+
+    @property
+    def raw_log_loaded(self) -> bool:
+        """Whether ``events`` holds the raw log (``prepare(..., raw_log=False)`` leaves it out)."""
+        return self.events.height == self.raw_rows
 
     @property
     def is_world(self) -> bool:
@@ -143,7 +149,7 @@ def _world_folder(profile: str, seed: int, effects) -> tuple[Path, str]:
     return DATA_DIR / "raw" / f"world-{profile}-seed{seed}-{key}", key
 
 
-def _world(profile: str, seed: int, effects, in_child: bool | None = None) -> Dataset:
+def _world(profile: str, seed: int, effects, in_child: bool | None = None, raw_log: bool = True) -> Dataset:
     from musicrecall.world import Effects, World, generate_world
 
     effects = effects or Effects()
@@ -158,19 +164,25 @@ def _world(profile: str, seed: int, effects, in_child: bool | None = None) -> Da
                     w = generate_world(profile=profile, seed=seed, effects=effects)
                     w.save(folder)
     if w is None:
-        w = World.load(folder)
+        w = World.load(folder, raw_log=raw_log)
+    raw_rows = w.events.height if raw_log else _parquet_rows(folder / "events.parquet")
     return Dataset(f"world:{profile}:seed{seed}", w.events, w.items, w.users, w.triples, w.end_ts,
-                   dict(w.truth), w.cross_business, w, key)
+                   dict(w.truth), w.cross_business, w, key, raw_rows)
+
+
+def _parquet_rows(path: Path) -> int:
+    return int(pl.scan_parquet(path).select(pl.len()).collect().item())
 
 
 def load_dataset(dataset: str = "world", profile: str = "small", seed: int = 0, effects=None,
-                 in_child: bool | None = None) -> Dataset:
+                 in_child: bool | None = None, raw_log: bool = True) -> Dataset:
     """The simulated world (``dataset="world"``) or an imported dataset folder.
 
     A world not in the cache yet is generated and saved in a child process (``in_child=None`` follows
-    ``BUILD_IN_CHILD``), then read back here."""
+    ``BUILD_IN_CHILD``), then read back here. ``raw_log=False`` does not read the world's raw log and noise
+    flags (see :meth:`musicrecall.world.World.load`); an imported dataset is always read whole."""
     if dataset == "world":
-        return _world(profile, seed, effects, in_child)
+        return _world(profile, seed, effects, in_child, raw_log)
     from musicrecall.io import load_dataset_dir
 
     folder = Path(dataset).expanduser()
@@ -181,7 +193,8 @@ def load_dataset(dataset: str = "world", profile: str = "small", seed: int = 0, 
                                 "musicrecall.io.save_dataset)")
     tables = load_dataset_dir(folder)
     return Dataset(folder.name, tables["events"], tables["items"], tables["users"], tables["triples"],
-                   now=datetime.now(UTC), key=file_fingerprint(list(folder.glob("*.parquet"))))
+                   now=datetime.now(UTC), key=file_fingerprint(list(folder.glob("*.parquet"))),
+                   raw_rows=tables["events"].height)
 
 
 @dataclass
@@ -218,6 +231,11 @@ def _cleaning_target(dataset_key: str, events: pl.DataFrame, config: CleaningCon
     return cfg, notes, DATA_DIR / "processed" / f"clean-{key}", DATA_DIR / "interim" / f"clean-{key}"
 
 
+def _world_ts_max(profile: str, seed: int, effects) -> pl.DataFrame:
+    """The saved world's ``ts`` maximum as a one-row frame: all the time kind needs, without the 22M-row log."""
+    return pl.scan_parquet(_world_folder(profile, seed, effects)[0] / "events.parquet").select(pl.col("ts").max()).collect()
+
+
 def _is_cleaned(processed: Path, interim: Path) -> bool:
     return (processed / "clean_events.parquet").exists() and (interim / "quarantine.parquet").exists()
 
@@ -235,19 +253,22 @@ def build_ahead(dataset: str = "world", profile: str = "small", seed: int = 0, e
     if dataset != "world" or not BUILD_IN_CHILD:
         return False
     folder, key = _world_folder(profile, seed, effects)
-    if (folder / "config.json").exists():
-        # the time kind needs only the timestamps' type and maximum, not the 22M-row log
-        ts_max = pl.scan_parquet(folder / "events.parquet").select(pl.col("ts").max()).collect()
-        if _is_cleaned(*_cleaning_target(key, ts_max, config, "polars")[2:]):
-            return False
+    if (folder / "config.json").exists() and _is_cleaned(
+            *_cleaning_target(key, _world_ts_max(profile, seed, effects), config, "polars")[2:]):
+        return False
     build_in_child("prepare", f"the world {profile}:seed{seed} ahead", dataset=dataset, profile=profile, seed=seed,
                    effects=effects, config=config, engine="polars")
     return True
 
 
 def prepare(dataset: str = "world", profile: str = "small", seed: int = 0, effects=None,
-            config: CleaningConfig | None = None, engine: str = "polars", in_child: bool | None = None) -> Prepared:
+            config: CleaningConfig | None = None, engine: str = "polars", in_child: bool | None = None,
+            raw_log: bool = True) -> Prepared:
     """Load and clean; cleaned plays go to ``data/processed/``, removed rows to ``data/interim/``.
+
+    ``raw_log=False`` (the simulated world only) leaves the raw log and its noise flags out of the returned
+    dataset (``dataset.events`` is empty, ``dataset.raw_rows`` counts it): the notebooks after cleaning read the
+    cleaned plays, and at profile medium the two are about half of what a world costs a kernel.
 
     What the cache misses is built in a child process (``in_child=None`` follows ``BUILD_IN_CHILD``): a
     missing world and its cleaning in one child, a missing cleaning of a dataset at hand in one child; the
@@ -265,10 +286,13 @@ def prepare(dataset: str = "world", profile: str = "small", seed: int = 0, effec
             and not (_world_folder(profile, seed, effects)[0] / "config.json").exists()):
         # one child generates the world and cleans it; this process then reads both
         build_in_child("prepare", f"the world {profile}:seed{seed} and its cleaning", **build_args)
-    ds = load_dataset(dataset, profile, seed, effects, in_child)
-    cfg, notes, processed, interim = _cleaning_target(ds.key, ds.events, config, engine)
+    ds = load_dataset(dataset, profile, seed, effects, in_child, raw_log)
+    kind_of = ds.events if ds.raw_log_loaded else _world_ts_max(profile, seed, effects)
+    cfg, notes, processed, interim = _cleaning_target(ds.key, kind_of, config, engine)
     if not _is_cleaned(processed, interim) and in_child and engine == "polars":
         build_in_child("prepare", f"the cleaning of {ds.name}", **build_args)
+    if not _is_cleaned(processed, interim) and not ds.raw_log_loaded:  # cleaning here needs the raw log
+        ds = load_dataset(dataset, profile, seed, effects, in_child)
     if not _is_cleaned(processed, interim):
         with build_lock(processed):  # notebooks run side by side: one kernel cleans, the others wait for it
             if not _is_cleaned(processed, interim):
@@ -283,7 +307,6 @@ def prepare(dataset: str = "world", profile: str = "small", seed: int = 0, effec
                 return Prepared(ds, result, notes)
     kept = pl.read_parquet(processed / "clean_events.parquet")
     removed = pl.read_parquet(interim / "quarantine.parquet")
-    result = CleanResult(kept, removed, accounting_table(ds.events.height, kept.height, removed), cfg,
-                         ds.events.height)
+    result = CleanResult(kept, removed, accounting_table(ds.raw_rows, kept.height, removed), cfg, ds.raw_rows)
     result.check_balance()
     return Prepared(ds, result, notes)

@@ -56,7 +56,7 @@ def train_model(model: str, dataset: str = "world", profile: str = "tiny", seed:
 
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
-    prep = prepare(dataset, profile=profile, seed=seed)
+    prep = prepare(dataset, profile=profile, seed=seed, raw_log=False)  # training reads the cleaned plays
     if model == "mind":
         return _train_mind(prep, {**MIND_HP, **hp}, seed)
     days = {k: hp.pop(k) for k in ("valid_days", "test_days") if k in hp}
@@ -85,7 +85,7 @@ def train_c2(arms: dict[str, Any], seeds: Sequence[int], dataset: str = "world",
     from musicrecall.data import prepare
 
     runs = [(kind, s) for kind in arms for s in (seeds[:1] if kind in extra_single_seed else seeds)]
-    prep = prepare(dataset, profile=profile, seed=seed, effects=effects)
+    prep = prepare(dataset, profile=profile, seed=seed, effects=effects, raw_log=False)
     inputs = sq.c2_inputs(prep, arms, valid_days=valid_days, test_days=test_days, seed=seed)
     out = []
     for kind, s in runs[share[0]::share[1]]:

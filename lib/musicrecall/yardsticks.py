@@ -222,6 +222,9 @@ def lacks(ds, events: pl.DataFrame | None = None) -> dict[str, str]:
     """
     from musicrecall.evaluation import detect_time_kind
 
+    if events is None and not ds.raw_log_loaded:
+        raise ValueError(f"{ds.name}: the raw log was not loaded (prepare(..., raw_log=False)); "
+                         "pass events=prep.clean.events")
     ev = ds.events if events is None else events
     out: dict[str, str] = {}
     if not ds.is_world:

@@ -185,7 +185,7 @@ def load_cold_start(dataset: str, profile: str, seed: int, max_plays: int, effec
     """Prepare a world and build the setups; cold users have at most ``max_plays`` fit-window plays."""
     from musicrecall.data import prepare
 
-    prep = prepare(dataset, profile=profile, seed=seed, effects=effects)
+    prep = prepare(dataset, profile=profile, seed=seed, effects=effects, raw_log=False)  # the cleaned plays only
     ds, ev = prep.dataset, prep.clean.events
     return ColdStartData(ds, ev, *eval_setups(ev, ds.items, max_plays))
 

@@ -71,13 +71,18 @@ class World:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> World:
-        """Read a world written by :meth:`save`."""
+    def load(cls, path: str | Path, raw_log: bool = True) -> World:
+        """Read a world written by :meth:`save`. ``raw_log=False`` leaves out the raw log (``events`` is then an
+        empty frame with its schema) and its noise flags (``truth["event_noise"]``): the two tables as long as
+        the log, which only generation and cleaning read."""
         path = Path(path)
         config = WorldConfig.from_json((path / "config.json").read_text())
-        tables = {name: pl.read_parquet(path / f"{name}.parquet") for name in _TABLES}
+        tables = {name: pl.read_parquet(path / f"{name}.parquet") for name in _TABLES if raw_log or name != "events"}
+        if not raw_log:
+            tables["events"] = pl.DataFrame(schema=pl.read_parquet_schema(path / "events.parquet"))
         truth = {
             p.stem.removeprefix("truth_"): pl.read_parquet(p) for p in sorted(path.glob("truth_*.parquet"))
+            if raw_log or p.stem != "truth_event_noise"
         }
         return cls(config=config, truth=truth, **tables)
 

@@ -170,6 +170,9 @@ def test_parallel_runs_are_capped_by_the_free_memory(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="musicrecall.ddp_train"):
         assert ddp_train.pretrain_c2({}, [0], parallel_runs=2) == [] and started == []
     assert "parallel_runs 2 -> 1" in caplog.text
+    # medium with a lean kernel (cleaned log only): two workers of ~11 GB were OOM-killed beside it
+    monkeypatch.setattr(ddp_train, "memory_now", lambda: (20 * gb, int(3.5 * gb)))
+    assert ddp_train.affordable_workers(2) == 1
     monkeypatch.setattr(ddp_train, "memory_now", lambda: (18 * gb, 2 * gb))  # small: room for several
     assert ddp_train.pretrain_c2({}, [0], parallel_runs=2) == [{"ok": 1}] and started == [2]
     monkeypatch.setattr(ddp_train, "memory_now", lambda: None)  # not Linux: no cap

@@ -197,17 +197,23 @@ def memory_now() -> tuple[int, int] | None:
     return kb["MemAvailable"] * 1024, kb["VmRSS"] * 1024
 
 
+# A training process's peak as a multiple of the calling kernel's size when it calls: each loads the cleaned log
+# again and builds the training windows and the model on top. Measured at profile medium: a worker was killed by
+# the OOM killer at 10.9 GB beside a 3.5 GB kernel holding the cleaned log (raw_log=False); 1.5x had been enough
+# while the kernel also held the raw log (9.3 GB), and then let two workers start.
+WORKER_PER_KERNEL = 3.5
+
+
 def affordable_workers(wanted: int) -> int:
-    """How many of ``wanted`` training processes fit in the memory available now, each taken to be 1.5x this
-    process (each loads the whole log, as this one did). At profile medium two did not fit on 24 GB: the
-    kernel held 9.3 GB and one worker was killed by the kernel's OOM killer (the README's medium section)."""
+    """How many of ``wanted`` training processes fit in the memory available now, each taken to be
+    :data:`WORKER_PER_KERNEL` times this process (the README's medium section)."""
     mem = memory_now()
     if mem is None or wanted <= 1:
         return wanted
-    fit = max(1, int(mem[0] // (1.5 * max(mem[1], 1))))
+    fit = max(1, int(mem[0] // (WORKER_PER_KERNEL * max(mem[1], 1))))
     if fit < wanted:
         log.warning("parallel_runs %d -> %d: %.1f GB available, this process holds %.1f GB and each training "
-                    "process loads the log again", wanted, fit, mem[0] / 1e9, mem[1] / 1e9)
+                    "process needs about %.1fx that", wanted, fit, mem[0] / 1e9, mem[1] / 1e9, WORKER_PER_KERNEL)
     return min(wanted, fit)
 
 

@@ -302,7 +302,9 @@ def audio_world(name: str, profile: str, seed: int, effects, n_audio: int, clip_
     from musicrecall.data import prepare
     from musicrecall.evaluation import make_eval_setup
 
-    prep = prepare("world", profile=profile, seed=seed, effects=effects)
+    # the cleaned plays and the world's song tables only: the raw log and its noise flags (half a world's
+    # frames) are never read here, and notebook 06 holds two worlds at once
+    prep = prepare("world", profile=profile, seed=seed, effects=effects, raw_log=False)
     ds, ev = prep.dataset, prep.clean.events
     setup = make_eval_setup(ev, ds.items.height)
     songs, cold = select_songs(ev, setup.split.t_test, n_audio, seed=seed)

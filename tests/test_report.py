@@ -506,7 +506,7 @@ def test_the_forest_plot_is_a_one_line_note_when_no_claim_has_an_effect(tmp_path
 # --- notebooks side by side ---------------------------------------------------------------------------
 
 
-def _scheduled(names, jobs, threads_total=2, expected=None, seconds=None):
+def _scheduled(names, jobs, threads_total=2, expected=None, seconds=None, peaks=None, budget_gb=None):
     """Run ``schedule`` with a fake notebook runner; return (start/end events, threads per notebook, peak
     concurrency). Each fake notebook sleeps ``seconds[prefix]`` (default 0.05 s)."""
     import threading
@@ -530,7 +530,7 @@ def _scheduled(names, jobs, threads_total=2, expected=None, seconds=None):
         return NotebookRun(path.stem, "ok", 0.0, {})
 
     paths = [Path(f"{n}_x.ipynb") for n in names]
-    runs = schedule(paths, jobs, run_one, threads_total, expected)
+    runs = schedule(paths, jobs, run_one, threads_total, expected, peaks, budget_gb)
     assert [r.name for r in runs] == [p.stem for p in paths]  # results in notebook order, whatever ran first
     return events, threads_of, peak[0]
 
@@ -564,6 +564,91 @@ def test_the_longest_expected_notebook_starts_first():
     assert starts[:3] == ["00", "03", "07"]
 
 
+def _overlapping(events):
+    """Pairs of notebooks that ran at the same time, from start/end events."""
+    live, pairs = set(), set()
+    for kind, n in events:
+        if kind == "start":
+            pairs |= {frozenset((n, m)) for m in live}
+            live.add(n)
+        else:
+            live.discard(n)
+    return pairs
+
+
+def test_notebooks_run_side_by_side_only_when_their_memory_fits():
+    names = ["00", "02", "03", "04", "05"]
+    seconds = {"02": 0.3, "03": 0.3, "04": 0.1, "05": 0.1}
+    peaks = {"00": 11.0, "02": 20.0, "03": 18.0, "04": 6.0, "05": 3.0}
+    events, threads_of, _ = _scheduled(names, jobs=2, seconds=seconds, peaks=peaks, budget_gb=22.0)
+    together = _overlapping(events)
+    for pair in together:  # never two whose expected peaks exceed the budget
+        assert sum(peaks[n] for n in pair) <= 22.0, (pair, events)
+    assert frozenset(("02", "03")) not in together
+    # 02 and 03 only fit beside 05 (20 + 3 > 22, 18 + 3 <= 22): 03 gets a lane-mate, 02 runs alone with every thread
+    assert frozenset(("03", "05")) in together or frozenset(("03", "04")) in together
+    assert threads_of["02"] == 2
+    # with room for everything the same notebooks run two at a time, each on its share of the threads
+    events, threads_of, peak = _scheduled(names, jobs=2, seconds=seconds, peaks=peaks, budget_gb=64.0)
+    assert peak == 2 and frozenset(("02", "03")) in _overlapping(events)
+    assert threads_of["02"] == threads_of["03"] == 1
+    # no expectation (a first run at small): as before, memory does not hold anything back
+    _, _, peak = _scheduled(names, jobs=2, seconds=seconds, peaks={}, budget_gb=1.0)
+    assert peak == 2
+    # a notebook expected to need more than the budget still runs (alone), it is not skipped
+    events, _, peak = _scheduled(["00", "02"], jobs=2, peaks={"00": 1.0, "02": 30.0}, budget_gb=22.0)
+    assert ("end", "02") in events and peak == 1
+
+
+def test_expected_peaks_come_from_the_last_run_of_the_same_profile():
+    from musicrecall.report.usage import TYPICAL_PEAK_GB, expected_peaks
+
+    previous = {"03_seq": {"parameters": {"profile": "medium"}, "peak_gb": 9.5},
+                "04_mind": {"parameters": {"profile": "small"}, "peak_gb": 2.0}}
+    got = expected_peaks("medium", previous, ["00", "03", "04", "09"])
+    assert got["03"] == 9.5  # the recorded run replaces the measured figure
+    assert got["00"] == TYPICAL_PEAK_GB["medium"]["00"]
+    largest = max(TYPICAL_PEAK_GB["medium"].values())
+    assert got["04"] == largest and got["09"] == largest  # unknown at medium: as much as the largest known
+    assert expected_peaks("small", previous, ["03", "04"]) == {"03": 2.0, "04": 2.0}  # 04's run at small
+    assert expected_peaks("tiny", previous, ["03"]) == {}  # nothing known at tiny: no expectation
+
+
+def test_a_run_names_the_notebooks_expected_to_exceed_the_memory(capsys, monkeypatch):
+    from pathlib import Path
+
+    from musicrecall.report import runner, usage
+
+    monkeypatch.setattr(usage, "available_gb", lambda: 20.0)
+    previous = {"02_kg": {"parameters": {"profile": "medium"}, "peak_gb": 24.3}}
+    peaks, budget = runner._memory_plan("medium", previous, [Path("02_kg.ipynb"), Path("05_audio.ipynb")])
+    out = capsys.readouterr().out
+    assert budget == 20.0 and peaks["02"] == 24.3
+    # 05 has no known peak at medium: it is scheduled as if it needed the largest, but not named
+    assert "02_kg is expected to need 24.3 GB" in out and "05_audio" not in out
+    _, _ = runner._memory_plan("small", {}, [Path("02_kg.ipynb")])
+    assert "warning" not in capsys.readouterr().out
+
+
+def test_the_kernel_watch_sees_a_process_tree_memory_and_cpu(tmp_path):
+    import subprocess
+    import sys
+
+    from musicrecall.report.usage import KernelWatch
+
+    # a parent holding ~200 MB that starts a child holding ~300 MB and burning CPU for a while
+    child = "import time; b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); t = time.process_time()\nwhile time.process_time() - t < 0.6: pass\ntime.sleep(0.5)"
+    parent = (f"import subprocess, sys; a = bytearray(200 * 2**20); a[::4096] = b'x' * len(a[::4096]); "
+              f"subprocess.run([sys.executable, '-c', {child!r}], check=True)")
+    proc = subprocess.Popen([sys.executable, "-c", parent])
+    watch = KernelWatch(interval=0.1)
+    watch.attach(proc.pid)
+    assert proc.wait(timeout=60) == 0
+    watch.stop()
+    assert watch.peak_gb >= 0.45, watch.peak_gb  # both processes at once: 200 + 300 MB (bytearray pages are touched)
+    assert watch.cpu_seconds >= 0.5, watch.cpu_seconds  # the child's CPU counts for the tree
+
+
 def test_a_kernel_gets_the_thread_budget_the_runner_gives_it(tmp_path):
     from musicrecall.report.runner import run_notebook
 
@@ -582,6 +667,7 @@ def test_a_kernel_gets_the_thread_budget_the_runner_gives_it(tmp_path):
         run = run_notebook(folder / "00_t.ipynb", {"profile": "tiny"}, tmp_path / f"r{threads}",
                            env={"MUSICRECALL_THREADS": threads})
         assert run.status == "ok", run.error
+        assert run.peak_gb > 0.03 and run.cpu_seconds > 0.1, (run.peak_gb, run.cpu_seconds)  # the kernel was watched
         got[threads] = run.records[0]["metrics"][0]["value"]
     assert got == {"1": 1, "3": 3}
     assert os.environ.get("MUSICRECALL_THREADS") == before  # the runner's own environment is untouched

@@ -181,20 +181,14 @@ def launch_runs(workers: int, arms: dict[str, Any], seeds: Sequence[int], **kwar
 
 
 def memory_now() -> tuple[int, int] | None:
-    """``(available, this process's resident)`` bytes from Linux's /proc, or None where it cannot be read."""
+    """``(available, this process's resident)`` bytes (psutil: Linux's MemAvailable and VmRSS), or None where
+    they cannot be read."""
+    import psutil
+
     try:
-        meminfo = Path("/proc/meminfo").read_text()
-        status = Path("/proc/self/status").read_text()
-    except OSError:
+        return psutil.virtual_memory().available, psutil.Process().memory_info().rss
+    except (psutil.Error, OSError):
         return None
-    kb = {}  # the two lines read "MemAvailable:  14502340 kB" and "VmRSS:  9338404 kB"
-    for line in (meminfo + status).splitlines():
-        name, _, rest = line.partition(":")
-        if name in ("MemAvailable", "VmRSS") and rest.split():
-            kb[name] = int(rest.split()[0])
-    if len(kb) < 2:
-        return None
-    return kb["MemAvailable"] * 1024, kb["VmRSS"] * 1024
 
 
 # A training process's peak as a multiple of the calling kernel's size when it calls: each loads the cleaned log

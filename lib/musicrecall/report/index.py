@@ -228,6 +228,13 @@ def _runs_table(out_path: Path, world: dict[str, Any], datasets: dict[str, dict[
             f"<tr><td><b>total</b></td>{totals}</tr></table></div>")
 
 
+def _usage(run: dict[str, Any]) -> str:
+    """The CPU time and peak memory of a notebook's kernel and its child processes, when the run recorded them."""
+    if not run.get("peak_gb"):
+        return ""
+    return f"<br><small>{run.get('cpu_seconds') or 0:.0f} CPU s, {run['peak_gb']:.1f} GB</small>"
+
+
 def build_index(metrics: dict[str, Any], out_path: Path, datasets: dict[str, dict[str, Any]] | None = None) -> Path:
     """Write the stakeholder index page for ``metrics`` (the content of one run's ``metrics.json``).
 
@@ -248,7 +255,7 @@ def build_index(metrics: dict[str, Any], out_path: Path, datasets: dict[str, dic
         nb_rows.append(
             f'<tr><td><a href="{html.escape(_report_file({"name": name, **run}, out_path.parent))}">{html.escape(name)}</a>'
             f'<br><small>{html.escape(params)}</small></td>'
-            f"<td>{_badge(run['status'])}{err}</td><td class='num'>{run['seconds']:.0f} s</td><td>{key}</td></tr>"
+            f"<td>{_badge(run['status'])}{err}</td><td class='num'>{run['seconds']:.0f} s{_usage(run)}</td><td>{key}</td></tr>"
         )
     total = sum(r["seconds"] for r in runs.values())
     nb_rows.append(f"<tr><td><b>total</b></td><td></td><td class='num'><b>{total:.0f} s</b></td><td></td></tr>")
@@ -288,7 +295,7 @@ updated {html.escape(metrics.get("updated", ""))}</p>
 <h2>Key figures{html.escape(f" ({own})" if own else " (simulated world)")}</h2>
 {_figures(runs)}
 <h2>Notebooks and runtimes</h2>
-<table><tr><th>notebook</th><th>status</th><th>runtime</th><th>key figures</th></tr>{"".join(nb_rows)}</table>
+<table><tr><th>notebook</th><th>status</th><th>runtime (CPU, peak memory)</th><th>key figures</th></tr>{"".join(nb_rows)}</table>
 <h2>All recorded metrics</h2>
 <div class="scroll"><table><tr><th>notebook</th><th>metric</th><th>value</th><th>95% CI</th><th>world</th><th>note</th></tr>{"".join(all_rows)}</table></div>
 </body></html>"""

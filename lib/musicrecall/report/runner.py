@@ -103,6 +103,8 @@ class NotebookRun:
     figures: list[dict[str, str]] = field(default_factory=list)  # key figures: file (relative) and caption
     finished: str = ""  # UTC time the run ended
     failed_report: str = ""  # a failed run's HTML, beside the last good one (e.g. "03_x.FAILED.html")
+    peak_gb: float = 0.0  # the kernel's and its child processes' peak resident memory (report.usage.KernelWatch)
+    cpu_seconds: float = 0.0  # their CPU time (user + system)
 
 
 class UnknownParameterError(ValueError):
@@ -239,25 +241,33 @@ def run_notebook(path: Path, parameters: dict[str, Any], reports_dir: Path = REP
     into place only once both exist). A failed run keeps the last good ones and writes
     ``<name>.FAILED.ipynb`` / ``<name>.FAILED.html`` beside them (papermill keeps the failing cell's
     traceback in the notebook); a later success removes those. ``env`` is added to the kernel's environment
-    (e.g. its ``MUSICRECALL_THREADS``).
+    (e.g. its ``MUSICRECALL_THREADS``). The kernel and its child processes are watched while it runs
+    (:class:`musicrecall.report.usage.KernelWatch`): the run records their peak memory and CPU time.
     """
     import papermill as pm
+
+    from musicrecall.report.usage import KernelWatch
 
     reports_dir.mkdir(parents=True, exist_ok=True)
     pid = os.getpid()
     tmp_nb = reports_dir / f"{path.stem}.running-{pid}.ipynb"
     tmp_html = reports_dir / f"{path.stem}.running-{pid}.html"
-    engine_kwargs = {"kernel_manager_class": _kernel_manager_with(env)} if env else {}
+    watch = KernelWatch()
     start = time.perf_counter()
     status, error = "ok", ""
     try:
         pm.execute_notebook(str(path), str(tmp_nb), parameters=parameters, kernel_name="python3",
-                            cwd=str(path.parent), progress_bar=False, log_output=False, **engine_kwargs)
+                            cwd=str(path.parent), progress_bar=False, log_output=False,
+                            kernel_manager_class=_kernel_manager_with(env or {}, watch))
     except Exception as err:  # papermill stores the failing cell's traceback in the output notebook
         status, error = "failed", f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
+    finally:
+        watch.stop()
     seconds = round(time.perf_counter() - start, 1)
+    usage = {"peak_gb": round(watch.peak_gb, 2), "cpu_seconds": round(watch.cpu_seconds, 1)}
     if not tmp_nb.exists():
-        return NotebookRun(path.stem, "failed", seconds, parameters, error or "no output notebook", finished=_now())
+        return NotebookRun(path.stem, "failed", seconds, parameters, error or "no output notebook", finished=_now(),
+                           **usage)
     nb = nbformat.read(tmp_nb, as_version=4)
     records = extract_records(nb)
     if status == "ok" and not records:
@@ -268,7 +278,8 @@ def run_notebook(path: Path, parameters: dict[str, Any], reports_dir: Path = REP
             failed_html = reports_dir / f"{path.stem}.{FAILED}.html"
             tmp_nb.replace(reports_dir / f"{path.stem}.{FAILED}.ipynb")
             tmp_html.replace(failed_html)
-            return NotebookRun(path.stem, status, seconds, parameters, error, records, [], _now(), failed_html.name)
+            return NotebookRun(path.stem, status, seconds, parameters, error, records, [], _now(), failed_html.name,
+                               **usage)
         tmp_nb.replace(reports_dir / path.name)
         tmp_html.replace(reports_dir / f"{path.stem}.html")
     finally:
@@ -277,7 +288,7 @@ def run_notebook(path: Path, parameters: dict[str, Any], reports_dir: Path = REP
     for stale in (reports_dir / f"{path.stem}.{FAILED}.ipynb", reports_dir / f"{path.stem}.{FAILED}.html"):
         stale.unlink(missing_ok=True)
     figures = extract_key_figures(nb, path.stem, reports_dir)
-    return NotebookRun(path.stem, status, seconds, parameters, error, records, figures, _now())
+    return NotebookRun(path.stem, status, seconds, parameters, error, records, figures, _now(), **usage)
 
 
 def merge_run(previous: dict[str, Any] | None, run: NotebookRun) -> dict[str, Any]:
@@ -289,7 +300,7 @@ def merge_run(previous: dict[str, Any] | None, run: NotebookRun) -> dict[str, An
     last_good = previous.get("last_good") or {k: previous.get(k) for k in ("parameters", "seconds", "finished")}
     return {**previous, "status": "failed", "error": run.error, "seconds": run.seconds,
             "parameters": run.parameters, "finished": run.finished, "failed_report": run.failed_report,
-            "last_good": last_good}
+            "peak_gb": run.peak_gb, "cpu_seconds": run.cpu_seconds, "last_good": last_good}
 
 
 def load_metrics(reports_dir: Path = REPORTS_DIR) -> dict[str, Any]:
@@ -338,7 +349,8 @@ def _prefix(path: Path) -> str:
 
 
 def schedule(paths: list[Path], jobs: int, run_one: Any, threads_total: int,
-             expected_seconds: dict[str, float] | None = None) -> list[NotebookRun]:
+             expected_seconds: dict[str, float] | None = None, peaks: dict[str, float] | None = None,
+             budget_gb: float | None = None) -> list[NotebookRun]:
     """Run ``run_one(path, threads)`` for every notebook, at most ``jobs`` at a time, each after the
     notebooks it depends on (:data:`DEPENDS_ON`, among those in ``paths``); return the runs in ``paths`` order.
 
@@ -348,8 +360,20 @@ def schedule(paths: list[Path], jobs: int, run_one: Any, threads_total: int,
     (``expected_seconds`` by prefix, e.g. the last run's times), so the last lane does not wait on a
     long notebook started late. A failed notebook does not stop the others (its dependants still run,
     as in the one-at-a-time runner, and report what they lack).
+
+    Memory: with ``peaks`` (expected peak GB by prefix, :func:`musicrecall.report.usage.expected_peaks`) and
+    ``budget_gb`` (what the machine can hand out), a notebook starts beside others only when the expected
+    peaks of all of them fit in the budget (:func:`musicrecall.report.usage.fits_beside`); otherwise it
+    waits, and a notebook that can start alone only gets every thread.
     """
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    from musicrecall.report.usage import fits_beside
+
+    def fits(path: Path, beside: list[Path]) -> bool:
+        if not peaks or budget_gb is None:
+            return True
+        return fits_beside(_prefix(path), [_prefix(q) for q in beside], peaks, budget_gb)
 
     present = {_prefix(p) for p in paths}
     needs = {p: {d for d in DEPENDS_ON.get(_prefix(p), DEFAULT_DEPENDS) if d in present and d != _prefix(p)}
@@ -364,10 +388,13 @@ def schedule(paths: list[Path], jobs: int, run_one: Any, threads_total: int,
         while pending or running:
             ready = [p for p in pending if needs[p] <= done]
             ready.sort(key=lambda p: (-expected.get(_prefix(p), 0.0), order[p]))
-            while ready and len(running) < jobs:
-                path = ready.pop(0)
+            while len(running) < jobs:
+                path = next((p for p in ready if fits(p, list(running.values()))), None)
+                if path is None:  # nothing ready, or nothing that fits in memory beside what runs
+                    break
+                ready.remove(path)
                 pending.remove(path)
-                alone = not running and not ready
+                alone = not running and not any(fits(q, [path]) for q in ready)
                 threads = threads_total if alone else max(1, threads_total // jobs)
                 running[pool.submit(run_one, path, threads)] = path
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
@@ -378,17 +405,42 @@ def schedule(paths: list[Path], jobs: int, run_one: Any, threads_total: int,
     return [results[p] for p in paths]
 
 
-def _kernel_manager_with(env: dict[str, str]) -> type:
+def _kernel_manager_with(env: dict[str, str], watch: Any = None) -> type:
     """A kernel manager class whose kernels start with ``env`` on top of this process's environment
-    (per-kernel thread budgets without touching ``os.environ`` while other kernels start)."""
+    (per-kernel thread budgets without touching ``os.environ`` while other kernels start) and are handed to
+    ``watch`` (a :class:`musicrecall.report.usage.KernelWatch`) once started."""
     from jupyter_client.manager import AsyncKernelManager
 
     class _EnvKernelManager(AsyncKernelManager):
         async def start_kernel(self, **kw: Any) -> None:
             kw["env"] = {**os.environ, **kw.get("env", {}), **env}
             await super().start_kernel(**kw)
+            pid = getattr(self.provisioner, "pid", None)
+            if watch is not None and pid is not None:
+                watch.attach(pid)
+
+        async def shutdown_kernel(self, *args: Any, **kw: Any) -> None:
+            if watch is not None:
+                watch.sample()  # the kernel's CPU time and memory at its end, before it exits
+            await super().shutdown_kernel(*args, **kw)
 
     return _EnvKernelManager
+
+
+def _memory_plan(profile: str, previous: dict[str, Any], paths: list[Path]) -> tuple[dict[str, float], float]:
+    """Expected peak memory per notebook (:func:`musicrecall.report.usage.expected_peaks`) and the memory
+    available now; names every notebook expected to need more than that, before anything runs."""
+    from musicrecall.report.usage import available_gb, expected_peaks, known_peaks
+
+    peaks, budget = expected_peaks(profile, previous, [_prefix(p) for p in paths]), available_gb()
+    known = known_peaks(profile, previous)
+    for path in paths:
+        need = known.get(_prefix(path), 0.0)
+        if need > budget:
+            print(f"[musicrecall] warning: {path.stem} is expected to need {need:.1f} GB at profile {profile!r} "
+                  f"(its last recorded run, or the measured figure), and {budget:.1f} GB are available now: it may "
+                  "be killed for memory", flush=True)
+    return peaks, budget
 
 
 def run_all(profile: str, only: list[str] | str | None = None, extra: dict[str, Any] | None = None,
@@ -426,15 +478,18 @@ def run_all(profile: str, only: list[str] | str | None = None, extra: dict[str, 
     last_seconds = {**TYPICAL_SECONDS,
                     **{name[:2]: float(run.get("seconds") or 0) for name, run in previous["notebooks"].items()}}
 
+    peaks, budget = _memory_plan(profile, previous["notebooks"], paths)
+
     def run_one(path: Path, threads: int) -> NotebookRun:
         params = shares[path]
         print(f"[musicrecall] running {path.name} ({threads} thread{'s' * (threads > 1)}) with {params}", flush=True)
         run = run_notebook(path, params, out_dir, env={"MUSICRECALL_THREADS": str(threads)})
-        print(f"[musicrecall]   {path.stem}: {run.status} in {run.seconds:.1f}s {run.error}", flush=True)
+        print(f"[musicrecall]   {path.stem}: {run.status} in {run.seconds:.1f}s ({run.cpu_seconds:.0f} CPU s, peak "
+              f"{run.peak_gb:.1f} GB) {run.error}", flush=True)
         return run
 
     start = time.perf_counter()
-    runs = schedule(paths, jobs, run_one, n_threads(), last_seconds)
+    runs = schedule(paths, jobs, run_one, n_threads(), last_seconds, peaks, budget)
     wall = round(time.perf_counter() - start, 1)
     metrics = {"notebooks": {}} if full else previous
     if not is_world(dataset):

@@ -316,6 +316,16 @@ def train_and_report(model: torch.nn.Module, data: ColdStartData, fed: Federatio
                      cache: bool = True, max_valid_users: int = 2000) -> tuple[dict[str, Any], History]:
     """Train on the validation-stage fit window (early stopping on validation HR@200 of aligned users),
     then report on the cold users of the test window."""
+    hist = train_federated_model(model, data, fed, user_input, rc, name, multitask, k, cache, max_valid_users)
+    scorer = model_scorer(model, user_input, fed.aligned, fallback)
+    return cold_report(name, scorer, data.cold, data.test.split.test, k=k), hist
+
+
+def train_federated_model(model: torch.nn.Module, data: ColdStartData, fed: Federation, user_input, rc: RunConfig,
+                          name: str, multitask: bool = False, k: int = 200, cache: bool = True,
+                          max_valid_users: int = 2000) -> History:
+    """:func:`train_and_report`'s training alone (a cached run is restored): for a caller that serves the
+    model (notebook 08's channel) and has no use for its cold-start report."""
     from musicrecall.evaluation import make_eval_setup
 
     val_users = np.asarray([u for u in data.valid.targets["all"].users if int(u) in fed.aligned], dtype=np.int64)
@@ -327,9 +337,7 @@ def train_and_report(model: torch.nn.Module, data: ColdStartData, fed: Federatio
     validate = validator(model, vsetup, user_input, fed.aligned, k)
     sampler = NegativeSampler(data.valid.popularity, seed=rc.seed)
     key = run_key(data.ds.key, name, Path(fed.b_path).name, rc=rc) if cache else None
-    hist = fit_model(model, data.valid.fit, fed.aligned, user_input, sampler, rc, validate, name, key, multitask)
-    scorer = model_scorer(model, user_input, fed.aligned, fallback)
-    return cold_report(name, scorer, data.cold, data.test.split.test, k=k), hist
+    return fit_model(model, data.valid.fit, fed.aligned, user_input, sampler, rc, validate, name, key, multitask)
 
 
 def report_lift_table(pairs: list[tuple[dict[str, Any], dict[str, Any]]], metrics: tuple[str, ...], n_boot: int = 1000,

@@ -122,10 +122,9 @@ def federated_dssm_adapter(dataset: str, profile: str, seed: int = 0, *, max_pla
     data = fp.load_cold_start(dataset, profile, seed, max_plays)
     fed = fp.open_federation(data, coverage, round(b_extra_share * data.ds.users.height), seed, mode=mode)
     try:
-        _, demo = fp.a_alone(data)
         model = fp.fed_dssm(fed.endpoint, data, "fed_dssm", rc)  # as notebook 07 builds its seed
         with fp.threads(1):
-            fp.train_and_report(model, data, fed, lambda idx: idx, rc, "fed_dssm", demo)
+            fp.train_federated_model(model, data, fed, lambda idx: idx, rc, "fed_dssm")  # restored: 07 trained it
             model.eval()
             ids = np.array(sorted(fed.aligned), dtype=np.int64)
             with torch.no_grad():

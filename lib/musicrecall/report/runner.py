@@ -364,7 +364,7 @@ def schedule(paths: list[Path], jobs: int, run_one: Any, threads_total: int,
     Memory: with ``peaks`` (expected peak GB by prefix, :func:`musicrecall.report.usage.expected_peaks`) and
     ``budget_gb`` (what the machine can hand out), a notebook starts beside others only when the expected
     peaks of all of them fit in the budget (:func:`musicrecall.report.usage.fits_beside`); otherwise it
-    waits, and a notebook that can start alone only gets every thread.
+    waits, and a notebook that can only run alone gets every thread.
     """
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 

@@ -649,6 +649,26 @@ def test_the_kernel_watch_sees_a_process_tree_memory_and_cpu(tmp_path):
     assert watch.cpu_seconds >= 0.5, watch.cpu_seconds  # the child's CPU counts for the tree
 
 
+def test_a_kernel_killed_for_memory_leaves_its_peak_in_the_record(tmp_path):
+    """The case the peak is for: a kernel the OOM killer takes (here it kills itself after holding ~300 MB)
+    fails the run, and the failed run still records what the kernel reached."""
+    from musicrecall.report.runner import run_notebook
+
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    params = nbformat.v4.new_code_cell('profile = "small"')
+    params.metadata["tags"] = ["parameters"]
+    body = nbformat.v4.new_code_cell(
+        "import os, signal, time\nb = bytearray(300 * 2**20)\nb[::4096] = b'x' * len(b[::4096])\ntime.sleep(2.5)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)")
+    nb = nbformat.v4.new_notebook(cells=[params, body])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, folder / "00_k.ipynb")
+    run = run_notebook(folder / "00_k.ipynb", {"profile": "tiny"}, tmp_path / "r", env={"MUSICRECALL_THREADS": "1"})
+    assert run.status == "failed" and "Dead" in run.error, run.error
+    assert run.peak_gb >= 0.3, run.peak_gb  # 300 MB held for 2.5 s: seen by the once-a-second samples
+
+
 def test_a_kernel_gets_the_thread_budget_the_runner_gives_it(tmp_path):
     from musicrecall.report.runner import run_notebook
 

@@ -702,6 +702,8 @@ def test_a_full_run_records_its_wall_time_and_lanes(tmp_path):
     assert [r.status for r in runs] == ["ok"] * 4, [r.error for r in runs]
     metrics = json.loads((reports / "metrics.json").read_text())
     assert metrics["run"]["jobs"] == 2 and metrics["run"]["wall_seconds"] > 0
-    assert "min wall" in (reports / "index.html").read_text()
+    assert all(run["peak_gb"] > 0 and run["cpu_seconds"] > 0 for run in metrics["notebooks"].values())
+    page = (reports / "index.html").read_text()
+    assert "min wall" in page and "CPU s," in page  # each notebook's CPU time and peak memory beside its runtime
     run_all("tiny", only="02", reports_dir=reports, notebooks_dir=nbs)  # a partial rerun: no whole-run wall time
     assert "run" not in json.loads((reports / "metrics.json").read_text())

@@ -177,7 +177,11 @@ class Split:
         if stage == "valid":
             return self.train
         if stage == "test":
-            return pl.concat([self.train, self.valid], how="vertical_relaxed")
+            # built once: every test-stage setup on this split shares it (frames are immutable), so a second
+            # setup for a subset of users (e.g. the cold-start users) costs no second copy of the log
+            if getattr(self, "_test_fit", None) is None:
+                self._test_fit = pl.concat([self.train, self.valid], how="vertical_relaxed")
+            return self._test_fit
         raise ValueError(f"stage must be 'valid' or 'test', got {stage!r}")
 
     def eval_frame(self, stage: Stage) -> pl.DataFrame:

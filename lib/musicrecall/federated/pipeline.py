@@ -213,8 +213,11 @@ def eval_setups(ev: pl.DataFrame, items: pl.DataFrame, max_plays: int
     key = content_key(frames_key(ev, items), max_plays)
     if key not in _SETUPS:
         n = items.height
-        valid, test = make_eval_setup(ev, n, stage="valid"), make_eval_setup(ev, n, stage="test")
-        cold = make_eval_setup(ev, n, stage="test", users=cold_users(test.fit, test.targets["all"].users, max_plays))
+        # one split and one test fit window for the three (at medium each copy of the log is ~1.8 GB)
+        valid = make_eval_setup(ev, n, stage="valid")
+        test = make_eval_setup(ev, n, stage="test", split=valid.split)
+        cold = make_eval_setup(ev, n, stage="test", users=cold_users(test.fit, test.targets["all"].users, max_plays),
+                               split=valid.split)
         _SETUPS.clear()
         _SETUPS[key] = (valid, test, cold, *item_feature_matrix(items), {})
     return _SETUPS[key]

@@ -636,8 +636,14 @@ def test_the_kernel_watch_sees_a_process_tree_memory_and_cpu(tmp_path):
 
     from musicrecall.report.usage import KernelWatch
 
-    # a parent holding ~200 MB that starts a child holding ~300 MB and burning CPU for a while
-    child = "import time; b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); t = time.process_time()\nwhile time.process_time() - t < 0.6: pass\ntime.sleep(0.5)"
+    # a parent holding ~200 MB starts a child holding ~300 MB; the child starts a grandchild that burns 0.6 s of
+    # CPU and exits (reaped by the child, not by the watched root), then burns 1.0 s itself
+    def burn(seconds):
+        return f"t = time.process_time()\nwhile time.process_time() - t < {seconds}: pass\n"
+
+    grandchild = f"import time\n{burn(0.6)}"
+    child = (f"import subprocess, sys, time\nb = bytearray(300 * 2**20)\nb[::4096] = b'x' * len(b[::4096])\n"
+             f"subprocess.run([sys.executable, '-c', {grandchild!r}], check=True)\n{burn(1.0)}time.sleep(0.3)")
     parent = (f"import subprocess, sys; a = bytearray(200 * 2**20); a[::4096] = b'x' * len(a[::4096]); "
               f"subprocess.run([sys.executable, '-c', {child!r}], check=True)")
     proc = subprocess.Popen([sys.executable, "-c", parent])
@@ -646,7 +652,20 @@ def test_the_kernel_watch_sees_a_process_tree_memory_and_cpu(tmp_path):
     assert proc.wait(timeout=60) == 0
     watch.stop()
     assert watch.peak_gb >= 0.45, watch.peak_gb  # both processes at once: 200 + 300 MB (bytearray pages are touched)
-    assert watch.cpu_seconds >= 0.5, watch.cpu_seconds  # the child's CPU counts for the tree
+    # the grandchild's 0.6 s stays counted after it exits (in its parent's children_* times) and the child's 1.0 s
+    # adds to it (plus ~0.5 s of start-up and page touching): dropping the exited grandchild reads ~1.55 s
+    assert watch.cpu_seconds >= 1.85, watch.cpu_seconds
+
+
+def _one_cell_notebook(folder, name, source):
+    """``folder/name.ipynb``: a parameters cell (profile) and one code cell ``source``."""
+    folder.mkdir(exist_ok=True)
+    params = nbformat.v4.new_code_cell('profile = "small"')
+    params.metadata["tags"] = ["parameters"]
+    nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(source)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, folder / f"{name}.ipynb")
+    return folder / f"{name}.ipynb"
 
 
 def test_a_kernel_killed_for_memory_leaves_its_peak_in_the_record(tmp_path):
@@ -654,17 +673,9 @@ def test_a_kernel_killed_for_memory_leaves_its_peak_in_the_record(tmp_path):
     fails the run, and the failed run still records what the kernel reached."""
     from musicrecall.report.runner import run_notebook
 
-    folder = tmp_path / "nbs"
-    folder.mkdir()
-    params = nbformat.v4.new_code_cell('profile = "small"')
-    params.metadata["tags"] = ["parameters"]
-    body = nbformat.v4.new_code_cell(
-        "import os, signal, time\nb = bytearray(300 * 2**20)\nb[::4096] = b'x' * len(b[::4096])\ntime.sleep(2.5)\n"
-        "os.kill(os.getpid(), signal.SIGKILL)")
-    nb = nbformat.v4.new_notebook(cells=[params, body])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, folder / "00_k.ipynb")
-    run = run_notebook(folder / "00_k.ipynb", {"profile": "tiny"}, tmp_path / "r", env={"MUSICRECALL_THREADS": "1"})
+    path = _one_cell_notebook(tmp_path / "nbs", "00_k", "import os, signal, time\nb = bytearray(300 * 2**20)\n"
+                              "b[::4096] = b'x' * len(b[::4096])\ntime.sleep(2.5)\nos.kill(os.getpid(), signal.SIGKILL)")
+    run = run_notebook(path, {"profile": "tiny"}, tmp_path / "r", env={"MUSICRECALL_THREADS": "1"})
     assert run.status == "failed" and "Dead" in run.error, run.error
     assert run.peak_gb >= 0.3, run.peak_gb  # 300 MB held for 2.5 s: seen by the once-a-second samples
 
@@ -672,19 +683,12 @@ def test_a_kernel_killed_for_memory_leaves_its_peak_in_the_record(tmp_path):
 def test_a_kernel_gets_the_thread_budget_the_runner_gives_it(tmp_path):
     from musicrecall.report.runner import run_notebook
 
-    folder = tmp_path / "nbs"
-    folder.mkdir()
-    params = nbformat.v4.new_code_cell('profile = "small"')
-    params.metadata["tags"] = ["parameters"]
-    body = nbformat.v4.new_code_cell(
-        "import os\nfrom musicrecall.config import n_threads\nfrom musicrecall.report import metric, record_metrics\n"
-        "record_metrics('00_t', [metric('threads', n_threads(), unit='threads')], profile=profile)")
-    nb = nbformat.v4.new_notebook(cells=[params, body])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, folder / "00_t.ipynb")
+    path = _one_cell_notebook(tmp_path / "nbs", "00_t", "from musicrecall.config import n_threads\n"
+                              "from musicrecall.report import metric, record_metrics\n"
+                              "record_metrics('00_t', [metric('threads', n_threads(), unit='threads')], profile=profile)")
     got, before = {}, os.environ.get("MUSICRECALL_THREADS")
     for threads in ("1", "3"):
-        run = run_notebook(folder / "00_t.ipynb", {"profile": "tiny"}, tmp_path / f"r{threads}",
+        run = run_notebook(path, {"profile": "tiny"}, tmp_path / f"r{threads}",
                            env={"MUSICRECALL_THREADS": threads})
         assert run.status == "ok", run.error
         assert run.peak_gb > 0.03 and run.cpu_seconds > 0.1, (run.peak_gb, run.cpu_seconds)  # the kernel was watched

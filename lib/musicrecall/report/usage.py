@@ -47,11 +47,12 @@ class KernelWatch:
         self.cpu_seconds = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._root: psutil.Process | None = None
 
     def attach(self, pid: int) -> None:
         """Start sampling ``pid`` (a kernel just started)."""
         try:
-            self._root: psutil.Process | None = psutil.Process(pid)
+            self._root = psutil.Process(pid)
         except psutil.Error:
             return
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"kernel-watch-{pid}")
@@ -71,7 +72,7 @@ class KernelWatch:
     def sample(self) -> None:
         """One sample of the tree (a process that exits between listing and reading is skipped). The runner
         also takes one just before it shuts the kernel down, so a short notebook is measured at its end."""
-        root = getattr(self, "_root", None)
+        root = self._root
         if root is None:
             return
         rss, cpu = 0, 0.0
@@ -84,7 +85,9 @@ class KernelWatch:
                 with proc.oneshot():
                     rss += proc.memory_info().rss
                     t = proc.cpu_times()
-                    cpu += t.user + t.system + (t.children_user + t.children_system if proc is root else 0.0)
+                    # a process's exited, reaped children are in its children_* times, a live one is listed
+                    # itself: each process counted once, a grandchild that exited included
+                    cpu += t.user + t.system + t.children_user + t.children_system
             except psutil.Error:
                 continue
         self.peak_gb = max(self.peak_gb, rss / GB)

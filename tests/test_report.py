@@ -633,27 +633,43 @@ def test_a_run_names_the_notebooks_expected_to_exceed_the_memory(capsys, monkeyp
 def test_the_kernel_watch_sees_a_process_tree_memory_and_cpu(tmp_path):
     import subprocess
     import sys
+    import time
+
+    import psutil
 
     from musicrecall.report.usage import KernelWatch
 
     # a parent holding ~200 MB starts a child holding ~300 MB; the child starts a grandchild that burns 0.6 s of
-    # CPU and exits (reaped by the child, not by the watched root), then burns 1.0 s itself
+    # CPU and exits (reaped by the child, not by the watched root), burns 1.0 s itself, marks that it is done and
+    # waits. The watch reads the tree then, while the child lives: once the root has reaped the child, the root's
+    # own children_* times hold the whole tree and the former count (the root's only) would read it right too.
     def burn(seconds):
         return f"t = time.process_time()\nwhile time.process_time() - t < {seconds}: pass\n"
 
+    done = tmp_path / "burnt"
     grandchild = f"import time\n{burn(0.6)}"
-    child = (f"import subprocess, sys, time\nb = bytearray(300 * 2**20)\nb[::4096] = b'x' * len(b[::4096])\n"
-             f"subprocess.run([sys.executable, '-c', {grandchild!r}], check=True)\n{burn(1.0)}time.sleep(0.3)")
+    child = (f"import pathlib, subprocess, sys, time\nb = bytearray(300 * 2**20)\nb[::4096] = b'x' * len(b[::4096])\n"
+             f"subprocess.run([sys.executable, '-c', {grandchild!r}], check=True)\n{burn(1.0)}"
+             f"pathlib.Path({str(done)!r}).touch()\ntime.sleep(60)")
     parent = (f"import subprocess, sys; a = bytearray(200 * 2**20); a[::4096] = b'x' * len(a[::4096]); "
               f"subprocess.run([sys.executable, '-c', {child!r}], check=True)")
     proc = subprocess.Popen([sys.executable, "-c", parent])
     watch = KernelWatch(interval=0.1)
     watch.attach(proc.pid)
-    assert proc.wait(timeout=60) == 0
-    watch.stop()
+    try:
+        deadline = time.monotonic() + 60
+        while not done.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert done.exists(), "the child never finished burning"
+        watch.sample()  # the tree as it is now (the thread's samples may lag on a loaded machine)
+        watch.stop()
+    finally:
+        for p in [*psutil.Process(proc.pid).children(recursive=True), proc]:
+            p.kill()
+        proc.wait(timeout=60)
     assert watch.peak_gb >= 0.45, watch.peak_gb  # both processes at once: 200 + 300 MB (bytearray pages are touched)
-    # the grandchild's 0.6 s stays counted after it exits (in its parent's children_* times) and the child's 1.0 s
-    # adds to it (plus ~0.5 s of start-up and page touching): dropping the exited grandchild reads ~1.55 s
+    # the grandchild's 0.6 s stays counted after it exits (in the child's children_* times) and the child's 1.0 s
+    # adds to it (plus ~0.5 s of start-up and page touching): dropping the exited grandchild reads ~1.3-1.5 s
     assert watch.cpu_seconds >= 1.85, watch.cpu_seconds
 
 

@@ -56,6 +56,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -142,13 +143,16 @@ class Split:
     def __repr__(self) -> str:
         return f"Split({self.describe_split()})"
 
-    @property
+    @cached_property
     def n_users(self) -> int:
         """Distinct users over the three parts (computed once)."""
-        if not hasattr(self, "_n_users_cache"):
-            self._n_users_cache = int(pl.concat([p.select("user_id") for p in (self.train, self.valid, self.test)])
-                                      ["user_id"].n_unique())
-        return self._n_users_cache
+        return int(pl.concat([p.select("user_id") for p in (self.train, self.valid, self.test)])["user_id"].n_unique())
+
+    @cached_property
+    def _test_fit(self) -> pl.DataFrame:
+        # built once: every test-stage setup on this split shares it (frames are immutable), so a second setup
+        # for a subset of users (e.g. the cold-start users) costs no second copy of the log
+        return pl.concat([self.train, self.valid], how="vertical_relaxed")
 
     @property
     def per_user(self) -> bool:
@@ -177,10 +181,6 @@ class Split:
         if stage == "valid":
             return self.train
         if stage == "test":
-            # built once: every test-stage setup on this split shares it (frames are immutable), so a second
-            # setup for a subset of users (e.g. the cold-start users) costs no second copy of the log
-            if getattr(self, "_test_fit", None) is None:
-                self._test_fit = pl.concat([self.train, self.valid], how="vertical_relaxed")
             return self._test_fit
         raise ValueError(f"stage must be 'valid' or 'test', got {stage!r}")
 

@@ -255,3 +255,23 @@ def test_the_cold_start_setups_share_one_split_and_one_test_fit_window():
     cold_alone = make_eval_setup(ev, items.height, stage="test", users=users)
     for kind in cold.targets:
         assert np.array_equal(cold.targets[kind].users, cold_alone.targets[kind].users)
+
+
+def test_the_federated_validation_setup_reuses_the_cold_start_split():
+    """The early-stopping setup of notebook 07's and 08's federated models is cut by the split the cold-start
+    data already holds (a new split was another ~1.8 GB copy of the log at profile medium), built once per user
+    set, and its targets equal those of a separately split setup."""
+    from musicrecall.evaluation import make_eval_setup
+    from musicrecall.federated.pipeline import _SETUPS, load_cold_start, validation_setup
+
+    _SETUPS.clear()
+    data = load_cold_start("world", "tiny", 0, 5)
+    users = np.sort(data.valid.targets["all"].users)[::3]
+    vsetup = validation_setup(data, users)
+    assert vsetup.split is data.valid.split and vsetup.fit is data.valid.fit
+    assert validation_setup(data, users.copy()) is vsetup  # built once per user set
+    alone = make_eval_setup(data.events, data.ds.items.height, stage="valid", users=users)
+    assert alone.split is not data.valid.split
+    for kind in vsetup.targets:
+        assert np.array_equal(vsetup.targets[kind].users, alone.targets[kind].users)
+        assert np.array_equal(vsetup.targets[kind].indices, alone.targets[kind].indices)

@@ -11,6 +11,7 @@ from sequence_events import events as _events
 
 from musicrecall import sequence_data as sd
 from musicrecall import sequences as sq
+from musicrecall.models import recipes
 from musicrecall.models.losses import NegativeSampler
 from musicrecall.models.sasrec import SASRec, attention_mask
 from musicrecall.models.youtube_dnn import YouTubeDNN
@@ -272,23 +273,73 @@ def test_sasrec_user_vector_runs_the_last_block_for_the_last_position_only():
     assert model.sequence_output(items, last_only=True).shape == (4, 1, 8)
 
 
-def test_max_train_targets_keeps_the_first_users_of_the_seeded_order_within_the_cap():
+def _heavy_light_log() -> tuple[pl.DataFrame, pl.DataFrame]:
     rng = np.random.default_rng(0)
     rows = []
     for u in range(40):  # a few heavy users among light ones
         n = 300 if u % 10 == 0 else 20
         rows += [(u, int(rng.integers(50)), int(m), True) for m in np.sort(rng.integers(0, 60 * 24 * 30, n))]
-    ev = _events(rows)
-    users = pl.DataFrame({"user_id": list(range(40))})
-    kw = {"valid_days": 3, "test_days": 3, "max_train_users": 30, "seed": 1}
-    base = sq.sequence_inputs(ev, users, 50, max_len=10, **kw)
-    same = sq.sequence_inputs(ev, users, 50, max_len=10, max_train_targets=base.windows.n_targets, **kw)
-    assert np.array_equal(same.windows.inputs, base.windows.inputs)  # a cap that is not reached changes nothing
-    cap = base.windows.n_targets // 3
-    capped = sq.sequence_inputs(ev, users, 50, max_len=10, max_train_targets=cap, **kw)
-    assert 0 < capped.windows.n_targets <= cap
-    kept = set(np.unique(capped.windows.users).tolist())
-    assert kept < set(np.unique(base.windows.users).tolist())  # a subset of the max_train_users choice
-    # whole users: each kept user keeps all of its windows
-    for u in kept:
-        assert (capped.windows.users == u).sum() == (base.windows.users == u).sum()
+    return _events(rows), pl.DataFrame({"user_id": list(range(40))})
+
+
+def _heavy_light_inputs(**kw):
+    ev, users = _heavy_light_log()
+    return sq.sequence_inputs(ev, users, 50, max_len=10, valid_days=3, test_days=3, seed=1, **kw)
+
+
+def test_every_user_trains_by_default_and_max_train_users_is_a_seeded_subset():
+    full = _heavy_light_inputs()
+    assert recipes.SASREC.max_train_users is None and recipes.YOUTUBE_DNN.max_train_users is None
+    every = set(np.unique(full.windows.users).tolist())
+    assert len(every) == 40  # every user with a train-window history has windows
+    sub = _heavy_light_inputs(max_train_users=10)
+    kept = set(np.unique(sub.windows.users).tolist())
+    assert len(kept) == 10 and kept < every
+    for u in kept:  # whole users: each kept user keeps all of its windows
+        assert (sub.windows.users == u).sum() == (full.windows.users == u).sum()
+
+
+def test_sequence_inputs_cut_valid_and_test_with_one_split_and_reuse_a_given_one():
+    """A split holds about two copies of the log; the valid and test setups share one, and a caller's (notebook
+    08's) is reused, with the same windows, histories and targets as a fresh split gives."""
+    from musicrecall.evaluation import make_eval_setup
+
+    fresh = _heavy_light_inputs()
+    assert fresh.valid.split is fresh.test.split
+    given = make_eval_setup(_heavy_light_log()[0], 50, stage="valid", valid_days=3, test_days=3)
+    reused = _heavy_light_inputs(split=given.split)
+    assert reused.valid.split is given.split and reused.test.split is given.split
+    assert np.array_equal(reused.windows.inputs, fresh.windows.inputs)
+    assert np.array_equal(reused.hist_test.items, fresh.hist_test.items)
+    assert np.array_equal(reused.test.targets["all"].indices, fresh.test.targets["all"].indices)
+
+
+def test_epoch_targets_samples_every_users_windows_afresh_each_epoch():
+    rng = np.random.default_rng(0)
+    n, pad = 400, 1000
+    inputs = np.zeros((n, 6), dtype=np.int64)
+    inputs[:, 0] = np.arange(n)  # each window names itself, to trace it through the batches
+    targets = np.full((n, 6), pad, dtype=np.int64)
+    lengths = rng.integers(1, 7, n)  # windows hold 1-6 targets
+    for w, m in enumerate(lengths):
+        targets[w, :m] = 1
+    win = sd.Windows(np.arange(n) // 10, inputs, targets, pad)  # 40 users, 10 windows each
+    cap = win.n_targets // 4
+    batches = sq.window_batches(win, 8, seed=3, epoch_targets=cap)
+    seen = []
+    for epoch in range(12):
+        ids = np.concatenate([x[:, 0].numpy() for x, _, _ in batches(epoch)])
+        assert cap - 6 < lengths[ids].sum() <= cap  # filled up to the budget, never over it
+        assert np.unique(ids).shape[0] == ids.shape[0]  # no window twice in an epoch
+        seen.append(set(ids.tolist()))
+    assert seen[0] != seen[1]  # a fresh sample each epoch, not the same subset
+    assert set(np.unique(win.users[sorted(set().union(*seen))]).tolist()) == set(range(40))  # every user trains
+    first = [x for x, _, _ in batches(5)]  # the same seed and epoch give the same sample
+    again = [x for x, _, _ in sq.window_batches(win, 8, seed=3, epoch_targets=cap)(5)]
+    assert all(torch.equal(a, b) for a, b in zip(again, first, strict=True))
+    # a budget the log does not reach gives full passes, exactly as without one
+    full = [x for x, _, _ in sq.window_batches(win, 8, seed=3, epoch_targets=win.n_targets)(2)]
+    plain = [x for x, _, _ in sq.window_batches(win, 8, seed=3)(2)]
+    assert all(torch.equal(a, b) for a, b in zip(full, plain, strict=True))
+    assert sq.epoch_batches(win, 8) == len(plain) == 50
+    assert abs(sq.epoch_batches(win, 8, cap) - len(first)) <= 2  # an estimate: windows differ in length

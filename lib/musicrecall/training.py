@@ -59,7 +59,7 @@ class TrainConfig:
     # plateaus and dips at the start of training, in steps: YouTube-DNN on a 300-user 30Music subset (3 steps
     # an epoch) sat on the popularity list for ~15 steps and was stopped there by patience 3 (test HR@10 0.010;
     # 0.140 once it ran on); SASRec with dropout 0.5 dipped for ~10 steps; SASRec on full 30Music was flat for
-    # ~90 steps. Free where an epoch is long (notebook 03 at small: 27 steps an epoch, runs stop after 14+)
+    # ~90 steps. Free where an epoch is long (notebook 03 at small: ~100 steps an epoch, runs stop after 10+)
     min_steps: int = 200
     min_delta: float = 1e-4
     grad_clip: float | None = 5.0

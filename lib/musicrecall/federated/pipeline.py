@@ -324,19 +324,27 @@ def train_and_report(model: torch.nn.Module, data: ColdStartData, fed: Federatio
     return cold_report(name, scorer, data.cold, data.test.split.test, k=k), hist
 
 
+def validation_setup(data: ColdStartData, users: np.ndarray) -> EvalSetup:
+    """The validation setup of ``users`` (early stopping of the federated models), built once per world and
+    user set, on the split ``data.valid`` holds: a new split would hold another copy of the log (~1.8 GB at
+    profile medium)."""
+    from musicrecall.evaluation import make_eval_setup
+
+    key = ("valid_setup", np.asarray(users, dtype=np.int64).tobytes())  # the same users for every model
+    if key not in data.memo:
+        data.memo[key] = make_eval_setup(data.events, data.ds.items.height, stage="valid", users=users,
+                                         split=data.valid.split)
+    return data.memo[key]
+
+
 def train_federated_model(model: torch.nn.Module, data: ColdStartData, fed: Federation, user_input, rc: RunConfig,
                           name: str, multitask: bool = False, k: int = 200, cache: bool = True,
                           max_valid_users: int = 2000) -> History:
     """:func:`train_and_report`'s training alone (a cached run is restored): for a caller that serves the
     model (notebook 08's channel) and has no use for its cold-start report."""
-    from musicrecall.evaluation import make_eval_setup
-
     val_users = np.asarray([u for u in data.valid.targets["all"].users if int(u) in fed.aligned], dtype=np.int64)
     val_users = np.random.default_rng([rc.seed, 3]).permutation(val_users)[:max_valid_users]  # bounded cost
-    vkey = ("valid_setup", val_users.tobytes())  # the same users for every model of a world: build once
-    if vkey not in data.memo:
-        data.memo[vkey] = make_eval_setup(data.events, data.ds.items.height, stage="valid", users=val_users)
-    vsetup = data.memo[vkey]
+    vsetup = validation_setup(data, val_users)
     validate = validator(model, vsetup, user_input, fed.aligned, k)
     sampler = NegativeSampler(data.valid.popularity, seed=rc.seed)
     key = run_key(data.ds.key, name, Path(fed.b_path).name, rc=rc) if cache else None

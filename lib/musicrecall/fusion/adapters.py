@@ -13,6 +13,7 @@ from musicrecall import kg
 from musicrecall import sequences as sq
 from musicrecall.audio import EmbeddingScaler
 from musicrecall.audio import simulated as S
+from musicrecall.evaluation import Split
 from musicrecall.federated import pipeline as fp
 from musicrecall.models.recipes import MIND, SASREC, MINDRecipe, SASRecRecipe, for_profile
 from musicrecall.multi_interest import fit_mind
@@ -50,16 +51,15 @@ class SequenceChannel:
 
 
 def sasrec_adapter(prep, *, recipe: SASRecRecipe = SASREC, profile: str = "small", seed: int = 0,
-                   valid_days: int = 7, test_days: int = 7) -> SequenceChannel:
+                   valid_days: int = 7, test_days: int = 7, split: str | Split = "auto") -> SequenceChannel:
     """SASRec trained exactly as notebook 03 trains its seed ``seed`` (the same recipe as run at
     ``profile``, :func:`musicrecall.sequences.fit_recipe`, the same checkpoint key): on the train window
-    with early stopping on the validation window; served on histories up to each stage's cut."""
+    with early stopping on the validation window; served on histories up to each stage's cut. ``split``: the
+    :class:`musicrecall.evaluation.Split` the caller's setups already hold (the log is not split again)."""
     recipe = for_profile(recipe, profile)
-    ds = prep.dataset
-    inputs = sq.sequence_inputs(prep.clean.events, ds.users, ds.items.height, recipe.max_len, valid_days=valid_days,
-                                test_days=test_days, max_train_users=recipe.max_train_users,
-                                max_train_targets=recipe.max_train_targets, seed=seed)
-    model, _ = sq.fit_recipe("sasrec", inputs, recipe, seed=seed, data_key=ds.key)
+    # notebook 03's arms share these windows (the same recipes, hence the same ones); so does this channel
+    inputs = sq.c2_inputs(prep, {"sasrec": recipe}, valid_days=valid_days, test_days=test_days, seed=seed, split=split)
+    model, _ = sq.fit_recipe("sasrec", inputs, recipe, seed=seed, data_key=prep.dataset.key)
     model.eval()
     return SequenceChannel(model, inputs)
 

@@ -275,3 +275,24 @@ def test_the_federated_validation_setup_reuses_the_cold_start_split():
     for kind in vsetup.targets:
         assert np.array_equal(vsetup.targets[kind].users, alone.targets[kind].users)
         assert np.array_equal(vsetup.targets[kind].indices, alone.targets[kind].indices)
+
+
+def test_load_cold_start_reuses_the_callers_prepared_world_and_split():
+    """Notebook 08 holds the world's cleaned plays and one split; its DSSM channel's cold-start data reuses both
+    (at profile medium a second load and split kept ~5 GB for the notebook's lifetime, and 08 died at 20.4 GB),
+    with the same setups as built on their own."""
+    from musicrecall.data import prepare
+    from musicrecall.evaluation import make_eval_setup
+    from musicrecall.federated.pipeline import _SETUPS, load_cold_start
+
+    prep = prepare("world", profile="tiny", seed=0, raw_log=False)
+    _SETUPS.clear()
+    alone = load_cold_start("world", "tiny", 0, 5)
+    split = make_eval_setup(prep.clean.events, prep.dataset.items.height, stage="valid").split
+    data = load_cold_start("world", "tiny", 0, 5, prep=prep, split=split)
+    assert data.events is prep.clean.events
+    assert data.valid.split is split and data.test.split is split and data.cold.split is split
+    assert alone.valid.split is not split  # a cached entry of another split is not reused for this one
+    for a, b in ((alone.valid, data.valid), (alone.test, data.test), (alone.cold, data.cold)):
+        assert np.array_equal(a.targets["all"].users, b.targets["all"].users)
+        assert np.array_equal(a.targets["all"].indices, b.targets["all"].indices)

@@ -19,7 +19,7 @@ import torch
 
 from musicrecall.cache import content_key
 from musicrecall.config import threads as config_threads
-from musicrecall.evaluation import EvalSetup, evaluate_lists, evaluate_scores, paired_bootstrap_lift
+from musicrecall.evaluation import EvalSetup, Split, evaluate_lists, evaluate_scores, paired_bootstrap_lift
 from musicrecall.evaluation.metrics import bootstrap_ci
 from musicrecall.federated.coldstart import EmbeddingScorer, batches, duration_at_k, per_user_auc, play_rows
 from musicrecall.models.losses import NegativeSampler
@@ -181,13 +181,19 @@ class ColdStartData:
     memo: dict[Any, Any] = field(default_factory=dict, repr=False)  # derived setups, built once per world
 
 
-def load_cold_start(dataset: str, profile: str, seed: int, max_plays: int, effects=None) -> ColdStartData:
-    """Prepare a world and build the setups; cold users have at most ``max_plays`` fit-window plays."""
+def load_cold_start(dataset: str, profile: str, seed: int, max_plays: int, effects=None, *, prep=None,
+                    split: Split | None = None) -> ColdStartData:
+    """Prepare a world and build the setups; cold users have at most ``max_plays`` fit-window plays.
+
+    ``prep`` and ``split``: the prepared data and the :class:`musicrecall.evaluation.Split` of its cleaned
+    plays that a caller already holds (notebook 08): reused, not loaded and cut again (each copy of the log
+    is ~1.8 GB at profile medium, and the setups stay cached for the notebook's lifetime)."""
     from musicrecall.data import prepare
 
-    prep = prepare(dataset, profile=profile, seed=seed, effects=effects, raw_log=False)  # the cleaned plays only
+    if prep is None:
+        prep = prepare(dataset, profile=profile, seed=seed, effects=effects, raw_log=False)  # the cleaned plays
     ds, ev = prep.dataset, prep.clean.events
-    return ColdStartData(ds, ev, *eval_setups(ev, ds.items, max_plays))
+    return ColdStartData(ds, ev, *eval_setups(ev, ds.items, max_plays, split=split))
 
 
 _SETUPS: dict[str, tuple] = {}  # the last content key's setups (one entry: the worlds of one notebook)
@@ -202,19 +208,20 @@ def frames_key(*frames: pl.DataFrame) -> str:
     return h.hexdigest()[:16]
 
 
-def eval_setups(ev: pl.DataFrame, items: pl.DataFrame, max_plays: int
+def eval_setups(ev: pl.DataFrame, items: pl.DataFrame, max_plays: int, split: Split | None = None
                 ) -> tuple[EvalSetup, EvalSetup, EvalSetup, np.ndarray, list[int], dict[Any, Any]]:
     """``(valid, test, cold, codes, cards, memo)`` of these plays and songs, built once per content: the
-    placebo world differs from the signal world only by party B's table, so it reuses these (~5 s)."""
+    placebo world differs from the signal world only by party B's table, so it reuses these (~5 s).
+    ``split``: a split of ``ev`` (with the default windows) the caller holds, used instead of a new one."""
     from musicrecall.evaluation import make_eval_setup
     from musicrecall.federated.coldstart import cold_users
     from musicrecall.models.dssm import item_feature_matrix
 
     key = content_key(frames_key(ev, items), max_plays)
-    if key not in _SETUPS:
+    if key not in _SETUPS or (split is not None and _SETUPS[key][0].split is not split):
         n = items.height
         # one split and one test fit window for the three (at medium each copy of the log is ~1.8 GB)
-        valid = make_eval_setup(ev, n, stage="valid")
+        valid = make_eval_setup(ev, n, stage="valid", split="auto" if split is None else split)
         test = make_eval_setup(ev, n, stage="test", split=valid.split)
         cold = make_eval_setup(ev, n, stage="test", users=cold_users(test.fit, test.targets["all"].users, max_plays),
                                split=valid.split)

@@ -112,14 +112,15 @@ class DSSMVectors:
 
 def federated_dssm_adapter(dataset: str, profile: str, seed: int = 0, *, max_plays: int = 5, coverage: float = 0.9,
                            b_extra_share: float = 0.1, epochs: int = 30, batch_size: int = 512, n_neg: int = 256,
-                           max_per_user: int = 10, validations_per_pass: int = 2, mode: str = "process"
-                           ) -> DSSMVectors:
+                           max_per_user: int = 10, validations_per_pass: int = 2, mode: str = "process",
+                           prep=None, split: Split | None = None) -> DSSMVectors:
     """The federated DSSM of notebook 07 (same settings and run key, so its checkpoint is reused): party B
-    is started, the model trained or restored, every aligned user's vector fetched, and B shut down."""
+    is started, the model trained or restored, every aligned user's vector fetched, and B shut down.
+    ``prep`` / ``split``: the caller's prepared world and split, reused (:func:`fp.load_cold_start`)."""
     epochs = min(epochs, 2) if profile == "tiny" else epochs  # as notebook 07
     rc = fp.RunConfig(epochs=epochs, batch_size=batch_size, n_neg=n_neg, max_per_user=max_per_user, seed=seed,
                       validations_per_pass=validations_per_pass)
-    data = fp.load_cold_start(dataset, profile, seed, max_plays)
+    data = fp.load_cold_start(dataset, profile, seed, max_plays, prep=prep, split=split)
     fed = fp.open_federation(data, coverage, round(b_extra_share * data.ds.users.height), seed, mode=mode)
     try:
         model = fp.fed_dssm(fed.endpoint, data, "fed_dssm", rc)  # as notebook 07 builds its seed

@@ -199,15 +199,6 @@ def load_cold_start(dataset: str, profile: str, seed: int, max_plays: int, effec
 _SETUPS: dict[str, tuple] = {}  # the last content key's setups (one entry: the worlds of one notebook)
 
 
-def release_setups() -> None:
-    """Drop the cached cold-start setups (they hold a split of the log: ~3.6 GB at profile medium) and collect
-    the garbage, for a notebook about to load another world (notebook 08's placebo)."""
-    import gc
-
-    _SETUPS.clear()
-    gc.collect()
-
-
 def frames_key(*frames: pl.DataFrame) -> str:
     """Content hash of data frames: their schemas and the hash of every row, in order."""
     h = hashlib.sha256()

@@ -36,7 +36,6 @@ from musicrecall.fusion.adapters import (
     federated_dssm_adapter,
     kg_vectors,
     mind_adapter,
-    release_dssm_data,
     sasrec_adapter,
 )
 from musicrecall.fusion.channels import (
@@ -100,7 +99,6 @@ __all__ = [
     "embedding_channel",
     "entry_hitrates",
     "federated_dssm_adapter",
-    "release_dssm_data",
     "kg_vectors",
     "known_genres",
     "list_beyond_accuracy",

@@ -93,11 +93,6 @@ def audio_adapter(prep, setup, n_audio: int, clip_s: float = 8.0, seed: int = 0,
     return songs, emb.astype(np.float32)
 
 
-def release_dssm_data() -> None:
-    """Free what :func:`federated_dssm_adapter` keeps cached (the cold-start setups), before another world loads."""
-    fp.release_setups()
-
-
 @dataclass
 class DSSMVectors:
     """User vectors of the federated DSSM's aligned users (fetched once from party B) and item vectors."""

@@ -74,7 +74,7 @@ def window_batches(windows: Windows, batch_size: int, seed: int, user_feats: np.
     x, y = torch.from_numpy(windows.inputs), torch.from_numpy(windows.targets)
     f = None if user_feats is None else torch.from_numpy(user_feats[windows.users])
     per_window = (windows.targets != windows.pad).sum(1)
-    sample = epoch_targets is not None and int(per_window.sum()) > epoch_targets
+    sample = epoch_targets is not None and windows.n_targets > epoch_targets
 
     def batches(epoch: int) -> Iterator[Batch]:
         if sample:
@@ -346,7 +346,7 @@ def fit_recipe(kind: str, inputs: SequenceInputs, recipe, seed: int = 0, data_ke
     hp = {"recipe": recipe.as_dict(), "kind": kind, "seed": seed, "valid": [valid_k, valid_users], "model": repr(model),
           "train_windows": int(inputs.windows.inputs.shape[0]), "max_len": int(inputs.windows.inputs.shape[1])}
     key = None if data_key is None else checkpoint_key(data_key, name, hp, code=_code())
-    epoch_targets = getattr(recipe, "epoch_targets", None)
+    epoch_targets = recipe.epoch_targets
     hist = train(model, window_batches(inputs.windows, recipe.batch_size, seed, feats, epoch_targets),
                  causal_loss(inputs.sampler(seed=seed), inputs.n_items, recipe.n_neg), cfg,
                  rolling_validator(inputs.valid, feats, valid_k, targets=lambda: inputs.valid_targets(
